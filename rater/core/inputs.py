@@ -1,0 +1,92 @@
+"""Typed inputs of the core: what the edge hands over after a message passed its schema.
+
+Times are already µs UTC integers; money is still the wire's decimal string, because
+its precision depends on the tenant's currency, which only the core's state knows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True, slots=True)
+class Cdr:
+    """A call-detail record (topic ``cdrs``)."""
+
+    tenant_id: str
+    usage_id: str
+    call_id: str
+    conference_id: str | None
+    user_id: str | None
+    user_location: str
+    call_type: str
+    number_type: str
+    caller_number: str
+    destination_number: str
+    start_us: int
+    end_us: int
+    duration_s: int
+
+    def fingerprint(self) -> str:
+        """A digest of the content, to tell a true duplicate from an ``id_conflict``."""
+        canonical = "\x1f".join(str(getattr(self, f.name)) for f in fields(self))
+        return hashlib.blake2b(canonical.encode(), digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class TenantUpserted:
+    """Create a tenant or update its settings (currency is fixed by the first one)."""
+
+    tenant_id: str
+    command_id: str
+    country: str
+    currency: str
+    billing_model: str
+    low_balance_threshold: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LicensesAssigned:
+    """Replace a user's set of capabilities and set the usage location."""
+
+    tenant_id: str
+    command_id: str
+    user_id: str
+    usage_location: str
+    capabilities: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UserRemoved:
+    """A user leaves the tenant; their licences stop counting."""
+
+    tenant_id: str
+    command_id: str
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FundsAdded:
+    """A one-time purchase of credits: a new lot whose id is ``command_id``."""
+
+    tenant_id: str
+    command_id: str
+    amount: str
+    currency: str
+    purchased_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class AutoRechargeConfigured:
+    """Turn auto-recharge on or off and set its trigger and recharge amounts."""
+
+    tenant_id: str
+    command_id: str
+    enabled: bool
+    trigger_amount: str
+    recharge_amount: str
+
+
+Command = TenantUpserted | LicensesAssigned | UserRemoved | FundsAdded | AutoRechargeConfigured
+Input = Cdr | Command

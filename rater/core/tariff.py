@@ -1,0 +1,66 @@
+"""Rates by destination prefix and the arithmetic of billing increments (SPEC §1.3).
+
+A :class:`Tariff` maps (currency, call class, E.164 digit prefix) to a :class:`Rate`;
+the longest prefix of the destination's digits wins, and the empty prefix is a catch-all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rater.core.money import MICRO_DIGITS, div_round_half_up
+
+CALL_CLASSES = ("outbound", "toll_free_inbound", "conf_dialout")
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A per-minute rate with its billing increment ``first_s``/``next_s`` and a
+    connection fee in the currency's minor units."""
+
+    rate_micro_per_min: int
+    first_s: int
+    next_s: int
+    connection_fee_minor: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Tariff:
+    """One version of the rates, in force from ``effective_from_us``."""
+
+    version: str
+    effective_from_us: int
+    rates: dict[tuple[str, str], dict[str, Rate]] = field(default_factory=dict)
+    """(currency, call class) → digit prefix → rate."""
+
+    def rate_for(self, currency: str, call_class: str, number: str) -> Rate | None:
+        """The rate of the longest matching prefix of ``number`` (E.164 with ``+``)."""
+        by_prefix = self.rates.get((currency, call_class))
+        if not by_prefix:
+            return None
+        digits = number.removeprefix("+")
+        for length in range(min(len(digits), 15), -1, -1):
+            rate = by_prefix.get(digits[:length])
+            if rate is not None:
+                return rate
+        return None
+
+
+def charged_seconds(duration_s: int, first_s: int, next_s: int) -> int:
+    """Seconds billed for a call part of ``duration_s`` under increment ``first/next``.
+
+    ``first`` if d ≤ first, else first + ceil((d − first) / next) · next; 0 s is free.
+    """
+    if duration_s <= 0:
+        return 0
+    if duration_s <= first_s:
+        return first_s
+    extra = duration_s - first_s
+    return first_s + -(-extra // next_s) * next_s
+
+
+def usage_cost_minor(rate: Rate, seconds: int, exponent: int) -> int:
+    """The cost of ``seconds`` already-incremented seconds at ``rate``, rounded half-up
+    once to the currency's minor unit (the connection fee is added by the caller)."""
+    micro_per_minor = 10 ** (MICRO_DIGITS - exponent)
+    return div_round_half_up(rate.rate_micro_per_min * seconds, 60 * micro_per_minor)

@@ -1,0 +1,66 @@
+"""Event time as integers of microseconds since the Unix epoch (UTC).
+
+The core never reads a clock: every time it uses arrives in an input. These helpers
+convert RFC 3339 strings to ``*_us`` integers and back, and do the calendar arithmetic
+of billing months and lot expiry.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+)
+US_PER_S = 1_000_000
+
+
+class TimeFormatError(ValueError):
+    """A time string that is not RFC 3339 with an explicit offset."""
+
+
+def parse_time_us(text: str) -> int:
+    """RFC 3339 (``Z`` or an offset; up to 9 fraction digits, truncated to µs) → µs UTC."""
+    match = _RFC3339.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise TimeFormatError(f"not an RFC 3339 time with offset: {text!r}")
+    date, clock, fraction, offset = match.groups()
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        moment = datetime.fromisoformat(f"{date}T{clock}{offset}")
+    except ValueError as exc:
+        raise TimeFormatError(f"not a valid time: {text!r} ({exc})") from None
+    micros = int((fraction or "0")[:6].ljust(6, "0"))
+    return _to_us(moment) + micros
+
+
+def _to_us(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * US_PER_S + delta.microseconds
+
+
+def format_time_us(at_us: int) -> str:
+    """µs UTC → RFC 3339 with ``Z``; whole seconds print without a fraction."""
+    moment = _EPOCH + timedelta(microseconds=at_us)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def month_of(at_us: int) -> str:
+    """The UTC billing month ``YYYY-MM`` of an instant."""
+    moment = _EPOCH + timedelta(microseconds=at_us)
+    return f"{moment.year:04d}-{moment.month:02d}"
+
+
+def add_months_clamped(at_us: int, months: int) -> int:
+    """The same instant ``months`` calendar months later, the day clamped to the end of a
+    shorter month (29 Feb 2028 + 12 months → 28 Feb 2029)."""
+    moment = _EPOCH + timedelta(microseconds=at_us)
+    index = moment.year * 12 + (moment.month - 1) + months
+    year, month = divmod(index, 12)
+    day = min(moment.day, calendar.monthrange(year, month + 1)[1])
+    return _to_us(moment.replace(year=year, month=month + 1, day=day))

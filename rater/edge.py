@@ -1,0 +1,162 @@
+"""The edge between Kafka bytes and the core: decode and validate inputs, encode outputs.
+
+``decode`` turns one consumed record into a core input or a :class:`Refusal` (which the
+shell publishes as a dead letter keeping the original bytes). Nothing here raises on bad
+input: a message that cannot be used is data, not an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from rater import schemas
+from rater.core.engine import SCHEMA_VERSION
+from rater.core.inputs import (
+    AutoRechargeConfigured,
+    Cdr,
+    FundsAdded,
+    Input,
+    LicensesAssigned,
+    TenantUpserted,
+    UserRemoved,
+)
+from rater.core.times import TimeFormatError, format_time_us, parse_time_us
+
+MAX_VALUE_BYTES = 64 * 1024
+_TENANT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed Kafka record, as the edge sees it. ``topic`` is the logical name
+    (without the operator's prefix)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+    @property
+    def position(self) -> str:
+        """``topic/partition/offset``: names this message for derived event ids."""
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a record cannot be applied (a SPEC §2 dead-letter reason and a sentence)."""
+
+    reason: str
+    message: str
+    tenant_id: str | None = None
+
+
+def decode(record: Record) -> Input | Refusal:
+    """Validate a record and build the core input it carries."""
+    value = record.value or b""
+    if len(value) > MAX_VALUE_BYTES:
+        return Refusal("too_large", f"value is {len(value)} bytes; the limit is {MAX_VALUE_BYTES}")
+    try:
+        key = (record.key or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return Refusal("bad_key", "the key is not UTF-8")
+    if not _TENANT_ID.match(key):
+        return Refusal("bad_key", f"the key {key[:80]!r} is not a tenant id (1-64 of A-Za-z0-9._-)")
+    try:
+        payload = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return Refusal("invalid_json", f"not JSON: {exc}"[:300], key)
+    if not isinstance(payload, dict):
+        return Refusal("schema", f"the value is a JSON {type(payload).__name__}, not an object", key)
+    kind = payload.get("type")
+    if kind not in schemas.INPUT_TYPES.get(record.topic, ()):
+        return Refusal("unknown_type", f"type {str(kind)[:80]!r} is not an input of topic {record.topic}", key)
+    error = schemas.first_error(kind, payload)
+    if error is not None:
+        return Refusal("schema", f"{kind}: {error}", key)
+    if payload["tenant_id"] != key:
+        return Refusal("key_mismatch", f"key {key!r} but tenant_id {payload['tenant_id']!r}", key)
+    try:
+        return _BUILDERS[kind](payload)
+    except (TimeFormatError, _Invalid) as exc:
+        return Refusal("schema", f"{kind}: {exc}", key)
+
+
+class _Invalid(ValueError):
+    """A rule the schema cannot express (e.g. end before start)."""
+
+
+def _cdr(p: dict[str, Any]) -> Cdr:
+    start_us, end_us = parse_time_us(p["start_time"]), parse_time_us(p["end_time"])
+    if end_us < start_us:
+        raise _Invalid("end_time is before start_time")
+    return Cdr(
+        tenant_id=p["tenant_id"],
+        usage_id=p["usage_id"],
+        call_id=p["call_id"],
+        conference_id=p["conference_id"],
+        user_id=p["user_id"],
+        user_location=p["user_location"],
+        call_type=p["call_type"],
+        number_type=p["number_type"],
+        caller_number=p["caller_number"],
+        destination_number=p["destination_number"],
+        start_us=start_us,
+        end_us=end_us,
+        duration_s=p["duration_seconds"],
+    )
+
+
+_BUILDERS: dict[str, Any] = {
+    "cdr": _cdr,
+    "tenant_upserted": lambda p: TenantUpserted(
+        p["tenant_id"], p["command_id"], p["country"], p["currency"], p["billing_model"],
+        p.get("low_balance_threshold"),
+    ),
+    "licenses_assigned": lambda p: LicensesAssigned(
+        p["tenant_id"], p["command_id"], p["user_id"], p["usage_location"], tuple(p["capabilities"])
+    ),
+    "user_removed": lambda p: UserRemoved(p["tenant_id"], p["command_id"], p["user_id"]),
+    "funds_added": lambda p: FundsAdded(
+        p["tenant_id"], p["command_id"], p["amount"], p["currency"], parse_time_us(p["purchased_at"])
+    ),
+    "auto_recharge_configured": lambda p: AutoRechargeConfigured(
+        p["tenant_id"], p["command_id"], p["enabled"], p["trigger_amount"], p["recharge_amount"]
+    ),
+}
+
+
+def dead_letter(record: Record, source_topic: str, refusal: Refusal) -> dict[str, Any]:
+    """The ``dead_letter`` event for a refused record. It keeps the original key and value
+    (a too-large value: its first 64 KiB and its size). ``occurred_at`` is the record's
+    own Kafka timestamp, so a replay repeats the same bytes."""
+    value = record.value
+    event: dict[str, Any] = {
+        "type": "dead_letter",
+        "schema_version": SCHEMA_VERSION,
+        "event_id": f"dead_letter/{record.position}",
+        "tenant_id": refusal.tenant_id,
+        "occurred_at": format_time_us(max(record.timestamp_ms, 0) * 1000),
+        "source_topic": source_topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "reason": refusal.reason,
+        "message": refusal.message,
+        "key_b64": None if record.key is None else base64.b64encode(record.key).decode(),
+        "value_b64": None if value is None else base64.b64encode(value[:MAX_VALUE_BYTES]).decode(),
+    }
+    if value is not None and len(value) > MAX_VALUE_BYTES:
+        event["value_size"] = len(value)
+    return event
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """An output event as JSON bytes."""
+    return orjson.dumps(payload)

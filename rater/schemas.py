@@ -1,0 +1,62 @@
+"""The JSON Schemas (draft 2020-12) of the wire contract, loaded from ``schemas/``.
+
+Every event type has one file named after it (``cdr.json``, ``rated_cdr.json``, ...);
+``common.json`` holds shared definitions that the others reference.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+from rater.resources import data_dir
+
+INPUT_TYPES = {
+    "cdrs": ("cdr",),
+    "account-commands": (
+        "tenant_upserted",
+        "licenses_assigned",
+        "user_removed",
+        "funds_added",
+        "auto_recharge_configured",
+    ),
+    "recharge-results": ("recharge_result",),
+}
+
+
+@cache
+def _registry() -> tuple[Registry, dict[str, dict[str, Any]]]:
+    schemas: dict[str, dict[str, Any]] = {}
+    registry: Registry = Registry()
+    for path in sorted(data_dir("schemas").glob("*.json")):
+        schema = orjson.loads(path.read_bytes())
+        Draft202012Validator.check_schema(schema)
+        schemas[path.stem] = schema
+        registry = registry.with_resource(schema["$id"], Resource.from_contents(schema))
+    return registry, schemas
+
+
+def schema_names() -> list[str]:
+    """Every event type with a schema (``common`` excluded)."""
+    return sorted(name for name in _registry()[1] if name != "common")
+
+
+@cache
+def validator(event_type: str) -> Draft202012Validator:
+    """A compiled validator for ``event_type``; ``KeyError`` if it has no schema."""
+    registry, schemas = _registry()
+    return Draft202012Validator(schemas[event_type], registry=registry)
+
+
+def first_error(event_type: str, payload: Any) -> str | None:
+    """The most relevant schema error for ``payload`` as one line, or None if valid."""
+    errors = sorted(validator(event_type).iter_errors(payload), key=lambda e: e.path)
+    if not errors:
+        return None
+    error = errors[0]
+    where = "/".join(str(part) for part in error.absolute_path) or "(root)"
+    return f"{where}: {error.message}"[:500]

@@ -1,0 +1,112 @@
+"""The Faust app: topics, the tenant-state table and the agent that feeds the core.
+
+One agent (one writer per tenant state) consumes every input topic; they are
+co-partitioned by tenant, so a tenant's state lives in exactly one partition of the
+``tenants`` table (RocksDB, changelog co-partitioned). For each message: decode at the
+edge, apply in the core, write the tenant's state back, send the outputs, and flush the
+producer before the next message (so no output is still buffered when Faust commits
+the input's offset).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+import orjson
+
+from rater import edge
+from rater.catalog import rating_context
+from rater.core.engine import RatingContext, Step, apply
+from rater.core.state import TenantState
+from rater.shell.settings import Settings
+from rater.topics import input_partitions, load_topics
+
+log = logging.getLogger("rater")
+
+INPUT_TOPICS = ("cdrs", "account-commands")
+OUTPUT_TOPICS = ("rated-cdrs", "balances", "low-balance", "recharge-requests", "notifications", "dead-letters")
+
+
+def _raw_topic(app: faust.App, *names: str, partitions: int) -> Any:
+    return app.topic(
+        *names,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+        internal=False,
+    )
+
+
+def create_app(settings: Settings, ctx: RatingContext | None = None) -> faust.App:
+    """Build the worker's Faust app from ``settings``."""
+    ctx = ctx or rating_context(settings.tariff_path)
+    partitions = settings.partitions or input_partitions(load_topics())
+    prefix = settings.topic_prefix
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust wants the parent to exist
+    session_s = settings.session_timeout_s
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{host}" for host in settings.bootstrap.split(",")],
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        processing_guarantee="at_least_once",
+        topic_partitions=partitions,
+        topic_replication_factor=1,
+        broker_session_timeout=session_s,
+        broker_heartbeat_interval=max(0.5, session_s / 4),
+        broker_request_timeout=max(30.0, session_s * 3),
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+    )
+    inputs = _raw_topic(app, *(prefix + name for name in INPUT_TOPICS), partitions=partitions)
+    outputs = {name: _raw_topic(app, prefix + name, partitions=partitions) for name in OUTPUT_TOPICS}
+    tenants = app.Table(
+        "tenants",
+        default=None,
+        partitions=partitions,
+        key_type=str,
+        value_type=bytes,  # raw bytes: the state is orjson of TenantState.to_dict()
+    )
+
+    def load_state(tenant_id: str) -> TenantState | None:
+        raw = tenants.get(tenant_id)
+        return None if raw is None else TenantState.from_dict(orjson.loads(raw))
+
+    @app.agent(inputs, name="rate")
+    async def rate(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            record = edge.Record(
+                topic=message.topic.removeprefix(prefix),
+                partition=message.partition,
+                offset=message.offset,
+                key=message.key,
+                value=message.value,
+                timestamp_ms=round(message.timestamp * 1000),
+            )
+            decoded = edge.decode(record)
+            if isinstance(decoded, edge.Refusal):
+                await outputs["dead-letters"].send(
+                    key=message.key, value=edge.encode(edge.dead_letter(record, message.topic, decoded))
+                )
+            else:
+                step: Step = apply(load_state(decoded.tenant_id), decoded, ctx, record.position)
+                if step.rejection is not None:
+                    refusal = edge.Refusal(step.rejection.reason, step.rejection.message, decoded.tenant_id)
+                    await outputs["dead-letters"].send(
+                        key=message.key, value=edge.encode(edge.dead_letter(record, message.topic, refusal))
+                    )
+                elif step.changed and step.state is not None:
+                    tenants[decoded.tenant_id] = orjson.dumps(step.state.to_dict())
+                for out in step.outputs:
+                    await outputs[out.stream].send(key=message.key, value=edge.encode(out.payload))
+            await app.producer.flush()
+
+    return app
