@@ -62,7 +62,8 @@ def load_tariff(path: Path | str | None = None) -> Tariff:
         where = f"[[rate]] #{index}"
         currency = _field(path, where, entry, "currency")
         if currency not in exponents:
-            raise DataFileError(f"{path}: {where}: currency {currency!r} is not an ISO 4217 code with minor units")
+            raise DataFileError(
+                f"{path}: {where}: currency {currency!r} is not an ISO 4217 code with minor units")
         call_class = _field(path, where, entry, "class")
         if call_class not in CALL_CLASSES:
             raise DataFileError(f"{path}: {where}: class {call_class!r} is not one of {', '.join(CALL_CLASSES)}")
@@ -75,7 +76,8 @@ def load_tariff(path: Path | str | None = None) -> Tariff:
             if first_s < 1 or next_s < 1:
                 raise ValueError
         except ValueError:
-            raise DataFileError(f"{path}: {where}: increment {increment!r} must be \"first/next\" seconds ≥ 1") from None
+            raise DataFileError(
+                f"{path}: {where}: increment {increment!r} must be \"first/next\" seconds ≥ 1") from None
         try:
             rate_micro = parse_decimal(str(_field(path, where, entry, "rate_per_min")), MICRO_DIGITS)
             fee_minor = parse_decimal(str(entry.get("connection_fee", "0")), exponents[currency])

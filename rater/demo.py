@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from rater.core.times import US_PER_S, format_time_us, parse_time_us
 from rater.localkafka import LocalKafka, free_port, spawn, stop_process
@@ -69,8 +71,6 @@ def demo_messages(tenant: str = DEMO_TENANT, start: str = "2026-11-02T09:00:00Z"
 
 async def produce(bootstrap: str, prefix: str, messages: list[tuple[str, dict[str, Any]]]) -> None:
     """Send ``messages`` keyed by their tenant, in order, and wait until all are acked."""
-    from aiokafka import AIOKafkaProducer
-
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
@@ -80,7 +80,7 @@ async def produce(bootstrap: str, prefix: str, messages: list[tuple[str, dict[st
         await producer.stop()
 
 
-async def feed_and_watch(
+async def feed_and_watch(  # noqa: PLR0917 - one call site, every argument named there
     bootstrap: str,
     prefix: str,
     messages: list[tuple[str, dict[str, Any]]],
@@ -96,8 +96,6 @@ async def feed_and_watch(
     its tenant's first command may be consumed first and dead-lettered ``unknown_tenant``,
     so the demo waits for the account to exist before it places calls.
     """
-    from aiokafka import AIOKafkaConsumer
-
     commands = [m for m in messages if m[0] != "cdrs"]
     cdrs = [m for m in messages if m[0] == "cdrs"]
     last_command = commands[-1][1]["command_id"]
@@ -152,6 +150,7 @@ def _print_event(topic: str, event: dict[str, Any]) -> None:
 def run_demo(once: bool = False, timeout_s: float = 120.0) -> int:
     """Run the demo; returns the process exit code."""
     workdir = Path(tempfile.mkdtemp(prefix="rater-demo-"))
+    code = 1
     kafka: LocalKafka | None = None
     worker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
@@ -163,7 +162,7 @@ def run_demo(once: bool = False, timeout_s: float = 120.0) -> int:
             kafka = LocalKafka(workdir=workdir / "kafka").start()
             bootstrap = kafka.bootstrap
         print(f"broker: {bootstrap}", flush=True)
-        asyncio.run(ensure_topics(bootstrap, prefix, report=lambda line: None))
+        asyncio.run(ensure_topics(bootstrap, prefix, report=lambda _line: None))
         env = dict(
             os.environ,
             RATER_BOOTSTRAP=bootstrap,
@@ -184,19 +183,23 @@ def run_demo(once: bool = False, timeout_s: float = 120.0) -> int:
                 raise RuntimeError(f"the worker exited with {worker.returncode}; see {worker_log}")
 
         done = asyncio.run(feed_and_watch(bootstrap, prefix, messages, _print_event, alive, once, timeout_s))
-        if not done:
+        if done:
+            code = 0
+        else:
             print(f"the demo's CDRs were not all rated within {timeout_s:.0f}s; see {worker_log}")
-            return 1
-        return 0
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
-        return 0
-    except RuntimeError as exc:
+        code = 0
+    except (RuntimeError, OSError) as exc:
         print(f"demo failed: {exc}", flush=True)
-        return 1
     finally:
         if worker is not None:
             stop_process(worker, timeout_s=20)
         if kafka is not None:
             kafka.stop()
+        if code == 0:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"logs kept in {workdir}", flush=True)
         print("stopped: worker and broker are down", flush=True)
+    return code

@@ -84,7 +84,8 @@ def decode(record: Record) -> Input | Refusal:
     if payload["tenant_id"] != key:
         return Refusal("key_mismatch", f"key {key!r} but tenant_id {payload['tenant_id']!r}", key)
     try:
-        return _BUILDERS[kind](payload)
+        built: Input = _BUILDERS[kind](payload)
+        return built
     except (TimeFormatError, _Invalid) as exc:
         return Refusal("schema", f"{kind}: {exc}", key)
 

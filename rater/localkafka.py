@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiokafka.admin import AIOKafkaAdminClient
+
 KAFKA_VERSION = os.environ.get("RATER_KAFKA_VERSION", "4.1.1")
 LOG4J_VERSION = "2.24.3"
 SLF4J_VERSION = "2.0.17"
@@ -383,8 +385,6 @@ class LocalKafka:
 
 async def describe_brokers(bootstrap: str) -> list[int]:
     """Node ids the cluster reports in a metadata request (raises if unreachable)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
     await admin.start()
     try:

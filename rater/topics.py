@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
 from rater.resources import data_dir
 
 ROLES = ("input", "internal", "output")
@@ -83,8 +85,6 @@ async def ensure_topics(
     counts). Returns logical name → state (``created`` / ``exists``); raises
     ``RuntimeError`` when an existing topic has the wrong partition count.
     """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
     specs = load_topics(path)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
     await admin.start()
@@ -109,7 +109,8 @@ async def ensure_topics(
             rf = min(spec.replication_factor, brokers)
             min_isr = min(spec.min_insync_replicas, max(1, rf - 1))
             if rf < spec.replication_factor:
-                report(f"note: {name}: replication factor {rf} (declared {spec.replication_factor}; {brokers} broker(s))")
+                report(f"note: {name}: replication factor {rf} "
+                       f"(declared {spec.replication_factor}; {brokers} broker(s))")
             config = dict(spec.config, **{"min.insync.replicas": str(min_isr)})
             missing.append(NewTopic(name, want, rf, topic_configs=config))
             outcome[spec.name] = "created"

@@ -31,7 +31,8 @@ def parse_decimal(text: str, digits: int) -> int:
     whole, fraction = match.group(1), match.group(2) or ""
     if len(fraction) > digits:
         raise MoneyFormatError(f"{text!r} has {len(fraction)} decimals; at most {digits} allowed")
-    return int(whole) * 10**digits + int(fraction.ljust(digits, "0") or "0")
+    units: int = int(whole) * 10**digits + int(fraction.ljust(digits, "0") or "0")
+    return units
 
 
 def format_decimal(units: int, digits: int) -> str:

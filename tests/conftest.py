@@ -1,0 +1,23 @@
+"""Session fixtures: one real Kafka broker per test run (or ``KAFKA_BOOTSTRAP``)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from rater.localkafka import broker_for_tests
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """A real Apache Kafka broker for the whole session."""
+    with broker_for_tests() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A fresh topic prefix, so every test has topics (and a consumer group) of its own."""
+    return f"t{uuid.uuid4().hex[:10]}."

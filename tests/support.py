@@ -1,0 +1,147 @@
+"""Helpers for the integration tests: topics, worker processes, producing and reading."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from rater import schemas
+from rater.localkafka import free_port, spawn, stop_process
+from rater.topics import ensure_topics
+
+TEST_PARTITIONS = 4
+OUTPUT_TOPICS = ("rated-cdrs", "balances", "low-balance", "recharge-requests", "notifications", "dead-letters")
+
+
+def create_topics(bootstrap: str, prefix: str) -> None:
+    """Create every declared topic under ``prefix`` with the test partition count."""
+    asyncio.run(ensure_topics(bootstrap, prefix, partitions=TEST_PARTITIONS, report=lambda _line: None))
+
+
+@dataclass
+class Worker:
+    """A real ``rater worker`` process."""
+
+    bootstrap: str
+    prefix: str
+    workdir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    proc: Any = None
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "worker.log"
+
+    def start(self) -> Worker:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        env = dict(
+            os.environ,
+            RATER_BOOTSTRAP=self.bootstrap,
+            RATER_TOPIC_PREFIX=self.prefix,
+            RATER_APP_ID=f"{self.prefix}rater",
+            RATER_DATA_DIR=str(self.workdir / "data"),
+            RATER_WEB_PORT=str(free_port()),
+            RATER_PARTITIONS=str(TEST_PARTITIONS),
+            RATER_SESSION_TIMEOUT="6",
+            RATER_LOG_LEVEL="info",
+            **self.extra_env,
+        )
+        self.proc = spawn([sys.executable, "-m", "rater", "worker"], log=self.log, env=env)
+        return self
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
+            raise AssertionError(f"worker exited with {self.proc.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        stop_process(self.proc, timeout_s=30)
+
+
+def event(kind: str, tenant: str, event_id: str, at: str = "2026-11-02T09:00:00Z", **fields: Any) -> dict[str, Any]:
+    """An input event with its envelope."""
+    return {"type": kind, "schema_version": 1, "event_id": event_id, "tenant_id": tenant,
+            "occurred_at": at, **fields}
+
+
+def cdr(tenant: str, usage_id: str, seconds: int, *, destination: str = "+12125550123",
+        start: str = "2026-11-02T10:00:00Z", end: str = "2026-11-02T10:30:00Z", **overrides: Any) -> dict[str, Any]:
+    """A CDR; ``end`` is only a label here (the duration is what is rated)."""
+    fields = {
+        "usage_id": usage_id, "call_id": f"call-{usage_id}", "conference_id": None, "user_id": "alice",
+        "user_location": "US", "call_type": "user_out", "number_type": "geographic",
+        "caller_number": "+14155550100", "destination_number": destination,
+        "start_time": start, "end_time": end, "duration_seconds": seconds,
+    }
+    fields.update(overrides)
+    return event("cdr", tenant, f"evt-{usage_id}", at=end, **fields)
+
+
+async def produce(bootstrap: str, prefix: str, messages: list[tuple[str, bytes | None, bytes | None]]) -> None:
+    """Send raw (topic, key, value) messages in order and wait for the acks."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                max_request_size=2 * 1024 * 1024)
+    await producer.start()
+    try:
+        for topic, key, value in messages:
+            await producer.send_and_wait(prefix + topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+def send_events(bootstrap: str, prefix: str, items: list[tuple[str, dict[str, Any]]]) -> None:
+    """Send JSON events keyed by their tenant."""
+    asyncio.run(produce(bootstrap, prefix, [
+        (topic, item["tenant_id"].encode(), orjson.dumps(item)) for topic, item in items
+    ]))
+
+
+@dataclass(frozen=True)
+class Out:
+    """One output record, validated against its schema."""
+
+    topic: str
+    key: bytes | None
+    event: dict[str, Any]
+
+
+async def _collect(bootstrap: str, prefix: str, until: Callable[[list[Out]], bool], timeout_s: float,
+                   alive: Callable[[], None]) -> list[Out]:
+    consumer = AIOKafkaConsumer(
+        *(prefix + t for t in OUTPUT_TOPICS), bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        isolation_level="read_committed", group_id=None, enable_auto_commit=False,
+    )
+    await consumer.start()
+    seen: list[Out] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not until(seen):
+            alive()
+            if time.monotonic() > deadline:
+                summary = [(o.topic, o.event.get("type"), o.event.get("event_id")) for o in seen]
+                raise AssertionError(f"outputs not complete after {timeout_s:.0f}s; seen {summary}")
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                for record in records:
+                    payload = orjson.loads(record.value)
+                    error = schemas.first_error(payload["type"], payload)
+                    assert error is None, f"{record.topic}: {payload['type']} breaks its schema: {error}"
+                    seen.append(Out(record.topic.removeprefix(prefix), record.key, payload))
+        return seen
+    finally:
+        await consumer.stop()
+
+
+def collect(bootstrap: str, prefix: str, until: Callable[[list[Out]], bool], worker: Worker | None = None,
+            timeout_s: float = 90.0) -> list[Out]:
+    """Read every output topic from the start until ``until(outputs)`` holds; each
+    output is checked against its JSON Schema on the way."""
+    return asyncio.run(_collect(bootstrap, prefix, until, timeout_s, worker.check_alive if worker else lambda: None))

@@ -1,0 +1,167 @@
+"""One CDR rated end to end: a real broker, a real worker process, the real topics.
+
+The expected charges are computed here from the tariff file with ``decimal`` — an
+arithmetic independent of the rater's integer core — so a worker that charges a wrong
+amount fails these tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import tomllib
+import uuid
+from collections.abc import Iterator
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+
+from rater.catalog import DEFAULT_TARIFF
+from tests.support import Worker, cdr, collect, create_topics, event, produce, send_events
+
+pytestmark = pytest.mark.kafka
+
+
+def expected_charge(tariff: Path, currency: str, call_class: str, seconds: int) -> Decimal:
+    """Charge of a call by the catch-all rate of ``tariff`` (SPEC §1.3), in Decimal."""
+    rates = tomllib.loads(tariff.read_text())["rate"]
+    rate = next(r for r in rates if r["currency"] == currency and r["class"] == call_class and r["prefix"] == "")
+    first, nxt = (int(x) for x in rate["increment"].split("/"))
+    billed = first if seconds <= first else first + int(
+        (Decimal(seconds - first) / nxt).to_integral_value(ROUND_CEILING)) * nxt
+    usage = Decimal(rate["rate_per_min"]) * billed / 60
+    return (usage + Decimal(rate["connection_fee"])).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def open_account(tenant: str, funds: str) -> list[tuple[str, dict[str, object]]]:
+    return [
+        ("account-commands", event("tenant_upserted", tenant, "e1", command_id=f"{tenant}-c1", country="US",
+                                   currency="USD", billing_model="prepaid_credits")),
+        ("account-commands", event("funds_added", tenant, "e2", command_id=f"{tenant}-lot1", amount=funds,
+                                   currency="USD", purchased_at="2026-11-01T00:00:00Z")),
+    ]
+
+
+def funded(tenant: str):  # type: ignore[no-untyped-def]
+    return lambda outs: caused(outs, f"{tenant}-lot1")
+
+
+def caused(outs, input_id: str) -> bool:  # type: ignore[no-untyped-def]
+    return any(o.topic == "balances" and o.event["caused_by"] == input_id for o in outs)
+
+
+def rated(tenant: str, count: int):  # type: ignore[no-untyped-def]
+    return lambda outs: sum(o.topic == "rated-cdrs" and o.event["tenant_id"] == tenant for o in outs) >= count
+
+
+@pytest.fixture(scope="module")
+def rater_worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    prefix = f"e2e{uuid.uuid4().hex[:8]}."
+    create_topics(kafka_bootstrap, prefix)
+    worker = Worker(kafka_bootstrap, prefix, tmp_path_factory.mktemp("worker")).start()
+    yield worker
+    worker.stop()
+
+
+def test_funded_outbound_call_is_charged_from_credits_and_balance_follows(rater_worker: Worker) -> None:
+    tenant = f"acme-{uuid.uuid4().hex[:6]}"
+    bootstrap, prefix = rater_worker.bootstrap, rater_worker.prefix
+    send_events(bootstrap, prefix, open_account(tenant, "10.00"))
+    collect(bootstrap, prefix, funded(tenant), rater_worker)
+    send_events(bootstrap, prefix, [("cdrs", cdr(tenant, f"{tenant}-u1", 125))])
+    outs = collect(bootstrap, prefix, lambda o: rated(tenant, 1)(o) and caused(o, f"{tenant}-u1"), rater_worker)
+
+    charge = expected_charge(DEFAULT_TARIFF, "USD", "outbound", 125)
+    assert charge > 0
+    [rated_cdr] = [o.event for o in outs if o.topic == "rated-cdrs" and o.event["tenant_id"] == tenant]
+    assert rated_cdr["status"] == "rated"
+    assert Decimal(rated_cdr["charge"]) == charge
+    assert rated_cdr["lot_debits"] == [{"lot_id": f"{tenant}-lot1", "amount": rated_cdr["charge"]}]
+    assert Decimal(rated_cdr["balance_after"]) == Decimal("10.00") - charge
+    assert rated_cdr["uncollected"] == "0.00"
+    assert rated_cdr["billing_month"] == "2026-11"
+    assert rated_cdr["occurred_at"] == "2026-11-02T10:30:00Z"  # the CDR's end, never the wall clock
+
+    balances = [o for o in outs if o.topic == "balances" and o.event["caused_by"] == f"{tenant}-u1"]
+    assert len(balances) == 1
+    assert balances[0].key == tenant.encode()
+    assert Decimal(balances[0].event["balance"]) == Decimal("10.00") - charge
+    assert balances[0].event["lots"][0]["expires_at"] == "2027-11-01T00:00:00Z"
+
+
+def test_call_beyond_the_balance_is_partially_funded_and_a_replayed_cdr_is_a_duplicate(rater_worker: Worker) -> None:
+    tenant = f"tiny-{uuid.uuid4().hex[:6]}"
+    bootstrap, prefix = rater_worker.bootstrap, rater_worker.prefix
+    send_events(bootstrap, prefix, open_account(tenant, "0.05"))
+    collect(bootstrap, prefix, funded(tenant), rater_worker)
+    call = cdr(tenant, f"{tenant}-u1", 600)
+    send_events(bootstrap, prefix, [("cdrs", call), ("cdrs", call)])
+    outs = collect(bootstrap, prefix, lambda o: rated(tenant, 2)(o) and caused(o, f"{tenant}-u1"), rater_worker)
+
+    charge = expected_charge(DEFAULT_TARIFF, "USD", "outbound", 600)
+    first, second = [o.event for o in outs if o.topic == "rated-cdrs" and o.event["tenant_id"] == tenant]
+    assert first["status"] == "partially_funded"
+    assert first["reason"] == "no_funds"
+    assert Decimal(first["charge"]) == charge
+    assert first["lot_debits"] == [{"lot_id": f"{tenant}-lot1", "amount": "0.05"}]
+    assert Decimal(first["uncollected"]) == charge - Decimal("0.05")
+    assert first["balance_after"] == "0.00"
+    assert second["status"] == "duplicate"
+    assert second["charge"] == "0.00"
+    assert second["lot_debits"] == []
+    assert second["event_id"] != first["event_id"]
+    depleted = [o.event for o in outs if o.topic == "balances" and o.event["tenant_id"] == tenant][-1]
+    assert depleted["status"] == "depleted"
+
+
+def test_bad_messages_become_dead_letters_with_their_original_bytes(rater_worker: Worker) -> None:
+    tenant = f"bad-{uuid.uuid4().hex[:6]}"
+    bootstrap, prefix = rater_worker.bootstrap, rater_worker.prefix
+    not_json = b'{"type": "cdr", oops'
+    mismatched = orjson.dumps(cdr("someone-else", f"{tenant}-u1", 60))
+    unknown = orjson.dumps(cdr(tenant, f"{tenant}-u2", 60))
+    asyncio.run(produce(bootstrap, prefix, [
+        ("cdrs", tenant.encode(), not_json),
+        ("cdrs", tenant.encode(), mismatched),
+        ("cdrs", b"\xff\xfe", unknown),
+        ("cdrs", tenant.encode(), unknown),
+    ]))
+
+    def four_letters(outs):  # type: ignore[no-untyped-def]
+        return sum(o.topic == "dead-letters" and o.event["value_b64"] in wanted for o in outs) >= 4
+
+    wanted = {base64.b64encode(v).decode() for v in (not_json, mismatched, unknown)}
+    outs = collect(bootstrap, prefix, four_letters, rater_worker)
+    letters = [o.event for o in outs if o.topic == "dead-letters" and o.event["value_b64"] in wanted]
+    by_reason = {letter["reason"]: letter for letter in letters}
+    assert set(by_reason) == {"invalid_json", "key_mismatch", "bad_key", "unknown_tenant"}
+    assert base64.b64decode(by_reason["invalid_json"]["value_b64"]) == not_json
+    assert base64.b64decode(by_reason["bad_key"]["key_b64"]) == b"\xff\xfe"
+    assert by_reason["unknown_tenant"]["tenant_id"] == tenant
+    assert all(letter["source_topic"] == f"{prefix}cdrs" for letter in letters)
+
+
+def test_worker_rates_with_the_operators_own_tariff_file(kafka_bootstrap: str, tmp_path: Path,
+                                                         topic_prefix: str) -> None:
+    tariff = tmp_path / "tariff.toml"
+    tariff.write_text(
+        'version = "test-1"\neffective_from = "2020-01-01T00:00:00Z"\n'
+        '[[rate]]\ncurrency = "USD"\nclass = "outbound"\nprefix = ""\n'
+        'rate_per_min = "0.437000"\nincrement = "1/1"\nconnection_fee = "0.15"\n'
+    )
+    create_topics(kafka_bootstrap, topic_prefix)
+    worker = Worker(kafka_bootstrap, topic_prefix, tmp_path / "w", {"RATER_TARIFF": str(tariff)}).start()
+    try:
+        tenant = "own-tariff"
+        send_events(kafka_bootstrap, topic_prefix, open_account(tenant, "10.00"))
+        collect(kafka_bootstrap, topic_prefix, funded(tenant), worker)
+        send_events(kafka_bootstrap, topic_prefix, [("cdrs", cdr(tenant, "u1", 125))])
+        outs = collect(kafka_bootstrap, topic_prefix, rated(tenant, 1), worker)
+    finally:
+        worker.stop()
+    [rated_cdr] = [o.event for o in outs if o.topic == "rated-cdrs"]
+    assert Decimal(rated_cdr["charge"]) == expected_charge(tariff, "USD", "outbound", 125)
+    assert rated_cdr["connection_fee"] == "0.15"
+    assert rated_cdr["charged_seconds"] == 125
