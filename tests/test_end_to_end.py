@@ -165,3 +165,30 @@ def test_worker_rates_with_the_operators_own_tariff_file(kafka_bootstrap: str, t
     assert Decimal(rated_cdr["charge"]) == expected_charge(tariff, "USD", "outbound", 125)
     assert rated_cdr["connection_fee"] == "0.15"
     assert rated_cdr["charged_seconds"] == 125
+
+
+def test_tenant_state_lives_in_rocksdb_and_survives_a_worker_restart(kafka_bootstrap: str, tmp_path: Path,
+                                                                      topic_prefix: str) -> None:
+    create_topics(kafka_bootstrap, topic_prefix)
+    tenant = "restarts"
+    worker = Worker(kafka_bootstrap, topic_prefix, tmp_path / "w").start()
+    try:
+        send_events(kafka_bootstrap, topic_prefix, open_account(tenant, "1.00"))
+        collect(kafka_bootstrap, topic_prefix, funded(tenant), worker)
+        send_events(kafka_bootstrap, topic_prefix, [("cdrs", cdr(tenant, "u1", 60))])
+        collect(kafka_bootstrap, topic_prefix, lambda o: caused(o, "u1"), worker)
+    finally:
+        worker.stop()
+    assert worker.proc.returncode == 0, "the worker did not stop cleanly on SIGTERM"
+    assert sorted(p.name for p in (tmp_path / "w" / "data").rglob("tenants-*.db"))  # RocksDB partitions
+
+    worker = Worker(kafka_bootstrap, topic_prefix, tmp_path / "w").start()  # same RocksDB folder
+    try:
+        send_events(kafka_bootstrap, topic_prefix, [("cdrs", cdr(tenant, "u2", 60))])
+        outs = collect(kafka_bootstrap, topic_prefix, lambda o: caused(o, "u2"), worker)
+    finally:
+        worker.stop()
+    per_call = expected_charge(DEFAULT_TARIFF, "USD", "outbound", 60)
+    [after] = [o.event for o in outs if o.topic == "balances" and o.event["caused_by"] == "u2"]
+    assert Decimal(after["balance"]) == Decimal("1.00") - 2 * per_call
+    assert [o.event["usage_id"] for o in outs if o.topic == "rated-cdrs"] == ["u1", "u2"]
