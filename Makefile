@@ -28,7 +28,7 @@ demo: install kafka-jars
 	$(BIN)/rater demo
 
 lint: install
-	$(BIN)/ruff check rater tests
+	$(BIN)/ruff check rater tests tools
 	$(BIN)/mypy
 
 pytest: install kafka-jars compose-schema

@@ -6,7 +6,9 @@ tariff without reading code.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -14,12 +16,15 @@ from typing import Any
 
 import iso4217
 
+from rater.core.countries import CountryPrefixes
 from rater.core.engine import RatingContext
 from rater.core.money import MICRO_DIGITS, MoneyFormatError, parse_decimal
 from rater.core.tariff import CALL_CLASSES, Rate, Tariff
 from rater.core.times import TimeFormatError, parse_time_us
 
-DEFAULT_TARIFF = Path(__file__).resolve().parent / "data" / "tariff.toml"
+DATA = Path(__file__).resolve().parent / "data"
+DEFAULT_TARIFF = DATA / "tariff.toml"
+COUNTRY_PREFIXES = DATA / "country_prefixes.json"
 
 
 class DataFileError(ValueError):
@@ -34,6 +39,16 @@ def currency_exponents() -> dict[str, int]:
         if isinstance(currency.exponent, int):
             exponents[currency.code] = currency.exponent
     return exponents
+
+
+@cache
+def country_prefixes(path: Path = COUNTRY_PREFIXES) -> CountryPrefixes:
+    """The E.164 prefix → country table shipped with the rater."""
+    table = json.loads(path.read_text())["prefixes"]
+    for prefix, country in table.items():
+        if not prefix.isdigit() or not re.fullmatch(r"[A-Z]{2}", country):
+            raise DataFileError(f"{path}: prefix {prefix!r} → {country!r} is not digits → ISO 3166 alpha-2")
+    return CountryPrefixes.of(table)
 
 
 def _field(path: Path, where: str, entry: dict[str, Any], name: str) -> Any:
@@ -94,4 +109,4 @@ def load_tariff(path: Path | str | None = None) -> Tariff:
 
 def rating_context(tariff_path: Path | str | None = None) -> RatingContext:
     """The core's read-only context from the data files."""
-    return RatingContext(load_tariff(tariff_path), currency_exponents())
+    return RatingContext(load_tariff(tariff_path), currency_exponents(), country_prefixes())

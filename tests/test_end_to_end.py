@@ -82,6 +82,7 @@ def test_funded_outbound_call_is_charged_from_credits_and_balance_follows(rater_
     assert Decimal(rated_cdr["balance_after"]) == Decimal("10.00") - charge
     assert rated_cdr["uncollected"] == "0.00"
     assert rated_cdr["billing_month"] == "2026-11"
+    assert (rated_cdr["destination_country"], rated_cdr["scope"]) == ("US", "domestic")
     assert rated_cdr["occurred_at"] == "2026-11-02T10:30:00Z"  # the CDR's end, never the wall clock
 
     balances = [o for o in outs if o.topic == "balances" and o.event["caused_by"] == f"{tenant}-u1"]

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rater.core.countries import CountryPrefixes
 from rater.core.inputs import (
     AutoRechargeConfigured,
     Cdr,
@@ -38,10 +39,12 @@ POSTPAID = "postpaid_overage"
 
 @dataclass(frozen=True, slots=True)
 class RatingContext:
-    """What rating reads but never changes: the tariff and ISO 4217 minor units."""
+    """What rating reads but never changes: the tariff, ISO 4217 minor units and the
+    E.164 country table."""
 
     tariff: Tariff
     exponents: Mapping[str, int]
+    countries: CountryPrefixes = field(default_factory=lambda: CountryPrefixes.of({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +199,7 @@ def _rate_cdr(state: TenantState, cdr: Cdr, ctx: RatingContext, position: str) -
         if seen != fingerprint:
             return Step(state, rejection=Rejection(
                 "id_conflict", f"usage_id {cdr.usage_id!r} was rated with other content"))
-        return Step(state, [_duplicate_event(state, cdr, position)])
+        return Step(state, [_duplicate_event(state, cdr, ctx, position)])
 
     call_class = _call_class(cdr)
     rate = None
@@ -223,6 +226,7 @@ def _rate_cdr(state: TenantState, cdr: Cdr, ctx: RatingContext, position: str) -
     if cost:
         paid_by = "OVERAGE" if overage else "MCOPSTNPP"
     rated = _rated_event(state, cdr, f"{state.tenant_id}/rated_cdr/{cdr.usage_id}", {
+        **_destination(ctx, cdr),
         "status": status,
         "reason": reason,
         "credit_seconds": cdr.duration_s if rate else 0,
@@ -238,6 +242,14 @@ def _rate_cdr(state: TenantState, cdr: Cdr, ctx: RatingContext, position: str) -
     if debited or overage:
         outputs.append(_balance_event(state, cdr.usage_id))
     return Step(state, outputs, changed=True)
+
+
+def _destination(ctx: RatingContext, cdr: Cdr) -> dict[str, str | None]:
+    """The destination's country (longest E.164 prefix) and the call's scope: domestic
+    when that country is the CDR's ``user_location`` (SPEC §1.2)."""
+    country = ctx.countries.country_of(cdr.destination_number)
+    scope = None if country is None else ("domestic" if country == cdr.user_location else "international")
+    return {"destination_country": country, "scope": scope}
 
 
 def _debit_fifo(state: TenantState, cost_minor: int, now_us: int) -> list[tuple[str, int]]:
@@ -295,8 +307,6 @@ def _rated_event(state: TenantState, cdr: Cdr, event_id: str, outcome: dict[str,
     payload.update(_cdr_fields(cdr))
     payload.update({
         "billing_month": month_of(cdr.start_us),
-        "destination_country": None,
-        "scope": None,
         "pool_usage": [],
         "currency": state.currency,
         "balance_after": _money(state, state.balance_minor),
@@ -305,9 +315,10 @@ def _rated_event(state: TenantState, cdr: Cdr, event_id: str, outcome: dict[str,
     return Output("rated-cdrs", payload)
 
 
-def _duplicate_event(state: TenantState, cdr: Cdr, position: str) -> Output:
+def _duplicate_event(state: TenantState, cdr: Cdr, ctx: RatingContext, position: str) -> Output:
     zero = _money(state, 0)
     return _rated_event(state, cdr, f"{state.tenant_id}/rated_cdr/{cdr.usage_id}/duplicate/{position}", {
+        **_destination(ctx, cdr),
         "status": "duplicate",
         "reason": None,
         "credit_seconds": 0,

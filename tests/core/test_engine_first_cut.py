@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rater.core.countries import CountryPrefixes
 from rater.core.engine import RatingContext, apply
 from rater.core.inputs import Cdr, FundsAdded, TenantUpserted
 from rater.core.state import TenantState, check_invariants
@@ -11,6 +12,7 @@ from rater.core.times import parse_time_us
 CTX = RatingContext(
     Tariff("t", 0, {("USD", "outbound"): {"": Rate(20_000, 60, 60), "44": Rate(10_000, 30, 6, 5)}}),
     {"USD": 2, "JPY": 0},
+    CountryPrefixes.of({"1": "US", "1416": "CA", "44": "GB"}),
 )
 
 
@@ -120,3 +122,14 @@ def test_state_survives_its_storage_form() -> None:
     step = apply(state, _cdr("u1", 95), CTX, "p/0/2")
     assert step.state is not None
     assert TenantState.from_dict(step.state.to_dict()) == step.state
+
+
+def test_destination_country_and_scope_come_from_the_longest_prefix_against_user_location() -> None:
+    state = _fund(_tenant(), "lot1", "10.00", "2026-11-01T00:00:00Z")
+    for usage_id, number, expected in (("a", "+12125550123", ("US", "domestic")),
+                                       ("b", "+14165550100", ("CA", "international")),
+                                       ("c", "+442071838750", ("GB", "international")),
+                                       ("d", "+81312345678", (None, None))):
+        step = apply(state, _cdr(usage_id, 60, number), CTX, "p/0/9")
+        payload = step.outputs[0].payload
+        assert (payload["destination_country"], payload["scope"]) == expected
