@@ -98,6 +98,7 @@ async def feed_and_watch(  # noqa: PLR0917 - one call site, every argument named
     """
     commands = [m for m in messages if m[0] != "cdrs"]
     cdrs = [m for m in messages if m[0] == "cdrs"]
+    expected = len(cdrs)
     last_command = commands[-1][1]["command_id"]
     consumer = AIOKafkaConsumer(
         *(prefix + t for t in ("rated-cdrs", "balances", "dead-letters")),
@@ -122,7 +123,7 @@ async def feed_and_watch(  # noqa: PLR0917 - one call site, every argument named
                 await produce(bootstrap, prefix, cdrs)
                 print(f"fed {len(cdrs)} CDRs (Ctrl-C stops the demo)", flush=True)
                 cdrs = []
-            if once and funded and not cdrs and rated >= len([m for m in messages if m[0] == "cdrs"]):
+            if once and funded and not cdrs and rated >= expected:
                 return True
         return False
     finally:

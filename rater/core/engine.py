@@ -24,6 +24,7 @@ from rater.core.inputs import (
     LicensesAssigned,
     TenantUpserted,
     UserRemoved,
+    fingerprint,
 )
 from rater.core.money import MoneyFormatError, format_decimal, parse_decimal
 from rater.core.state import AutoRecharge, Lot, TenantState, User
@@ -86,9 +87,9 @@ def apply(state: TenantState | None, inp: Input, ctx: RatingContext, position: s
     if isinstance(inp, FundsAdded):
         return _funds_added(state, inp)
     if isinstance(inp, LicensesAssigned):
-        return _once(state, inp.command_id, repr(inp), _licenses_assigned, inp)
+        return _once(state, inp.command_id, fingerprint(inp), _licenses_assigned, inp)
     if isinstance(inp, UserRemoved):
-        return _once(state, inp.command_id, repr(inp), _user_removed, inp)
+        return _once(state, inp.command_id, fingerprint(inp), _user_removed, inp)
     if isinstance(inp, AutoRechargeConfigured):
         return _auto_recharge_configured(state, inp)
     raise TypeError(f"not a core input: {type(inp).__name__}")
@@ -104,7 +105,7 @@ def _tenant_upserted(state: TenantState | None, cmd: TenantUpserted, ctx: Rating
     if state is not None:
         seen = state.applied.get(cmd.command_id)
         if seen is not None:
-            return _repeat(state, cmd.command_id, seen, repr(cmd))
+            return _repeat(state, cmd.command_id, seen, fingerprint(cmd))
         if cmd.currency != state.currency:
             return Step(state, rejection=Rejection(
                 "currency_mismatch", f"tenant currency is {state.currency}, command says {cmd.currency}"))
@@ -117,14 +118,14 @@ def _tenant_upserted(state: TenantState | None, cmd: TenantUpserted, ctx: Rating
     state.country = cmd.country
     state.billing_model = cmd.billing_model
     state.low_balance_threshold_minor = threshold
-    state.applied[cmd.command_id] = repr(cmd)
+    state.applied[cmd.command_id] = fingerprint(cmd)
     return Step(state, [_balance_event(state, cmd.command_id)], changed=True)
 
 
 def _funds_added(state: TenantState, cmd: FundsAdded) -> Step:
     seen = state.applied.get(cmd.command_id)
     if seen is not None:
-        return _repeat(state, cmd.command_id, seen, repr(cmd))
+        return _repeat(state, cmd.command_id, seen, fingerprint(cmd))
     if cmd.currency != state.currency:
         return Step(state, rejection=Rejection(
             "currency_mismatch", f"tenant currency is {state.currency}, funds are in {cmd.currency}"))
@@ -137,7 +138,7 @@ def _funds_added(state: TenantState, cmd: FundsAdded) -> Step:
     state.lots.append(Lot(cmd.command_id, amount, amount, cmd.purchased_us, expires))
     state.lots.sort(key=lambda lot: (lot.purchased_us, lot.lot_id))
     state.funded_minor += amount
-    state.applied[cmd.command_id] = repr(cmd)
+    state.applied[cmd.command_id] = fingerprint(cmd)
     return Step(state, [_balance_event(state, cmd.command_id)], changed=True)
 
 
@@ -154,7 +155,7 @@ def _user_removed(state: TenantState, cmd: UserRemoved) -> list[Output]:
 def _auto_recharge_configured(state: TenantState, cmd: AutoRechargeConfigured) -> Step:
     seen = state.applied.get(cmd.command_id)
     if seen is not None:
-        return _repeat(state, cmd.command_id, seen, repr(cmd))
+        return _repeat(state, cmd.command_id, seen, fingerprint(cmd))
     try:
         trigger = parse_decimal(cmd.trigger_amount, state.exponent)
         recharge = parse_decimal(cmd.recharge_amount, state.exponent)
@@ -162,7 +163,7 @@ def _auto_recharge_configured(state: TenantState, cmd: AutoRechargeConfigured) -
         return Step(state, rejection=Rejection("schema", str(exc)))
     pending = state.auto_recharge.pending_request_id
     state.auto_recharge = AutoRecharge(cmd.enabled, trigger, recharge, pending)
-    state.applied[cmd.command_id] = repr(cmd)
+    state.applied[cmd.command_id] = fingerprint(cmd)
     return Step(state, [_balance_event(state, cmd.command_id)], changed=True)
 
 
@@ -193,10 +194,10 @@ def _call_class(cdr: Cdr) -> str | None:
 
 
 def _rate_cdr(state: TenantState, cdr: Cdr, ctx: RatingContext, position: str) -> Step:
-    fingerprint = cdr.fingerprint()
+    digest = fingerprint(cdr)
     seen = state.applied.get(cdr.usage_id)
     if seen is not None:
-        if seen != fingerprint:
+        if seen != digest:
             return Step(state, rejection=Rejection(
                 "id_conflict", f"usage_id {cdr.usage_id!r} was rated with other content"))
         return Step(state, [_duplicate_event(state, cdr, ctx, position)])
@@ -220,7 +221,7 @@ def _rate_cdr(state: TenantState, cdr: Cdr, ctx: RatingContext, position: str) -
 
     state.now_us = now_us
     state.debited_minor += debited
-    state.applied[cdr.usage_id] = fingerprint
+    state.applied[cdr.usage_id] = digest
     status, reason = ("partially_funded", "no_funds") if uncollected else ("rated", None)
     paid_by = None
     if cost:

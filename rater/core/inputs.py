@@ -28,12 +28,6 @@ class Cdr:
     end_us: int
     duration_s: int
 
-    def fingerprint(self) -> str:
-        """A digest of the content, to tell a true duplicate from an ``id_conflict``."""
-        canonical = "\x1f".join(str(getattr(self, f.name)) for f in fields(self))
-        return hashlib.blake2b(canonical.encode(), digest_size=12).hexdigest()
-
-
 @dataclass(frozen=True, slots=True)
 class TenantUpserted:
     """Create a tenant or update its settings (currency is fixed by the first one)."""
@@ -90,3 +84,10 @@ class AutoRechargeConfigured:
 
 Command = TenantUpserted | LicensesAssigned | UserRemoved | FundsAdded | AutoRechargeConfigured
 Input = Cdr | Command
+
+
+def fingerprint(inp: Input) -> str:
+    """A short digest of an input's content, remembered with its id to tell a true repeat
+    (same id, same content) from an ``id_conflict`` (same id, other content)."""
+    canonical = "\x1f".join([type(inp).__name__, *(repr(getattr(inp, f.name)) for f in fields(inp))])
+    return hashlib.blake2b(canonical.encode(), digest_size=12).hexdigest()

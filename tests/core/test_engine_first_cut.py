@@ -133,3 +133,15 @@ def test_destination_country_and_scope_come_from_the_longest_prefix_against_user
         step = apply(state, _cdr(usage_id, 60, number), CTX, "p/0/9")
         payload = step.outputs[0].payload
         assert (payload["destination_country"], payload["scope"]) == expected
+
+
+def test_a_repeated_funds_command_adds_no_second_lot_and_other_content_is_an_id_conflict() -> None:
+    state = _fund(_tenant(), "lot1", "1.00", "2026-11-01T00:00:00Z")
+    again = apply(state, FundsAdded("t1", "lot1", "1.00", "USD", parse_time_us("2026-11-01T00:00:00Z")), CTX, "p/0/5")
+    assert (again.changed, again.outputs, again.rejection) == (False, [], None)
+    assert again.state is not None
+    assert again.state.balance_minor == 100
+    other = apply(state, FundsAdded("t1", "lot1", "2.00", "USD", parse_time_us("2026-11-01T00:00:00Z")), CTX, "p/0/6")
+    assert other.rejection is not None
+    assert other.rejection.reason == "id_conflict"
+    assert state.funded_minor == 100
