@@ -11,7 +11,7 @@ licence checks yet: SPEC §1.2's waterfall arrives with the full core).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from rater.core.countries import CountryPrefixes
 from rater.core.inputs import (
     AutoRechargeConfigured,
     Cdr,
+    Command,
     FundsAdded,
     Input,
     LicensesAssigned,
@@ -78,37 +79,36 @@ class Step:
 def apply(state: TenantState | None, inp: Input, ctx: RatingContext, position: str) -> Step:
     """Apply one input to a tenant's state. ``position`` names the input message
     (topic/partition/offset) for the ids of events that must not repeat another's."""
-    if isinstance(inp, TenantUpserted):
-        return _tenant_upserted(state, inp, ctx)
     if state is None:
+        if isinstance(inp, TenantUpserted):
+            return _remember(_tenant_upserted(None, inp, ctx), inp.command_id, inp)
         return Step(None, rejection=Rejection("unknown_tenant", f"tenant {inp.tenant_id!r} has no tenant_upserted yet"))
     if isinstance(inp, Cdr):
         return _rate_cdr(state, inp, ctx, position)
-    if isinstance(inp, FundsAdded):
-        return _funds_added(state, inp)
-    if isinstance(inp, LicensesAssigned):
-        return _once(state, inp.command_id, fingerprint(inp), _licenses_assigned, inp)
-    if isinstance(inp, UserRemoved):
-        return _once(state, inp.command_id, fingerprint(inp), _user_removed, inp)
-    if isinstance(inp, AutoRechargeConfigured):
-        return _auto_recharge_configured(state, inp)
-    raise TypeError(f"not a core input: {type(inp).__name__}")
+    seen = state.applied.get(inp.command_id)
+    if seen is not None:
+        return _repeat(state, inp.command_id, seen, fingerprint(inp))
+    return _remember(_COMMANDS[type(inp)](state, inp, ctx), inp.command_id, inp)
+
+
+def _remember(step: Step, command_id: str, cmd: Command) -> Step:
+    """Record an applied command's id with its fingerprint, in the same state change."""
+    if step.changed and step.state is not None:
+        step.state.applied[command_id] = fingerprint(cmd)
+    return step
 
 
 # --- commands ---------------------------------------------------------------------------
+# Each handler applies a command whose id is new; ``apply`` deals with repeats.
 
 
 def _tenant_upserted(state: TenantState | None, cmd: TenantUpserted, ctx: RatingContext) -> Step:
     exponent = ctx.exponents.get(cmd.currency)
     if exponent is None:
         return Step(state, rejection=Rejection("schema", f"unknown ISO 4217 currency {cmd.currency!r}"))
-    if state is not None:
-        seen = state.applied.get(cmd.command_id)
-        if seen is not None:
-            return _repeat(state, cmd.command_id, seen, fingerprint(cmd))
-        if cmd.currency != state.currency:
-            return Step(state, rejection=Rejection(
-                "currency_mismatch", f"tenant currency is {state.currency}, command says {cmd.currency}"))
+    if state is not None and cmd.currency != state.currency:
+        return Step(state, rejection=Rejection(
+            "currency_mismatch", f"tenant currency is {state.currency}, command says {cmd.currency}"))
     try:
         threshold = parse_decimal(cmd.low_balance_threshold, exponent) if cmd.low_balance_threshold else None
     except MoneyFormatError as exc:
@@ -118,14 +118,10 @@ def _tenant_upserted(state: TenantState | None, cmd: TenantUpserted, ctx: Rating
     state.country = cmd.country
     state.billing_model = cmd.billing_model
     state.low_balance_threshold_minor = threshold
-    state.applied[cmd.command_id] = fingerprint(cmd)
     return Step(state, [_balance_event(state, cmd.command_id)], changed=True)
 
 
-def _funds_added(state: TenantState, cmd: FundsAdded) -> Step:
-    seen = state.applied.get(cmd.command_id)
-    if seen is not None:
-        return _repeat(state, cmd.command_id, seen, fingerprint(cmd))
+def _funds_added(state: TenantState, cmd: FundsAdded, _ctx: RatingContext) -> Step:
     if cmd.currency != state.currency:
         return Step(state, rejection=Rejection(
             "currency_mismatch", f"tenant currency is {state.currency}, funds are in {cmd.currency}"))
@@ -138,24 +134,20 @@ def _funds_added(state: TenantState, cmd: FundsAdded) -> Step:
     state.lots.append(Lot(cmd.command_id, amount, amount, cmd.purchased_us, expires))
     state.lots.sort(key=lambda lot: (lot.purchased_us, lot.lot_id))
     state.funded_minor += amount
-    state.applied[cmd.command_id] = fingerprint(cmd)
     return Step(state, [_balance_event(state, cmd.command_id)], changed=True)
 
 
-def _licenses_assigned(state: TenantState, cmd: LicensesAssigned) -> list[Output]:
+def _licenses_assigned(state: TenantState, cmd: LicensesAssigned, _ctx: RatingContext) -> Step:
     state.users[cmd.user_id] = User(cmd.usage_location, cmd.capabilities)
-    return []
+    return Step(state, changed=True)
 
 
-def _user_removed(state: TenantState, cmd: UserRemoved) -> list[Output]:
+def _user_removed(state: TenantState, cmd: UserRemoved, _ctx: RatingContext) -> Step:
     state.users.pop(cmd.user_id, None)
-    return []
+    return Step(state, changed=True)
 
 
-def _auto_recharge_configured(state: TenantState, cmd: AutoRechargeConfigured) -> Step:
-    seen = state.applied.get(cmd.command_id)
-    if seen is not None:
-        return _repeat(state, cmd.command_id, seen, fingerprint(cmd))
+def _auto_recharge_configured(state: TenantState, cmd: AutoRechargeConfigured, _ctx: RatingContext) -> Step:
     try:
         trigger = parse_decimal(cmd.trigger_amount, state.exponent)
         recharge = parse_decimal(cmd.recharge_amount, state.exponent)
@@ -163,17 +155,16 @@ def _auto_recharge_configured(state: TenantState, cmd: AutoRechargeConfigured) -
         return Step(state, rejection=Rejection("schema", str(exc)))
     pending = state.auto_recharge.pending_request_id
     state.auto_recharge = AutoRecharge(cmd.enabled, trigger, recharge, pending)
-    state.applied[cmd.command_id] = fingerprint(cmd)
     return Step(state, [_balance_event(state, cmd.command_id)], changed=True)
 
 
-def _once(state: TenantState, command_id: str, content: str, change: Any, cmd: Any) -> Step:
-    seen = state.applied.get(command_id)
-    if seen is not None:
-        return _repeat(state, command_id, seen, content)
-    outputs = change(state, cmd)
-    state.applied[command_id] = content
-    return Step(state, outputs, changed=True)
+_COMMANDS: dict[type, Callable[[TenantState, Any, RatingContext], Step]] = {
+    TenantUpserted: _tenant_upserted,
+    FundsAdded: _funds_added,
+    LicensesAssigned: _licenses_assigned,
+    UserRemoved: _user_removed,
+    AutoRechargeConfigured: _auto_recharge_configured,
+}
 
 
 def _repeat(state: TenantState, input_id: str, seen: str, content: str) -> Step:
