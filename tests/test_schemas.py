@@ -1,0 +1,51 @@
+"""schemas/: one valid draft 2020-12 schema per event of SPEC §2, in and out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rater import schemas
+
+SPEC_EVENTS = {
+    "cdr", "tenant_upserted", "licenses_assigned", "user_removed", "funds_added", "auto_recharge_configured",
+    "recharge_result", "rated_cdr", "balance", "low_balance", "recharge_request", "recharge_succeeded",
+    "recharge_failed", "balance_depleted", "credits_expired", "pool_exhausted", "dead_letter",
+}
+
+
+def _envelope(kind: str) -> dict[str, Any]:
+    return {"type": kind, "schema_version": 1, "event_id": "e1", "tenant_id": "t1",
+            "occurred_at": "2026-11-02T10:00:00Z"}
+
+
+def test_every_event_of_the_wire_contract_has_a_schema_and_each_schema_is_valid() -> None:
+    assert set(schemas.schema_names()) == SPEC_EVENTS
+    for name in SPEC_EVENTS:
+        schemas.validator(name)  # compiles; _registry() ran check_schema on every file
+
+
+@pytest.mark.parametrize(("kind", "fields"), [
+    ("low_balance", {"balance": "4.99", "threshold": "5.00", "currency": "USD"}),
+    ("recharge_request", {"request_id": "t1/recharge/1", "amount": "20.00", "currency": "USD",
+                          "balance": "4.99", "trigger_amount": "5.00"}),
+    ("recharge_failed", {"request_id": "t1/recharge/1", "reason": "card_expired",
+                         "retry_after": "2026-11-02T11:00:00Z"}),
+    ("pool_exhausted", {"capability": "MCOMEETADD", "location": "*", "scope": "international", "month": "2026-11"}),
+])
+def test_output_examples_validate_and_an_extra_or_float_field_does_not(kind: str, fields: dict[str, Any]) -> None:
+    event = _envelope(kind) | fields
+    assert schemas.first_error(kind, event) is None
+    assert schemas.first_error(kind, event | {"surprise": 1}) is not None
+    money_field = next((k for k, v in fields.items() if isinstance(v, str) and v.replace(".", "").isdigit()), None)
+    if money_field is not None:
+        assert schemas.first_error(kind, event | {money_field: 4.99}) is not None
+
+
+def test_inputs_tolerate_unknown_fields_but_not_a_missing_one() -> None:
+    event = _envelope("funds_added") | {"command_id": "c1", "amount": "5.00", "currency": "USD",
+                                        "purchased_at": "2026-11-01T00:00:00+01:00"}
+    assert schemas.first_error("funds_added", event | {"note": "gift"}) is None
+    del event["amount"]
+    assert schemas.first_error("funds_added", event) is not None
