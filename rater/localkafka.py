@@ -309,7 +309,8 @@ class LocalKafka:
         ]
 
     def _format(self, libs: Path, node: KafkaNode, config: Path, cluster_id: str) -> None:
-        args = ["format", "-t", cluster_id, "-c", str(config)]
+        # "=": a base64url cluster id may start with "-", which would read as an option
+        args = ["format", f"--cluster-id={cluster_id}", "-c", str(config)]
         if self.nodes == 1:
             args.append("--standalone")
         done = subprocess.run(
@@ -354,15 +355,6 @@ class LocalKafka:
             node.proc.wait()
         else:
             stop_process(node.proc)
-
-    def restart_node(self, node: KafkaNode) -> None:
-        """Start a stopped node again on the same ports and storage."""
-        libs = ensure_jars(self.version)
-        node.proc = spawn(
-            self._java(libs, "kafka.Kafka", str(node.workdir / "server.properties")),
-            log=node.log,
-            env=self._env(),
-        )
 
     def stop(self) -> None:
         """Stop every node cleanly and remove a temporary work folder."""

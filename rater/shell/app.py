@@ -92,21 +92,21 @@ def create_app(settings: Settings, ctx: RatingContext | None = None) -> faust.Ap
                 timestamp_ms=round(message.timestamp * 1000),
             )
             decoded = edge.decode(record)
+            outs: list[tuple[str, dict[str, Any]]] = []
             if isinstance(decoded, edge.Refusal):
-                await outputs["dead-letters"].send(
-                    key=message.key, value=edge.encode(edge.dead_letter(record, message.topic, decoded))
-                )
+                refusal: edge.Refusal | None = decoded
             else:
                 step: Step = apply(load_state(decoded.tenant_id), decoded, ctx, record.position)
+                refusal = None
                 if step.rejection is not None:
                     refusal = edge.Refusal(step.rejection.reason, step.rejection.message, decoded.tenant_id)
-                    await outputs["dead-letters"].send(
-                        key=message.key, value=edge.encode(edge.dead_letter(record, message.topic, refusal))
-                    )
                 elif step.changed and step.state is not None:
                     tenants[decoded.tenant_id] = orjson.dumps(step.state.to_dict())
-                for out in step.outputs:
-                    await outputs[out.stream].send(key=message.key, value=edge.encode(out.payload))
+                outs = [(out.stream, out.payload) for out in step.outputs]
+            if refusal is not None:
+                outs.append(("dead-letters", edge.dead_letter(record, message.topic, refusal)))
+            for stream_name, payload in outs:
+                await outputs[stream_name].send(key=message.key, value=edge.encode(payload))
             await app.producer.flush()
 
     return app
