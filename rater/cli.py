@@ -17,22 +17,26 @@ def main() -> None:
 
 
 @main.command()
+@click.option("--catalog", type=click.Path(exists=True, dir_okay=False), envvar="RATER_CATALOG",
+              help="use this plan catalog file instead of the shipped default")
 @click.option("--tariff", type=click.Path(exists=True, dir_okay=False), envvar="RATER_TARIFF",
               help="rate with this tariff file instead of the shipped default")
 @click.option("--loglevel", "-l", type=click.Choice(["crit", "error", "warn", "info", "debug"]),
               default=None, help="worker log level (default: RATER_LOG_LEVEL or info)")
-def worker(tariff: str | None, loglevel: str | None) -> None:
+def worker(catalog: str | None, tariff: str | None, loglevel: str | None) -> None:
     """Run a rater worker (settings from RATER_* environment variables)."""
-    import faust
-
     from rater.catalog import DataFileError, rating_context
-    from rater.shell.app import create_app
 
     settings = Settings.from_env()
-    try:
-        ctx = rating_context(tariff or settings.tariff_path)
+    try:  # the data files are checked before Faust is even imported
+        ctx = rating_context(tariff or settings.tariff_path, catalog or settings.catalog_path)
     except DataFileError as exc:
         raise click.ClickException(str(exc)) from None
+
+    import faust
+
+    from rater.shell.app import create_app
+
     app = create_app(settings, ctx)
     faust.Worker(app, loglevel=loglevel or settings.log_level).execute_from_commandline()
 

@@ -22,6 +22,7 @@ from rater.core.inputs import (
     FundsAdded,
     Input,
     LicensesAssigned,
+    RechargeResult,
     TenantUpserted,
     UserRemoved,
 )
@@ -130,6 +131,10 @@ _BUILDERS: dict[str, Any] = {
     ),
     "auto_recharge_configured": lambda p: AutoRechargeConfigured(
         p["tenant_id"], p["command_id"], p["enabled"], p["trigger_amount"], p["recharge_amount"]
+    ),
+    "recharge_result": lambda p: RechargeResult(
+        p["tenant_id"], p["request_id"], p["status"], p["amount"], p["currency"], p.get("reason"),
+        parse_time_us(p["processed_at"]),
     ),
 }
 

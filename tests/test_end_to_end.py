@@ -24,21 +24,30 @@ from tests.support import Worker, cdr, collect, create_topics, event, produce, s
 pytestmark = pytest.mark.kafka
 
 
-def expected_charge(tariff: Path, currency: str, call_class: str, seconds: int) -> Decimal:
-    """Charge of a call by the catch-all rate of ``tariff`` (SPEC §1.3), in Decimal."""
-    rates = tomllib.loads(tariff.read_text())["rate"]
-    rate = next(r for r in rates if r["currency"] == currency and r["class"] == call_class and r["prefix"] == "")
+def expected_charge(tariff: Path, currency: str, call_class: str, seconds: int, *,
+                    destination: str = "+12125550123", start: str = "2026-11-02T10:00:00Z") -> Decimal:
+    """Charge of a call by ``tariff`` (SPEC §1.3), in Decimal: the version in force at
+    ``start`` (RFC 3339 strings in UTC compare as times), the longest matching prefix."""
+    versions = [v for v in tomllib.loads(tariff.read_text())["version"] if str(v["effective_from"]) <= start]
+    version = max(versions, key=lambda v: str(v["effective_from"]))
+    digits = destination.removeprefix("+")
+    rate = max((r for r in version["rate"] if r["class"] == call_class and digits.startswith(r["prefix"])),
+               key=lambda r: len(r["prefix"]))
     first, nxt = (int(x) for x in rate["increment"].split("/"))
     billed = first if seconds <= first else first + int(
         (Decimal(seconds - first) / nxt).to_integral_value(ROUND_CEILING)) * nxt
-    usage = Decimal(rate["rate_per_min"]) * billed / 60
-    return (usage + Decimal(rate["connection_fee"])).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    usage = Decimal(rate["rate_per_min"][currency]) * billed / 60
+    fee = Decimal(rate.get("connection_fee", {}).get(currency, "0"))
+    return (usage + fee).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
 def open_account(tenant: str, funds: str) -> list[tuple[str, dict[str, object]]]:
     return [
         ("account-commands", event("tenant_upserted", tenant, "e1", command_id=f"{tenant}-c1", country="US",
                                    currency="USD", billing_model="prepaid_credits")),
+        # PAYG: every outbound minute is paid from credits (SPEC §1.1), so charges follow the tariff
+        ("account-commands", event("licenses_assigned", tenant, "e1b", command_id=f"{tenant}-lic", user_id="alice",
+                                   usage_location="US", capabilities=["PAYG"])),
         ("account-commands", event("funds_added", tenant, "e2", command_id=f"{tenant}-lot1", amount=funds,
                                    currency="USD", purchased_at="2026-11-01T00:00:00Z")),
     ]
@@ -148,9 +157,9 @@ def test_worker_rates_with_the_operators_own_tariff_file(kafka_bootstrap: str, t
                                                          topic_prefix: str) -> None:
     tariff = tmp_path / "tariff.toml"
     tariff.write_text(
-        'version = "test-1"\neffective_from = "2020-01-01T00:00:00Z"\n'
-        '[[rate]]\ncurrency = "USD"\nclass = "outbound"\nprefix = ""\n'
-        'rate_per_min = "0.437000"\nincrement = "1/1"\nconnection_fee = "0.15"\n'
+        'format = 1\n[[version]]\nid = "test-1"\neffective_from = "2020-01-01T00:00:00Z"\n'
+        '[[version.rate]]\nclass = "outbound"\nprefix = "1"\nincrement = "1/1"\n'
+        'rate_per_min = { USD = "0.437000" }\nconnection_fee = { USD = "0.15" }\n'
     )
     create_topics(kafka_bootstrap, topic_prefix)
     worker = Worker(kafka_bootstrap, topic_prefix, tmp_path / "w", {"RATER_TARIFF": str(tariff)}).start()

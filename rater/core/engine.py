@@ -1,52 +1,55 @@
-"""The rating core: ``apply(state, input, context, position) -> Step``.
+"""The rating core: ``apply(state, input, ctx, now_us, position) -> Step``, plus the
+time-driven pair ``next_deadline(state, ctx)`` / ``on_time(state, ctx, now_us)``.
 
-Pure and deterministic: no I/O, no clock, no randomness. "Now" is the latest event time
-the tenant's inputs have carried. Expected outcomes (unknown tenant, no rate, a
-duplicate) are data — a :class:`Rejection` or a ``duplicate`` rated CDR; a broken
-invariant is a bug and raises.
+Pure and deterministic: no I/O, no clock, no randomness. "Now" is an argument (the
+partition's time, SPEC §1.5); every output carries it as ``occurred_at`` and every event
+id derives from input ids, so the same inputs give byte-identical outputs. Expected
+outcomes (unknown tenant, no rate, a duplicate, a late CDR) are data — a
+:class:`Rejection` or a ``duplicate`` rated CDR; a broken invariant is a bug and raises.
 
-This first cut rates every chargeable call from credits with the tariff (no pools or
-licence checks yet: SPEC §1.2's waterfall arrives with the full core).
+``apply`` changes the given state in place and returns it in the :class:`Step`; a
+rejected input leaves it as it was (nothing is changed before every check passed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rater.core.countries import CountryPrefixes
+from rater.core.context import US_PER_HOUR, RatingContext
 from rater.core.inputs import (
     AutoRechargeConfigured,
     Cdr,
-    Command,
     FundsAdded,
     Input,
     LicensesAssigned,
+    RechargeResult,
     TenantUpserted,
     UserRemoved,
     fingerprint,
 )
 from rater.core.money import MoneyFormatError, format_decimal, parse_decimal
-from rater.core.state import AutoRecharge, Lot, TenantState, User
-from rater.core.tariff import Tariff, charged_seconds, usage_cost_minor
-from rater.core.times import add_months_clamped, format_time_us, month_of
+from rater.core.plans import ANY_LOCATION, Capability
+from rater.core.state import AutoRecharge, Lot, PoolKey, PoolUse, TenantState, User, request_id
+from rater.core.tariff import charged_seconds, usage_cost_minor
+from rater.core.times import (
+    add_months_clamped,
+    format_time_us,
+    month_end_us,
+    month_of_fast,
+    previous_month,
+)
 
 SCHEMA_VERSION = 1
 LOT_LIFETIME_MONTHS = 12
 INBOUND = frozenset({"user_in", "conf_in", "ucap_in"})
+USER_OUT = frozenset({"user_out", "user_out_conf", "user_out_transfer", "user_out_forwarding"})
 PREPAID = "prepaid_credits"
 POSTPAID = "postpaid_overage"
-
-
-@dataclass(frozen=True, slots=True)
-class RatingContext:
-    """What rating reads but never changes: the tariff, ISO 4217 minor units and the
-    E.164 country table."""
-
-    tariff: Tariff
-    exponents: Mapping[str, int]
-    countries: CountryPrefixes = field(default_factory=lambda: CountryPrefixes.of({}))
+CREDITS = "MCOPSTNPP"
+OVERAGE = "OVERAGE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,7 @@ class Rejection:
 
 @dataclass(slots=True)
 class Step:
-    """The result of applying one input."""
+    """The result of applying one input (or of time passing)."""
 
     state: TenantState | None
     outputs: list[Output] = field(default_factory=list)
@@ -76,209 +79,660 @@ class Step:
     """Whether the state must be written back."""
 
 
-def apply(state: TenantState | None, inp: Input, ctx: RatingContext, position: str) -> Step:
-    """Apply one input to a tenant's state. ``position`` names the input message
-    (topic/partition/offset) for the ids of events that must not repeat another's."""
+class _Work:
+    """One step's working set: the tenant, the context, "now" and the outputs so far."""
+
+    __slots__ = ("ctx", "now", "now_us", "outputs", "state")
+
+    def __init__(self, state: TenantState, ctx: RatingContext, now_us: int) -> None:
+        self.state = state
+        self.ctx = ctx
+        self.now_us = now_us
+        self.now = format_time_us(now_us)
+        self.outputs: list[Output] = []
+
+    def move_to(self, now_us: int) -> None:
+        self.now_us = now_us
+        self.now = format_time_us(now_us)
+
+    def money(self, minor: int) -> str:
+        return format_decimal(minor, self.state.exponent)
+
+    def emit(self, stream: str, kind: str, event_id: str, fields: dict[str, Any]) -> None:
+        payload = {
+            "type": kind,
+            "schema_version": SCHEMA_VERSION,
+            "event_id": f"{self.state.tenant_id}/{event_id}",
+            "tenant_id": self.state.tenant_id,
+            "occurred_at": self.now,
+        }
+        payload.update(fields)
+        self.outputs.append(Output(stream, payload))
+
+    def notify(self, kind: str, event_id: str, fields: dict[str, Any]) -> None:
+        self.emit("notifications", kind, f"{kind}/{event_id}", fields)
+
+    def balance(self, caused_by: str) -> None:
+        state, ctx = self.state, self.ctx
+        ar = state.auto_recharge
+        balance = state.balance_minor
+        self.emit("balances", "balance", f"balance/{caused_by}", {
+            "balance": self.money(balance),
+            "currency": state.currency,
+            "status": "active" if balance > 0 or state.billing_model == POSTPAID else "depleted",
+            "lots": [
+                {
+                    "lot_id": lot.lot_id,
+                    "remaining": self.money(lot.remaining_minor),
+                    "purchased_at": format_time_us(lot.purchased_us),
+                    "expires_at": format_time_us(lot.expires_us),
+                }
+                for lot in state.lots
+            ],
+            "pools": _pool_report(state, ctx),
+            "auto_recharge": {
+                "enabled": ar.enabled,
+                "trigger_amount": self.money(ar.trigger_minor),
+                "recharge_amount": self.money(ar.recharge_minor),
+                "pending_request_id": ar.pending_request_id,
+            },
+            "caused_by": caused_by,
+        })
+
+
+# --- entry points -----------------------------------------------------------------------
+
+
+def apply(state: TenantState | None, inp: Input, ctx: RatingContext, now_us: int, position: str) -> Step:
+    """Apply one input to a tenant's state at the partition's time ``now_us``.
+
+    ``position`` names the input message (topic/partition/offset): the id of an event
+    that must not repeat another's (a ``duplicate`` rated CDR) derives from it. Work
+    that fell due by ``now_us`` (lot expiry, recharge time-outs and back-off) is done
+    first, so its outputs precede the input's.
+    """
     if state is None:
         if isinstance(inp, TenantUpserted):
-            return _remember(_tenant_upserted(None, inp, ctx), inp.command_id, inp)
+            return _new_tenant(inp, ctx, now_us)
         return Step(None, rejection=Rejection("unknown_tenant", f"tenant {inp.tenant_id!r} has no tenant_upserted yet"))
+    now_us = max(now_us, state.now_us)
+    events = _Work(state, ctx, now_us)
+    changed = _advance(events, now_us)
     if isinstance(inp, Cdr):
-        return _rate_cdr(state, inp, ctx, position)
-    seen = state.applied.get(inp.command_id)
+        rejection = _rate_cdr(events, inp, position)
+        return _finish(state, events, rejection, changed or rejection is None)
+    input_id = inp.request_id if isinstance(inp, RechargeResult) else inp.command_id
+    digest = fingerprint(inp)
+    seen = state.applied.get(input_id)
     if seen is not None:
-        return _repeat(state, inp.command_id, seen, fingerprint(inp))
-    return _remember(_COMMANDS[type(inp)](state, inp, ctx), inp.command_id, inp)
+        if seen == digest:
+            return _finish(state, events, None, changed)
+        conflict = Rejection("id_conflict", f"id {input_id!r} was applied with other content")
+        return _finish(state, events, conflict, changed)
+    rejection = _COMMANDS[type(inp)](events, inp)
+    if rejection is None:
+        state.applied[input_id] = digest
+        _expire_lots(events)  # a lot bought over 12 months ago
+    return _finish(state, events, rejection, changed or rejection is None)
 
 
-def _remember(step: Step, command_id: str, cmd: Command) -> Step:
-    """Record an applied command's id with its fingerprint, in the same state change."""
-    if step.changed and step.state is not None:
-        step.state.applied[command_id] = fingerprint(cmd)
-    return step
+def next_deadline(state: TenantState, ctx: RatingContext) -> int | None:
+    """The earliest event time at which :func:`on_time` has work for this tenant
+    (a lot expires, a recharge request times out, a back-off ends), or None."""
+    deadlines = []
+    if state.lots:
+        deadlines.append(state.lots[0].expires_us)  # lots are oldest first, so expire first
+    ar = state.auto_recharge
+    if ar.pending_request_id is not None:
+        deadlines.append(ar.pending_since_us + ctx.recharge_timeout_us)
+    elif ar.retry_at_us is not None and _wants_recharge(state):
+        deadlines.append(ar.retry_at_us)
+    return min(deadlines) if deadlines else None
+
+
+def on_time(state: TenantState, ctx: RatingContext, now_us: int) -> Step:
+    """Do the work that fell due by ``now_us`` (driven by the shell's ticks)."""
+    now_us = max(now_us, state.now_us)
+    events = _Work(state, ctx, now_us)
+    changed = _advance(events, now_us)
+    return _finish(state, events, None, changed)
+
+
+def _finish(state: TenantState, events: _Work, rejection: Rejection | None, changed: bool) -> Step:
+    return Step(state, events.outputs, rejection, changed or bool(events.outputs))
+
+
+# --- time -------------------------------------------------------------------------------
+
+
+def _advance(events: _Work, now_us: int) -> bool:
+    """Bring the tenant to ``now_us``: close months, expire lots, time out and retry
+    recharges. Returns whether the state changed."""
+    state, ctx = events.state, events.ctx
+    changed = now_us != state.now_us
+    state.now_us = now_us
+    events.move_to(now_us)
+    month = month_of_fast(now_us)
+    prune = False
+    if month > state.open_month:
+        # The licence counts have not changed since the tenant last saw time pass (every
+        # command advances time first), so they are the counts at the end of the month
+        # before ``month``: that month's pools freeze with them.
+        state.frozen = {previous_month(month): dict(state.licences)}
+        state.open_month = month
+        prune = True
+    for closed in [m for m in state.frozen if month_end_us(m) + ctx.grace_us <= now_us]:
+        del state.frozen[closed]
+        prune = True
+    if prune:
+        # Months past their grace can no longer be rated (their CDRs are ``late``):
+        # forget their pools and usage ids, which bounds the duplicate memory.
+        keep = {state.open_month, *state.frozen}
+        state.pools = {key: use for key, use in state.pools.items() if key[3] in keep}
+        state.cdr_ids = {m: ids for m, ids in state.cdr_ids.items() if m in keep}
+        changed = True
+    outputs_before = len(events.outputs)
+    _expire_lots(events)
+    ar = state.auto_recharge
+    if ar.pending_request_id is not None and ar.pending_since_us + ctx.recharge_timeout_us <= now_us:
+        _recharge_failed(events, ar.pending_request_id, "timeout")
+    elif ar.pending_request_id is None and ar.retry_at_us is not None and ar.retry_at_us <= now_us:
+        ar.retry_at_us = None
+        _request_recharge(events)
+    return changed or len(events.outputs) > outputs_before
+
+
+def _expire_lots(events: _Work) -> None:
+    """Forfeit the remainder of every lot past its expiry (SPEC §1.4)."""
+    state = events.state
+    lots = state.lots
+    while lots and lots[0].expires_us <= events.now_us:
+        lot = lots.pop(0)
+        before = state.balance_minor
+        state.balance_minor -= lot.remaining_minor
+        state.expired_minor += lot.remaining_minor
+        events.notify("credits_expired", lot.lot_id, {
+            "lot_id": lot.lot_id,
+            "amount": events.money(lot.remaining_minor),
+            "balance": events.money(state.balance_minor),
+            "currency": state.currency,
+        })
+        events.balance(f"expired/{lot.lot_id}")
+        _balance_moved(events, before, f"expired/{lot.lot_id}")
+
+
+# --- money movements --------------------------------------------------------------------
+
+
+def _threshold(state: TenantState) -> int:
+    own = state.low_balance_threshold_minor
+    return state.auto_recharge.trigger_minor if own is None else own
+
+
+def _wants_recharge(state: TenantState) -> bool:
+    ar = state.auto_recharge
+    return state.billing_model == PREPAID and ar.enabled and ar.recharge_minor > 0 and (
+        state.balance_minor < ar.trigger_minor)
+
+
+def _balance_moved(events: _Work, before: int, cause: str) -> None:
+    """Low-balance, depletion and auto-recharge after the balance went from ``before``
+    to its current value (SPEC §1.4)."""
+    state = events.state
+    after = state.balance_minor
+    threshold = _threshold(state)
+    if after > before:
+        if after > threshold:
+            state.low_armed = True
+        return
+    if after == before or state.billing_model != PREPAID:
+        return
+    if after < threshold and state.low_armed:
+        state.low_armed = False
+        events.emit("low-balance", "low_balance", f"low_balance/{cause}", {
+            "balance": events.money(after),
+            "threshold": events.money(threshold),
+            "currency": state.currency,
+        })
+    if after == 0 and before > 0:
+        events.notify("balance_depleted", cause, {"currency": state.currency})
+    _request_recharge(events)
+
+
+def _request_recharge(events: _Work) -> None:
+    """Emit a recharge request if one is wanted and none is outstanding or backing off."""
+    state = events.state
+    ar = state.auto_recharge
+    if ar.pending_request_id is not None or ar.retry_at_us is not None or not _wants_recharge(state):
+        return
+    ar.sequence += 1
+    rid = request_id(state.tenant_id, ar.sequence)
+    ar.pending_request_id = rid
+    ar.pending_since_us = events.now_us
+    events.emit("recharge-requests", "recharge_request", f"recharge_request/{rid}", {
+        "request_id": rid,
+        "amount": events.money(ar.recharge_minor),
+        "currency": state.currency,
+        "balance": events.money(state.balance_minor),
+        "trigger_amount": events.money(ar.trigger_minor),
+    })
+
+
+def _recharge_failed(events: _Work, rid: str, reason: str) -> None:
+    ar = events.state.auto_recharge
+    ar.pending_request_id = None
+    ar.retry_at_us = events.now_us + events.ctx.recharge_backoff_us
+    events.notify("recharge_failed", rid, {
+        "request_id": rid,
+        "reason": reason,
+        "retry_after": format_time_us(ar.retry_at_us),
+    })
+    events.balance(f"{reason}/{rid}" if reason == "timeout" else rid)
+
+
+def _add_lot(events: _Work, lot_id: str, amount: int, purchased_us: int) -> None:
+    state = events.state
+    before = state.balance_minor
+    expires = add_months_clamped(purchased_us, LOT_LIFETIME_MONTHS)
+    state.funded_minor += amount
+    if amount:
+        lot = Lot(lot_id, amount, amount, purchased_us, expires)
+        keys = [(x.purchased_us, x.lot_id) for x in state.lots]
+        state.lots.insert(bisect.bisect(keys, (purchased_us, lot_id)), lot)
+        state.balance_minor += amount
+    else:  # an empty lot holds nothing; the ledger still counts the (zero) funding
+        pass
+    _balance_moved(events, before, lot_id)
 
 
 # --- commands ---------------------------------------------------------------------------
-# Each handler applies a command whose id is new; ``apply`` deals with repeats.
+# Each handler applies an input whose id is new and returns a Rejection or None; nothing
+# is changed before every check passed.
 
 
-def _tenant_upserted(state: TenantState | None, cmd: TenantUpserted, ctx: RatingContext) -> Step:
+def _amount(state: TenantState, text: str, what: str) -> int | Rejection:
+    try:
+        return parse_decimal(text, state.exponent)
+    except MoneyFormatError as exc:
+        return Rejection("schema", f"{what}: {exc} (currency {state.currency})")
+
+
+def _new_tenant(cmd: TenantUpserted, ctx: RatingContext, now_us: int) -> Step:
     exponent = ctx.exponents.get(cmd.currency)
     if exponent is None:
-        return Step(state, rejection=Rejection("schema", f"unknown ISO 4217 currency {cmd.currency!r}"))
-    if state is not None and cmd.currency != state.currency:
-        return Step(state, rejection=Rejection(
-            "currency_mismatch", f"tenant currency is {state.currency}, command says {cmd.currency}"))
-    try:
-        threshold = parse_decimal(cmd.low_balance_threshold, exponent) if cmd.low_balance_threshold else None
-    except MoneyFormatError as exc:
-        return Step(state, rejection=Rejection("schema", f"low_balance_threshold: {exc}"))
-    if state is None:
-        state = TenantState(cmd.tenant_id, cmd.country, cmd.currency, exponent, cmd.billing_model)
+        return Step(None, rejection=Rejection("schema", f"unknown ISO 4217 currency {cmd.currency!r}"))
+    state = TenantState(cmd.tenant_id, cmd.country, cmd.currency, exponent, cmd.billing_model,
+                        now_us=now_us, open_month=month_of_fast(now_us))
+    events = _Work(state, ctx, now_us)
+    rejection = _tenant_upserted(events, cmd)
+    if rejection is not None:
+        return Step(None, rejection=rejection)
+    state.applied[cmd.command_id] = fingerprint(cmd)
+    return _finish(state, events, None, True)
+
+
+def _tenant_upserted(events: _Work, cmd: TenantUpserted) -> Rejection | None:
+    state = events.state
+    if cmd.currency != state.currency:
+        return Rejection("currency_mismatch", f"tenant currency is {state.currency}, command says {cmd.currency}")
+    threshold = None
+    if cmd.low_balance_threshold is not None:
+        parsed = _amount(state, cmd.low_balance_threshold, "low_balance_threshold")
+        if isinstance(parsed, Rejection):
+            return parsed
+        threshold = parsed
     state.country = cmd.country
     state.billing_model = cmd.billing_model
     state.low_balance_threshold_minor = threshold
-    return Step(state, [_balance_event(state, cmd.command_id)], changed=True)
+    if state.balance_minor > _threshold(state):
+        state.low_armed = True
+    events.balance(cmd.command_id)
+    return None
 
 
-def _funds_added(state: TenantState, cmd: FundsAdded, _ctx: RatingContext) -> Step:
+def _funds_added(events: _Work, cmd: FundsAdded) -> Rejection | None:
+    state = events.state
     if cmd.currency != state.currency:
-        return Step(state, rejection=Rejection(
-            "currency_mismatch", f"tenant currency is {state.currency}, funds are in {cmd.currency}"))
-    try:
-        amount = parse_decimal(cmd.amount, state.exponent)
-    except MoneyFormatError as exc:
-        return Step(state, rejection=Rejection("schema", f"amount: {exc}"))
-    state.now_us = max(state.now_us, cmd.purchased_us)
-    expires = add_months_clamped(cmd.purchased_us, LOT_LIFETIME_MONTHS)
-    state.lots.append(Lot(cmd.command_id, amount, amount, cmd.purchased_us, expires))
-    state.lots.sort(key=lambda lot: (lot.purchased_us, lot.lot_id))
-    state.funded_minor += amount
-    return Step(state, [_balance_event(state, cmd.command_id)], changed=True)
+        return Rejection("currency_mismatch", f"tenant currency is {state.currency}, funds are in {cmd.currency}")
+    amount = _amount(state, cmd.amount, "amount")
+    if isinstance(amount, Rejection):
+        return amount
+    _add_lot(events, cmd.command_id, amount, cmd.purchased_us)
+    events.balance(cmd.command_id)
+    return None
 
 
-def _licenses_assigned(state: TenantState, cmd: LicensesAssigned, _ctx: RatingContext) -> Step:
-    state.users[cmd.user_id] = User(cmd.usage_location, cmd.capabilities)
-    return Step(state, changed=True)
+def _licenses_assigned(events: _Work, cmd: LicensesAssigned) -> Rejection | None:
+    state, ctx = events.state, events.ctx
+    unknown = [cap for cap in cmd.capabilities if cap not in ctx.catalog.by_id]
+    if unknown:
+        return Rejection("schema", f"capabilities not in catalog {ctx.catalog.version}: {', '.join(unknown)}")
+    state.users[cmd.user_id] = User(cmd.usage_location, tuple(dict.fromkeys(cmd.capabilities)))
+    state.count_licences()
+    events.balance(cmd.command_id)
+    return None
 
 
-def _user_removed(state: TenantState, cmd: UserRemoved, _ctx: RatingContext) -> Step:
-    state.users.pop(cmd.user_id, None)
-    return Step(state, changed=True)
+def _user_removed(events: _Work, cmd: UserRemoved) -> Rejection | None:
+    state = events.state
+    user = state.users.get(cmd.user_id)
+    # The user stays known (their later CDRs are ``blocked``, not ``unknown_user``) but
+    # holds nothing, so their licences stop counting in pool sizes at once.
+    state.users[cmd.user_id] = User(user.usage_location if user else "", ())
+    state.count_licences()
+    events.balance(cmd.command_id)
+    return None
 
 
-def _auto_recharge_configured(state: TenantState, cmd: AutoRechargeConfigured, _ctx: RatingContext) -> Step:
-    try:
-        trigger = parse_decimal(cmd.trigger_amount, state.exponent)
-        recharge = parse_decimal(cmd.recharge_amount, state.exponent)
-    except MoneyFormatError as exc:
-        return Step(state, rejection=Rejection("schema", str(exc)))
-    pending = state.auto_recharge.pending_request_id
-    state.auto_recharge = AutoRecharge(cmd.enabled, trigger, recharge, pending)
-    return Step(state, [_balance_event(state, cmd.command_id)], changed=True)
+def _auto_recharge_configured(events: _Work, cmd: AutoRechargeConfigured) -> Rejection | None:
+    state = events.state
+    trigger = _amount(state, cmd.trigger_amount, "trigger_amount")
+    if isinstance(trigger, Rejection):
+        return trigger
+    recharge = _amount(state, cmd.recharge_amount, "recharge_amount")
+    if isinstance(recharge, Rejection):
+        return recharge
+    old = state.auto_recharge
+    state.auto_recharge = AutoRecharge(cmd.enabled, trigger, recharge, old.pending_request_id,
+                                       old.pending_since_us, old.sequence, old.retry_at_us)
+    if state.balance_minor > _threshold(state):
+        state.low_armed = True
+    # Turning auto-recharge on while already below the trigger asks for money at once.
+    _request_recharge(events)
+    events.balance(cmd.command_id)
+    return None
 
 
-_COMMANDS: dict[type, Callable[[TenantState, Any, RatingContext], Step]] = {
+def _recharge_result(events: _Work, res: RechargeResult) -> Rejection | None:
+    state = events.state
+    if res.currency != state.currency:
+        return Rejection("currency_mismatch",
+                         f"tenant currency is {state.currency}, result {res.request_id!r} is in {res.currency}")
+    amount = _amount(state, res.amount, "amount")
+    if isinstance(amount, Rejection):
+        return amount
+    ar = state.auto_recharge
+    if res.status == "succeeded":
+        # The card was charged: the lot is added even if the request timed out or a
+        # newer one is pending.
+        if ar.pending_request_id == res.request_id:
+            ar.pending_request_id = None
+            ar.retry_at_us = None
+        _add_lot(events, res.request_id, amount, res.processed_us)
+        events.notify("recharge_succeeded", res.request_id, {
+            "request_id": res.request_id,
+            "amount": events.money(amount),
+            "balance": events.money(state.balance_minor),
+            "currency": state.currency,
+        })
+        events.balance(res.request_id)
+    elif ar.pending_request_id == res.request_id:
+        _recharge_failed(events, res.request_id, res.reason or "failed")
+    # A failure for a request that is no longer pending (it timed out, and was already
+    # reported as failed) only claims its id.
+    return None
+
+
+_COMMANDS: dict[type, Callable[[_Work, Any], Rejection | None]] = {
     TenantUpserted: _tenant_upserted,
     FundsAdded: _funds_added,
     LicensesAssigned: _licenses_assigned,
     UserRemoved: _user_removed,
     AutoRechargeConfigured: _auto_recharge_configured,
+    RechargeResult: _recharge_result,
 }
 
 
-def _repeat(state: TenantState, input_id: str, seen: str, content: str) -> Step:
-    """A command id seen before: nothing changes if the content is the same."""
-    if seen == content:
-        return Step(state)
-    return Step(state, rejection=Rejection("id_conflict", f"id {input_id!r} was applied with other content"))
+# --- pools ------------------------------------------------------------------------------
+
+
+def _licence_counts(state: TenantState, month: str) -> dict[tuple[str, str], int]:
+    # Counts have not changed since the tenant's open month began, so they size every
+    # month from it on (even before time reaches it); a closed month uses its frozen counts.
+    if month >= state.open_month:
+        return state.licences
+    return state.frozen.get(month, {})
+
+
+def pool_size_s(state: TenantState, ctx: RatingContext, key: PoolKey) -> int:
+    """A pool's size in seconds: minutes per licence × licences (current ones for the
+    open month, the counts at its end for a closed month)."""
+    cap_id, location, scope, month = key
+    cap = ctx.catalog.by_id.get(cap_id)
+    allotment = cap.allotment(scope) if cap else None
+    if allotment is None:
+        return 0
+    counts = _licence_counts(state, month)
+    if location == ANY_LOCATION:
+        minutes = sum(n * allotment.minutes_for(loc) for (c, loc), n in counts.items() if c == cap_id)
+    else:
+        minutes = counts.get((cap_id, location), 0) * allotment.minutes_for(location)
+    return minutes * 60
+
+
+def _pool_report(state: TenantState, ctx: RatingContext) -> list[dict[str, Any]]:
+    """Every pool of the open month that has a size, and every pool drawn from."""
+    keys: set[PoolKey] = set(state.pools)
+    for (cap_id, location), n in state.licences.items():
+        cap = ctx.catalog.by_id.get(cap_id)
+        if cap is None or n == 0:
+            continue
+        for allotment in cap.pools:
+            loc = ANY_LOCATION if allotment.scope == "zone_a" else location
+            keys.add((cap_id, loc, allotment.scope, state.open_month))
+    report = []
+    for key in sorted(keys):
+        size = pool_size_s(state, ctx, key)
+        use = state.pools.get(key)
+        used = use.used_s if use else 0
+        if size == 0 and used == 0:
+            continue
+        report.append({
+            "capability": key[0], "location": key[1], "scope": key[2], "month": key[3],
+            "size_seconds": size, "used_seconds": used, "available_seconds": max(0, size - used),
+        })
+    return report
+
+
+def _candidate_pools(work: _Work, cdr: Cdr, user: User | None, month: str, country: str | None) -> list[PoolKey]:
+    """The pools that may pay this call, in the order they are drawn (SPEC §1.2, §1.6)."""
+    catalog = work.ctx.catalog
+    if country is None or catalog.is_premium(cdr.destination_number):
+        return []
+    if cdr.call_type in USER_OUT and user is not None:
+        scope = "domestic" if country == cdr.user_location else "international"
+        held = set(user.capabilities)
+        return [(cap.id, cdr.user_location, scope, month)
+                for cap in catalog.capabilities if cap.id in held and cap.allotment(scope) is not None]
+    if cdr.call_type == "conf_out" and country in catalog.zone_a:
+        return [(cap.id, ANY_LOCATION, "zone_a", month)
+                for cap in catalog.capabilities if cap.allotment("zone_a") is not None]
+    return []
+
+
+def _may_pay_from_credits(cdr: Cdr, user: User | None, ctx: RatingContext) -> bool:
+    if cdr.call_type in INBOUND or cdr.call_type == "ucap_out":
+        return True  # toll-free inbound and bots: the tenant's own numbers, no user licence
+    family = "conf_out" if cdr.call_type == "conf_out" else "user_out"
+    by_id = ctx.catalog.by_id
+    caps: list[Capability | None] = [by_id.get(c) for c in user.capabilities] if user else []
+    return any(cap is not None and family in cap.credits_for for cap in caps)
 
 
 # --- rating -----------------------------------------------------------------------------
 
 
-def _call_class(cdr: Cdr) -> str | None:
-    """Which rate applies to the call, or None for a free inbound geographic call."""
-    if cdr.call_type in INBOUND:
-        return "toll_free_inbound" if cdr.number_type == "toll_free" else None
-    return "conf_dialout" if cdr.call_type == "conf_out" else "outbound"
+@dataclass(slots=True)
+class _Outcome:
+    """What rating decided for one CDR, before any of it is applied."""
+
+    month: str
+    digest: str
+    end_us: int
+    status: str = "rated"
+    reason: str | None = None
+    draws: list[tuple[PoolKey, int, int]] = field(default_factory=list)
+    """(pool, seconds drawn, pool size) in drawing order."""
+    credit_s: int = 0
+    billed_s: int = 0
+    fee: int = 0
+    cost: int = 0
 
 
-def _rate_cdr(state: TenantState, cdr: Cdr, ctx: RatingContext, position: str) -> Step:
+def _rate_cdr(work: _Work, cdr: Cdr, position: str) -> Rejection | None:
+    """Rate a CDR. Every check runs before anything changes; a CDR that passes them
+    moves "now" to its end time (a rejected one does not: SPEC §1.6)."""
+    state, ctx = work.state, work.ctx
+    end_us = max(work.now_us, cdr.end_us)
+    month = month_of_fast(cdr.start_us)
+    if month_end_us(month) + ctx.grace_us <= end_us:
+        return Rejection("late", f"billing month {month} closed more than {ctx.grace_us // US_PER_HOUR} h"
+                                 f" before {format_time_us(end_us)}")
     digest = fingerprint(cdr)
-    seen = state.applied.get(cdr.usage_id)
+    ids = state.cdr_ids.get(month)
+    seen = ids.get(cdr.usage_id) if ids else None
     if seen is not None:
         if seen != digest:
-            return Step(state, rejection=Rejection(
-                "id_conflict", f"usage_id {cdr.usage_id!r} was rated with other content"))
-        return Step(state, [_duplicate_event(state, cdr, ctx, position)])
-
-    call_class = _call_class(cdr)
-    rate = None
-    if call_class is not None and cdr.duration_s > 0:
-        rate = ctx.tariff.rate_for(state.currency, call_class, cdr.destination_number)
-        if rate is None:
-            return Step(state, rejection=Rejection(
-                "no_rate", f"no {call_class} rate in {state.currency} for {cdr.destination_number}"))
-
-    now_us = max(state.now_us, cdr.end_us)
-    billed_s = charged_seconds(cdr.duration_s, rate.first_s, rate.next_s) if rate else 0
-    fee = rate.connection_fee_minor if rate and billed_s else 0
-    cost = (usage_cost_minor(rate, billed_s, state.exponent) if rate else 0) + fee
-    overage = cost if state.billing_model == POSTPAID else 0
-    debits = [] if state.billing_model == POSTPAID else _debit_fifo(state, cost, now_us)
-    debited = sum(amount for _, amount in debits)
-    uncollected = cost - overage - debited
-
-    state.now_us = now_us
-    state.debited_minor += debited
-    state.applied[cdr.usage_id] = digest
-    status, reason = ("partially_funded", "no_funds") if uncollected else ("rated", None)
-    paid_by = None
-    if cost:
-        paid_by = "OVERAGE" if overage else "MCOPSTNPP"
-    rated = _rated_event(state, cdr, f"{state.tenant_id}/rated_cdr/{cdr.usage_id}", {
-        **_destination(ctx, cdr),
-        "status": status,
-        "reason": reason,
-        "credit_seconds": cdr.duration_s if rate else 0,
-        "charged_seconds": billed_s,
-        "connection_fee": _money(state, fee),
-        "charge": _money(state, cost),
-        "uncollected": _money(state, uncollected),
-        "overage": _money(state, overage),
-        "capability": paid_by,
-        "lot_debits": [{"lot_id": lot_id, "amount": _money(state, amount)} for lot_id, amount in debits],
-    })
-    outputs = [rated]
-    if debited or overage:
-        outputs.append(_balance_event(state, cdr.usage_id))
-    return Step(state, outputs, changed=True)
+            return Rejection("id_conflict", f"usage_id {cdr.usage_id!r} was rated with other content")
+        _emit_rated(work, cdr, _Outcome(month, digest, end_us, status="duplicate"), [],
+                    f"rated_cdr/{cdr.usage_id}/duplicate/{position}")
+        return None
+    outcome = _Outcome(month, digest, end_us)
+    if cdr.call_type in INBOUND and cdr.number_type != "toll_free":
+        _commit(work, cdr, outcome)  # free, recorded
+        return None
+    if cdr.call_type not in INBOUND and ctx.catalog.is_emergency(cdr.destination_number):
+        outcome.reason = "emergency"
+        _commit(work, cdr, outcome)
+        return None
+    user = None
+    if cdr.call_type in USER_OUT or cdr.call_type == "conf_out":
+        user = state.users.get(cdr.user_id) if cdr.user_id is not None else None
+        if user is None:
+            return Rejection("unknown_user", f"user {cdr.user_id!r} was never licensed in tenant {state.tenant_id!r}")
+    left = _draw_pools(work, cdr, user, outcome)
+    if left and not _may_pay_from_credits(cdr, user, ctx):
+        # Nothing may pay (the rest): ``blocked``, or ``partially_funded`` when a pool
+        # paid a part; the unpaid seconds show as duration − pool seconds, uncharged.
+        outcome.status = "partially_funded" if outcome.draws else "blocked"
+        outcome.reason = "no_license"
+    elif left:
+        rejection = _price_credit_part(work, cdr, outcome, left)
+        if rejection is not None:
+            return rejection
+    _commit(work, cdr, outcome)
+    return None
 
 
-def _destination(ctx: RatingContext, cdr: Cdr) -> dict[str, str | None]:
-    """The destination's country (longest E.164 prefix) and the call's scope: domestic
-    when that country is the CDR's ``user_location`` (SPEC §1.2)."""
+def _draw_pools(work: _Work, cdr: Cdr, user: User | None, outcome: _Outcome) -> int:
+    """Plan the pool draws (per exact second); returns the seconds no pool covers."""
+    left = cdr.duration_s
+    if not left:
+        return 0
+    state, ctx = work.state, work.ctx
     country = ctx.countries.country_of(cdr.destination_number)
-    scope = None if country is None else ("domestic" if country == cdr.user_location else "international")
-    return {"destination_country": country, "scope": scope}
+    for key in _candidate_pools(work, cdr, user, outcome.month, country):
+        size = pool_size_s(state, ctx, key)
+        use = state.pools.get(key)
+        take = min(left, size - (use.used_s if use else 0))
+        if take > 0:
+            outcome.draws.append((key, take, size))
+            left -= take
+            if not left:
+                break
+    return left
 
 
-def _debit_fifo(state: TenantState, cost_minor: int, now_us: int) -> list[tuple[str, int]]:
-    """Take up to ``cost_minor`` from the unexpired lots, oldest first."""
+def _price_credit_part(work: _Work, cdr: Cdr, outcome: _Outcome, seconds: int) -> Rejection | None:
+    """Price the part paid from credits (or overage) with the tariff in force at the
+    call's start: increments, connection fee, one half-up rounding (SPEC §1.3)."""
+    state, ctx = work.state, work.ctx
+    call_class = ("toll_free_inbound" if cdr.call_type in INBOUND
+                  else "conf_dialout" if cdr.call_type == "conf_out" else "outbound")
+    tariff = ctx.tariffs.at(cdr.start_us)
+    rate = tariff.rate_for(state.currency, call_class, cdr.destination_number) if tariff else None
+    if rate is None:
+        version = tariff.version if tariff else "none in force"
+        return Rejection("no_rate", f"no {call_class} rate in {state.currency} for {cdr.destination_number}"
+                                    f" (tariff {version})")
+    outcome.credit_s = seconds
+    outcome.billed_s = charged_seconds(seconds, rate.first_s, rate.next_s)
+    outcome.fee = rate.connection_fee_minor
+    outcome.cost = usage_cost_minor(rate, outcome.billed_s, state.exponent) + outcome.fee
+    return None
+
+
+def _commit(work: _Work, cdr: Cdr, outcome: _Outcome) -> None:
+    """Move the seconds and money the rating decided, and emit what follows (returns
+    None: the CDR was accepted)."""
+    _advance(work, outcome.end_us)  # expiry etc. due by the CDR's end come first
+    state = work.state
+    state.cdr_ids.setdefault(outcome.month, {})[cdr.usage_id] = outcome.digest
+    exhausted: list[PoolKey] = []
+    for key, seconds, size in outcome.draws:
+        use = state.pools.get(key)
+        if use is None:
+            use = state.pools[key] = PoolUse()
+        use.used_s += seconds
+        use.peak_size_s = max(use.peak_size_s, size)
+        if use.used_s >= size:
+            exhausted.append(key)
+    before = state.balance_minor
+    debits: list[tuple[str, int]] = []
+    if outcome.cost and state.billing_model == PREPAID:
+        debits = _debit_fifo(state, outcome.cost)
+    if state.balance_minor + outcome.cost > before and state.billing_model == PREPAID:
+        outcome.status, outcome.reason = "partially_funded", "no_funds"
+    _emit_rated(work, cdr, outcome, debits, f"rated_cdr/{cdr.usage_id}")
+    for key in exhausted:
+        work.notify("pool_exhausted", f"{'/'.join(key)}/{cdr.usage_id}", {
+            "capability": key[0], "location": key[1], "scope": key[2], "month": key[3],
+        })
+    if outcome.draws or debits:
+        work.balance(cdr.usage_id)
+    if debits:
+        _balance_moved(work, before, cdr.usage_id)
+
+
+def _debit_fifo(state: TenantState, cost_minor: int) -> list[tuple[str, int]]:
+    """Take up to ``cost_minor`` from the lots, oldest first; emptied lots leave the list
+    (the rated CDRs keep their history)."""
     debits: list[tuple[str, int]] = []
     left = cost_minor
-    for lot in state.lots:
-        if left == 0:
-            break
-        if lot.remaining_minor == 0 or lot.expires_us <= now_us:
-            continue
+    lots = state.lots
+    while left and lots:
+        lot = lots[0]
         take = min(left, lot.remaining_minor)
         lot.remaining_minor -= take
         left -= take
         debits.append((lot.lot_id, take))
+        if lot.remaining_minor == 0:
+            lots.pop(0)
+    taken = cost_minor - left
+    state.balance_minor -= taken
+    state.debited_minor += taken
     return debits
 
 
-# --- events -----------------------------------------------------------------------------
+def _paid_most(state: TenantState, outcome: _Outcome) -> str | None:
+    """The capability that paid the most seconds (the first one on a tie)."""
+    paid: dict[str, int] = {}
+    for (cap_id, *_), seconds, _size in outcome.draws:
+        paid[cap_id] = paid.get(cap_id, 0) + seconds
+    if outcome.credit_s:
+        paid[OVERAGE if state.billing_model == POSTPAID else CREDITS] = outcome.credit_s
+    return max(paid, key=paid.__getitem__) if paid else None
 
 
-def _money(state: TenantState, minor: int) -> str:
-    return format_decimal(minor, state.exponent)
-
-
-def _envelope(state: TenantState, kind: str, event_id: str) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "schema_version": SCHEMA_VERSION,
-        "event_id": event_id,
-        "tenant_id": state.tenant_id,
-        "occurred_at": format_time_us(state.now_us),
-    }
-
-
-def _cdr_fields(cdr: Cdr) -> dict[str, Any]:
-    return {
+def _emit_rated(work: _Work, cdr: Cdr, outcome: _Outcome, debits: list[tuple[str, int]], event_id: str) -> None:
+    state = work.state
+    country = work.ctx.countries.country_of(cdr.destination_number)
+    money = work.money
+    duplicate = outcome.status == "duplicate"
+    cost = outcome.cost
+    overage = cost if state.billing_model == POSTPAID else 0
+    debited = sum(amount for _, amount in debits)
+    work.emit("rated-cdrs", "rated_cdr", event_id, {
         "usage_id": cdr.usage_id,
         "call_id": cdr.call_id,
         "conference_id": cdr.conference_id,
@@ -291,65 +745,23 @@ def _cdr_fields(cdr: Cdr) -> dict[str, Any]:
         "start_time": format_time_us(cdr.start_us),
         "end_time": format_time_us(cdr.end_us),
         "duration_seconds": cdr.duration_s,
-    }
-
-
-def _rated_event(state: TenantState, cdr: Cdr, event_id: str, outcome: dict[str, Any]) -> Output:
-    payload = _envelope(state, "rated_cdr", event_id)
-    payload.update(_cdr_fields(cdr))
-    payload.update({
-        "billing_month": month_of(cdr.start_us),
-        "pool_usage": [],
-        "currency": state.currency,
-        "balance_after": _money(state, state.balance_minor),
-    })
-    payload.update(outcome)
-    return Output("rated-cdrs", payload)
-
-
-def _duplicate_event(state: TenantState, cdr: Cdr, ctx: RatingContext, position: str) -> Output:
-    zero = _money(state, 0)
-    return _rated_event(state, cdr, f"{state.tenant_id}/rated_cdr/{cdr.usage_id}/duplicate/{position}", {
-        **_destination(ctx, cdr),
-        "status": "duplicate",
-        "reason": None,
-        "credit_seconds": 0,
-        "charged_seconds": 0,
-        "connection_fee": zero,
-        "charge": zero,
-        "uncollected": zero,
-        "overage": zero,
-        "capability": None,
-        "lot_debits": [],
-    })
-
-
-def _balance_event(state: TenantState, caused_by: str) -> Output:
-    payload = _envelope(state, "balance", f"{state.tenant_id}/balance/{caused_by}")
-    balance = state.balance_minor
-    recharge = state.auto_recharge
-    payload.update({
-        "balance": _money(state, balance),
-        "currency": state.currency,
-        "status": "active" if balance > 0 or state.billing_model == POSTPAID else "depleted",
-        "lots": [
-            {
-                "lot_id": lot.lot_id,
-                "remaining": _money(state, lot.remaining_minor),
-                "purchased_at": format_time_us(lot.purchased_us),
-                "expires_at": format_time_us(lot.expires_us),
-            }
-            for lot in state.lots
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "billing_month": outcome.month,
+        "destination_country": country,
+        "scope": None if country is None else ("domestic" if country == cdr.user_location else "international"),
+        "pool_usage": [
+            {"capability": key[0], "location": key[1], "scope": key[2], "seconds": seconds}
+            for key, seconds, _size in outcome.draws
         ],
-        "pools": [],
-        "auto_recharge": {
-            "enabled": recharge.enabled,
-            "trigger_amount": _money(state, recharge.trigger_minor),
-            "recharge_amount": _money(state, recharge.recharge_minor),
-            "pending_request_id": recharge.pending_request_id,
-        },
-        "caused_by": caused_by,
+        "credit_seconds": outcome.credit_s,
+        "charged_seconds": outcome.billed_s,
+        "connection_fee": money(outcome.fee),
+        "charge": money(cost),
+        "uncollected": money(cost - overage - debited),
+        "overage": money(overage),
+        "currency": state.currency,
+        "capability": None if duplicate else _paid_most(state, outcome),
+        "lot_debits": [{"lot_id": lot_id, "amount": money(amount)} for lot_id, amount in debits],
+        "balance_after": money(state.balance_minor),
     })
-    return Output("balances", payload)
-
-

@@ -28,6 +28,7 @@ class Cdr:
     end_us: int
     duration_s: int
 
+
 @dataclass(frozen=True, slots=True)
 class TenantUpserted:
     """Create a tenant or update its settings (currency is fixed by the first one)."""
@@ -82,8 +83,21 @@ class AutoRechargeConfigured:
     recharge_amount: str
 
 
+@dataclass(frozen=True, slots=True)
+class RechargeResult:
+    """The payment processor's answer to a recharge request (topic ``recharge-results``)."""
+
+    tenant_id: str
+    request_id: str
+    status: str
+    amount: str
+    currency: str
+    reason: str | None
+    processed_us: int
+
+
 Command = TenantUpserted | LicensesAssigned | UserRemoved | FundsAdded | AutoRechargeConfigured
-Input = Cdr | Command
+Input = Cdr | Command | RechargeResult
 
 
 def fingerprint(inp: Input) -> str:

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+
+PoolKey = tuple[str, str, str, str]
+"""(capability, location, scope, month)."""
 
 
 @dataclass(slots=True)
@@ -25,7 +28,8 @@ class Lot:
 
 @dataclass(slots=True)
 class User:
-    """A licensed person: where they use the service and the capabilities they hold."""
+    """A person known to the tenant: where they use the service and the capabilities they
+    hold (empty after ``user_removed``: a known user whose licences cannot pay)."""
 
     usage_location: str
     capabilities: tuple[str, ...]
@@ -33,12 +37,28 @@ class User:
 
 @dataclass(slots=True)
 class AutoRecharge:
-    """Auto-recharge settings of a tenant (amounts in minor units)."""
+    """Auto-recharge settings and the request state machine (amounts in minor units).
+
+    At most one request is outstanding (``pending_request_id``); ``sequence`` numbers the
+    requests so their ids are deterministic; ``retry_at_us`` is the back-off deadline
+    after a failure (no request before it)."""
 
     enabled: bool = False
     trigger_minor: int = 0
     recharge_minor: int = 0
     pending_request_id: str | None = None
+    pending_since_us: int = 0
+    sequence: int = 0
+    retry_at_us: int | None = None
+
+
+@dataclass(slots=True)
+class PoolUse:
+    """Seconds drawn from one pool, and the largest size the pool had when drawn from
+    (used ≤ that size always; a licence removal may later shrink the size below used)."""
+
+    used_s: int = 0
+    peak_size_s: int = 0
 
 
 @dataclass(slots=True)
@@ -52,22 +72,39 @@ class TenantState:
     billing_model: str
     low_balance_threshold_minor: int | None = None
     users: dict[str, User] = field(default_factory=dict)
+    licences: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(capability, usage location) → users holding it now; derived from ``users``."""
     lots: list[Lot] = field(default_factory=list)
+    """Lots with money left, oldest first (purchase time, then id)."""
+    balance_minor: int = 0
+    pools: dict[PoolKey, PoolUse] = field(default_factory=dict)
+    frozen: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
+    """Closed month → licence counts at its end (pool sizes of a closed month)."""
+    open_month: str = ""
     auto_recharge: AutoRecharge = field(default_factory=AutoRecharge)
+    low_armed: bool = True
+    """Whether the next fall below the low-balance threshold emits ``low_balance``."""
     funded_minor: int = 0
     debited_minor: int = 0
     expired_minor: int = 0
     now_us: int = 0
+    cdr_ids: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Billing month → rated ``usage_id`` → fingerprint; dropped with the month."""
     applied: dict[str, str] = field(default_factory=dict)
-    """Input id (``usage_id`` / ``command_id``) → fingerprint of what was applied."""
+    """Command / recharge-result id → fingerprint of what was applied."""
 
-    @property
-    def balance_minor(self) -> int:
-        """The credits balance: the sum of the lots' remainders."""
-        return sum(lot.remaining_minor for lot in self.lots)
+    def count_licences(self) -> None:
+        """Rebuild ``licences`` from ``users``."""
+        counts: dict[tuple[str, str], int] = {}
+        for user in self.users.values():
+            for cap in user.capabilities:
+                key = (cap, user.usage_location)
+                counts[key] = counts.get(key, 0) + 1
+        self.licences = counts
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form for the state store."""
+        ar = self.auto_recharge
         return {
             "v": STATE_VERSION,
             "tenant_id": self.tenant_id,
@@ -76,23 +113,27 @@ class TenantState:
             "exponent": self.exponent,
             "billing_model": self.billing_model,
             "low_balance_threshold_minor": self.low_balance_threshold_minor,
-            "users": {
-                uid: [u.usage_location, list(u.capabilities)] for uid, u in self.users.items()
-            },
+            "users": {uid: [u.usage_location, list(u.capabilities)] for uid, u in self.users.items()},
             "lots": [
                 [lot.lot_id, lot.amount_minor, lot.remaining_minor, lot.purchased_us, lot.expires_us]
                 for lot in self.lots
             ],
+            "pools": [[*key, use.used_s, use.peak_size_s] for key, use in self.pools.items()],
+            "frozen": {
+                month: [[cap, loc, n] for (cap, loc), n in counts.items()]
+                for month, counts in self.frozen.items()
+            },
+            "open_month": self.open_month,
             "auto_recharge": [
-                self.auto_recharge.enabled,
-                self.auto_recharge.trigger_minor,
-                self.auto_recharge.recharge_minor,
-                self.auto_recharge.pending_request_id,
+                ar.enabled, ar.trigger_minor, ar.recharge_minor, ar.pending_request_id,
+                ar.pending_since_us, ar.sequence, ar.retry_at_us,
             ],
+            "low_armed": self.low_armed,
             "funded_minor": self.funded_minor,
             "debited_minor": self.debited_minor,
             "expired_minor": self.expired_minor,
             "now_us": self.now_us,
+            "cdr_ids": self.cdr_ids,
             "applied": self.applied,
         }
 
@@ -101,8 +142,8 @@ class TenantState:
         """Inverse of :meth:`to_dict`; refuses a state of another version."""
         if data.get("v") != STATE_VERSION:
             raise ValueError(f"tenant state version {data.get('v')!r}, expected {STATE_VERSION}")
-        enabled, trigger, recharge, pending = data["auto_recharge"]
-        return cls(
+        lots = [Lot(*row) for row in data["lots"]]
+        state = cls(
             tenant_id=data["tenant_id"],
             country=data["country"],
             currency=data["currency"],
@@ -110,22 +151,50 @@ class TenantState:
             billing_model=data["billing_model"],
             low_balance_threshold_minor=data["low_balance_threshold_minor"],
             users={uid: User(loc, tuple(caps)) for uid, (loc, caps) in data["users"].items()},
-            lots=[Lot(*row) for row in data["lots"]],
-            auto_recharge=AutoRecharge(enabled, trigger, recharge, pending),
+            lots=lots,
+            balance_minor=sum(lot.remaining_minor for lot in lots),
+            pools={(c, loc, s, m): PoolUse(used, peak) for c, loc, s, m, used, peak in data["pools"]},
+            frozen={
+                month: {(cap, loc): n for cap, loc, n in rows} for month, rows in data["frozen"].items()
+            },
+            open_month=data["open_month"],
+            auto_recharge=AutoRecharge(*data["auto_recharge"]),
+            low_armed=data["low_armed"],
             funded_minor=data["funded_minor"],
             debited_minor=data["debited_minor"],
             expired_minor=data["expired_minor"],
             now_us=data["now_us"],
+            cdr_ids={month: dict(ids) for month, ids in data["cdr_ids"].items()},
             applied=dict(data["applied"]),
         )
+        state.count_licences()
+        return state
 
 
 def check_invariants(state: TenantState) -> None:
     """Assert what must always hold for a tenant; a failure is a bug, never bad input."""
-    assert all(lot.remaining_minor >= 0 for lot in state.lots), "a lot went negative"
-    assert all(lot.remaining_minor <= lot.amount_minor for lot in state.lots), "lot overfilled"
+    lots = state.lots
+    assert all(0 < lot.remaining_minor <= lot.amount_minor for lot in lots), "a lot is empty, negative or overfilled"
+    assert all(lot.purchased_us < lot.expires_us for lot in lots), "a lot expires before its purchase"
+    order = [(lot.purchased_us, lot.lot_id) for lot in lots]
+    assert order == sorted(order), "lots are not oldest first"
+    assert all(lot.expires_us > state.now_us for lot in lots), "an expired lot still holds money"
+    assert state.balance_minor == sum(lot.remaining_minor for lot in lots), "balance != sum of lots"
     assert state.balance_minor >= 0, "balance below zero"
     assert state.funded_minor == state.debited_minor + state.expired_minor + state.balance_minor, (
         f"ledger does not balance: funded {state.funded_minor} != debited {state.debited_minor}"
         f" + expired {state.expired_minor} + balance {state.balance_minor}"
     )
+    for key, use in state.pools.items():
+        assert 0 <= use.used_s <= use.peak_size_s, f"pool {key} used {use.used_s} s of {use.peak_size_s} s"
+    ar = state.auto_recharge
+    if ar.pending_request_id is not None:
+        assert ar.pending_request_id == request_id(state.tenant_id, ar.sequence), "pending is not the last request"
+    expected = state.licences
+    state.count_licences()
+    assert state.licences == expected, "licence counts drifted from the users"
+
+
+def request_id(tenant_id: str, sequence: int) -> str:
+    """The deterministic id of a tenant's ``sequence``-th recharge request."""
+    return f"{tenant_id}/recharge/{sequence}"

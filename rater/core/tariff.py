@@ -32,6 +32,7 @@ class Tariff:
     effective_from_us: int
     rates: dict[tuple[str, str], dict[str, Rate]] = field(default_factory=dict)
     """(currency, call class) → digit prefix → rate."""
+    _lengths: dict[tuple[str, str], tuple[int, ...]] = field(init=False, repr=False, compare=False)
 
     def rate_for(self, currency: str, call_class: str, number: str) -> Rate | None:
         """The rate of the longest matching prefix of ``number`` (E.164 with ``+``)."""
@@ -39,11 +40,39 @@ class Tariff:
         if not by_prefix:
             return None
         digits = number.removeprefix("+")
-        for length in range(min(len(digits), 15), -1, -1):
-            rate = by_prefix.get(digits[:length])
-            if rate is not None:
-                return rate
+        for length in self._lengths.get((currency, call_class), ()):
+            if length <= len(digits):
+                rate = by_prefix.get(digits[:length])
+                if rate is not None:
+                    return rate
         return None
+
+    def __post_init__(self) -> None:
+        lengths = {key: tuple(sorted({len(p) for p in table}, reverse=True)) for key, table in self.rates.items()}
+        object.__setattr__(self, "_lengths", lengths)
+
+
+@dataclass(frozen=True, slots=True)
+class Tariffs:
+    """Every version of the tariff; a call is rated by the version in force at its start."""
+
+    versions: tuple[Tariff, ...]
+
+    def __post_init__(self) -> None:
+        ordered = tuple(sorted(self.versions, key=lambda t: t.effective_from_us))
+        starts = [t.effective_from_us for t in ordered]
+        if len(set(starts)) != len(starts):
+            raise ValueError("two tariff versions take effect at the same instant")
+        object.__setattr__(self, "versions", ordered)
+
+    def at(self, start_us: int) -> Tariff | None:
+        """The version in force at ``start_us`` (None before the first one)."""
+        found = None
+        for tariff in self.versions:
+            if tariff.effective_from_us > start_us:
+                break
+            found = tariff
+        return found
 
 
 def charged_seconds(duration_s: int, first_s: int, next_s: int) -> int:

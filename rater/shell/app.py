@@ -18,14 +18,17 @@ import orjson
 
 from rater import edge
 from rater.catalog import rating_context
-from rater.core.engine import RatingContext, Step, apply
+from rater.core.clock import PartitionClock
+from rater.core.context import RatingContext
+from rater.core.engine import Rejection, Step, apply
+from rater.core.inputs import Cdr
 from rater.core.state import TenantState
 from rater.shell.settings import Settings
 from rater.topics import input_partitions, load_topics
 
 log = logging.getLogger("rater")
 
-INPUT_TOPICS = ("cdrs", "account-commands")
+INPUT_TOPICS = ("cdrs", "account-commands", "recharge-results")
 OUTPUT_TOPICS = ("rated-cdrs", "balances", "low-balance", "recharge-requests", "notifications", "dead-letters")
 
 
@@ -43,7 +46,7 @@ def _raw_topic(app: faust.App, *names: str, partitions: int) -> Any:
 
 def create_app(settings: Settings, ctx: RatingContext | None = None) -> faust.App:
     """Build the worker's Faust app from ``settings``."""
-    ctx = ctx or rating_context(settings.tariff_path)
+    ctx = ctx or rating_context(settings.tariff_path, settings.catalog_path)
     partitions = settings.partitions or input_partitions(load_topics())
     prefix = settings.topic_prefix
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust wants the parent to exist
@@ -79,6 +82,11 @@ def create_app(settings: Settings, ctx: RatingContext | None = None) -> faust.Ap
         raw = tenants.get(tenant_id)
         return None if raw is None else TenantState.from_dict(orjson.loads(raw))
 
+    # The time each input partition has reached (SPEC §1.6). Kept in memory for now: after
+    # a restart it starts again from the tenants' own "now", which the core never lets go
+    # back. The tick topic and a durable clock come with the streaming service (issue 4).
+    clocks: dict[int, PartitionClock] = {}
+
     @app.agent(inputs, name="rate")
     async def rate(stream: Any) -> None:
         async for event in stream.events():
@@ -96,7 +104,14 @@ def create_app(settings: Settings, ctx: RatingContext | None = None) -> faust.Ap
             if isinstance(decoded, edge.Refusal):
                 refusal: edge.Refusal | None = decoded
             else:
-                step: Step = apply(load_state(decoded.tenant_id), decoded, ctx, record.position)
+                clock = clocks.get(record.partition, PartitionClock())
+                future = clock.refuses(decoded.end_us, ctx) if isinstance(decoded, Cdr) else None
+                if future is not None:
+                    step: Step = Step(None, rejection=Rejection("future", future))
+                else:
+                    step = apply(load_state(decoded.tenant_id), decoded, ctx, clock.now_us, record.position)
+                    if isinstance(decoded, Cdr) and step.rejection is None:
+                        clocks[record.partition] = clock.accept(decoded.end_us)
                 refusal = None
                 if step.rejection is not None:
                     refusal = edge.Refusal(step.rejection.reason, step.rejection.message, decoded.tenant_id)

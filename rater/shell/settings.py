@@ -19,6 +19,7 @@ class Settings:
     web_host: str = "127.0.0.1"
     partitions: int | None = None
     tariff_path: str | None = None
+    catalog_path: str | None = None
     session_timeout_s: float = 10.0
     log_level: str = "info"
 
@@ -37,6 +38,7 @@ class Settings:
             web_host=env.get("RATER_WEB_HOST", default.web_host),
             partitions=int(partitions) if partitions else None,
             tariff_path=env.get("RATER_TARIFF") or None,
+            catalog_path=env.get("RATER_CATALOG") or None,
             session_timeout_s=float(env.get("RATER_SESSION_TIMEOUT", default.session_timeout_s)),
             log_level=env.get("RATER_LOG_LEVEL", default.log_level),
         )
