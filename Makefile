@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest install kafka-jars compose-schema clean
+.PHONY: demo test lint pytest install kafka-jars compose-schema bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,13 +28,17 @@ demo: install kafka-jars
 	$(BIN)/rater demo
 
 lint: install
-	$(BIN)/ruff check rater tests tools
+	$(BIN)/ruff check rater tests tools benchmarks
 	$(BIN)/mypy
 
 pytest: install kafka-jars compose-schema
 	$(BIN)/python -m pytest
 
 test: lint pytest
+
+# Rating throughput of the core on one core, as a ratio against orjson.loads (not a test).
+bench: install
+	$(BIN)/python benchmarks/rating.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

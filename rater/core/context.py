@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rater.core.countries import CountryPrefixes
+from rater.core.destinations import Destination, DestinationIndex
 from rater.core.plans import Catalog
-from rater.core.tariff import Tariffs
+from rater.core.tariff import Tariff, Tariffs
 
 US_PER_HOUR = 3_600_000_000
 US_PER_DAY = 24 * US_PER_HOUR
@@ -31,3 +32,27 @@ class RatingContext:
     """A request with no result after this long counts as failed (``timeout``)."""
     future_us: int = US_PER_DAY
     """A CDR ending this far past the partition's latest tick is ``future``."""
+    _indexes: dict[int, DestinationIndex] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        indexes = {t.effective_from_us: DestinationIndex(self.countries, self.catalog, t)
+                   for t in self.tariffs.versions}
+        object.__setattr__(self, "_indexes", indexes)
+
+    def destination_at(self, start_us: int, number: str) -> tuple[Tariff | None, Destination]:
+        """The tariff version in force at ``start_us`` and what it (with the country
+        table and the catalog) says of ``number``."""
+        versions = self.tariffs.versions
+        if len(versions) == 1 or start_us < versions[1].effective_from_us:
+            tariff = versions[0] if start_us >= versions[0].effective_from_us else None
+        else:
+            tariff = self.tariffs.at(start_us)
+        if tariff is None:
+            return None, self.destination(None, number)
+        return tariff, self._indexes[tariff.effective_from_us].lookup(number)
+
+    def destination(self, tariff: Tariff | None, number: str) -> Destination:
+        """Country, premium flag and rates of ``number`` under ``tariff`` (one lookup)."""
+        if tariff is None:
+            return Destination(self.countries.country_of(number), self.catalog.is_premium(number), {})
+        return self._indexes[tariff.effective_from_us].lookup(number)

@@ -16,9 +16,11 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from rater.core.context import US_PER_HOUR, RatingContext
+from rater.core.destinations import Destination
 from rater.core.inputs import (
     AutoRechargeConfigured,
     Cdr,
@@ -31,9 +33,9 @@ from rater.core.inputs import (
     fingerprint,
 )
 from rater.core.money import MoneyFormatError, format_decimal, parse_decimal
-from rater.core.plans import ANY_LOCATION, Capability
+from rater.core.plans import ANY_LOCATION
 from rater.core.state import AutoRecharge, Lot, PoolKey, PoolUse, TenantState, User, request_id
-from rater.core.tariff import charged_seconds, usage_cost_minor
+from rater.core.tariff import Tariff, charged_seconds, usage_cost_minor
 from rater.core.times import (
     add_months_clamped,
     format_time_us,
@@ -52,12 +54,33 @@ CREDITS = "MCOPSTNPP"
 OVERAGE = "OVERAGE"
 
 
-@dataclass(frozen=True, slots=True)
 class Output:
-    """An event for one of the output streams (``rated-cdrs``, ``balances``, ...)."""
+    """An event for one of the output streams (``rated-cdrs``, ``balances``, ...).
 
-    stream: str
-    payload: dict[str, Any]
+    Its wire fields (``payload``: RFC 3339 times, decimal-string amounts) are formatted
+    from the decided values on first access — when the shell encodes it — so rating
+    pays for deciding, not for formatting. The values are captured when the event is
+    made; later changes to the state do not reach it."""
+
+    __slots__ = ("_build", "_payload", "stream")
+
+    def __init__(self, stream: str, payload: dict[str, Any] | None = None,
+                 build: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.stream = stream
+        self._payload = payload
+        self._build = build
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The event as the wire contract's JSON object (SPEC §2)."""
+        if self._payload is None:
+            assert self._build is not None
+            self._payload = self._build()
+            self._build = None
+        return self._payload
+
+    def __repr__(self) -> str:
+        return f"Output({self.stream!r}, {self.payload!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,28 +100,38 @@ class Step:
     rejection: Rejection | None = None
     changed: bool = False
     """Whether the state must be written back."""
+    balance_cause: str | None = None
+    """The id of the last input (or time-driven cause) that changed what a ``balance``
+    snapshot shows, if any: the shell emits one :func:`balance_event` per tenant per
+    batch of inputs (a compacted topic keeps only the latest anyway)."""
+    now_us: int = 0
+    """The "now" the step ran at (the snapshot's ``occurred_at``)."""
 
 
 class _Work:
     """One step's working set: the tenant, the context, "now" and the outputs so far."""
 
-    __slots__ = ("ctx", "now", "now_us", "outputs", "state")
+    __slots__ = ("balance_cause", "changed", "ctx", "now", "now_us", "outputs", "state")
 
     def __init__(self, state: TenantState, ctx: RatingContext, now_us: int) -> None:
         self.state = state
         self.ctx = ctx
         self.now_us = now_us
-        self.now = format_time_us(now_us)
+        self.now = ""  # formatted on first use
         self.outputs: list[Output] = []
+        self.balance_cause: str | None = None
+        self.changed = False
 
     def move_to(self, now_us: int) -> None:
         self.now_us = now_us
-        self.now = format_time_us(now_us)
+        self.now = ""
 
     def money(self, minor: int) -> str:
         return format_decimal(minor, self.state.exponent)
 
     def emit(self, stream: str, kind: str, event_id: str, fields: dict[str, Any]) -> None:
+        if not self.now:
+            self.now = format_time_us(self.now_us)
         payload = {
             "type": kind,
             "schema_version": SCHEMA_VERSION,
@@ -113,31 +146,8 @@ class _Work:
         self.emit("notifications", kind, f"{kind}/{event_id}", fields)
 
     def balance(self, caused_by: str) -> None:
-        state, ctx = self.state, self.ctx
-        ar = state.auto_recharge
-        balance = state.balance_minor
-        self.emit("balances", "balance", f"balance/{caused_by}", {
-            "balance": self.money(balance),
-            "currency": state.currency,
-            "status": "active" if balance > 0 or state.billing_model == POSTPAID else "depleted",
-            "lots": [
-                {
-                    "lot_id": lot.lot_id,
-                    "remaining": self.money(lot.remaining_minor),
-                    "purchased_at": format_time_us(lot.purchased_us),
-                    "expires_at": format_time_us(lot.expires_us),
-                }
-                for lot in state.lots
-            ],
-            "pools": _pool_report(state, ctx),
-            "auto_recharge": {
-                "enabled": ar.enabled,
-                "trigger_amount": self.money(ar.trigger_minor),
-                "recharge_amount": self.money(ar.recharge_minor),
-                "pending_request_id": ar.pending_request_id,
-            },
-            "caused_by": caused_by,
-        })
+        """What a balance snapshot shows changed because of ``caused_by``."""
+        self.balance_cause = caused_by
 
 
 # --- entry points -----------------------------------------------------------------------
@@ -157,10 +167,15 @@ def apply(state: TenantState | None, inp: Input, ctx: RatingContext, now_us: int
         return Step(None, rejection=Rejection("unknown_tenant", f"tenant {inp.tenant_id!r} has no tenant_upserted yet"))
     now_us = max(now_us, state.now_us)
     events = _Work(state, ctx, now_us)
-    changed = _advance(events, now_us)
     if isinstance(inp, Cdr):
+        # An accepted CDR advances time to its end itself, before it moves money.
         rejection = _rate_cdr(events, inp, position)
-        return _finish(state, events, rejection, changed or rejection is None)
+        if rejection is None:  # the hot path: _finish, inlined
+            return Step(state, events.outputs, None, True, events.balance_cause, events.now_us)
+        _advance(events, now_us)
+        return _finish(state, events, rejection, False)
+    _advance(events, now_us)
+    changed = events.changed
     input_id = inp.request_id if isinstance(inp, RechargeResult) else inp.command_id
     digest = fingerprint(inp)
     seen = state.applied.get(input_id)
@@ -194,52 +209,107 @@ def on_time(state: TenantState, ctx: RatingContext, now_us: int) -> Step:
     """Do the work that fell due by ``now_us`` (driven by the shell's ticks)."""
     now_us = max(now_us, state.now_us)
     events = _Work(state, ctx, now_us)
-    changed = _advance(events, now_us)
-    return _finish(state, events, None, changed)
+    _advance(events, now_us)
+    return _finish(state, events, None, False)
+
+
+def balance_event(state: TenantState, ctx: RatingContext, now_us: int, caused_by: str) -> Output:
+    """The ``balance`` snapshot of a tenant: balance, lots, pools and auto-recharge."""
+    work = _Work(state, ctx, now_us)
+    money = work.money
+    ar = state.auto_recharge
+    balance = state.balance_minor
+    work.emit("balances", "balance", f"balance/{caused_by}", {
+        "balance": money(balance),
+        "currency": state.currency,
+        "status": "active" if balance > 0 or state.billing_model == POSTPAID else "depleted",
+        "lots": [
+            {
+                "lot_id": lot.lot_id,
+                "remaining": money(lot.remaining_minor),
+                "purchased_at": format_time_us(lot.purchased_us),
+                "expires_at": format_time_us(lot.expires_us),
+            }
+            for lot in state.lots
+        ],
+        "pools": _pool_report(state, ctx),
+        "auto_recharge": {
+            "enabled": ar.enabled,
+            "trigger_amount": money(ar.trigger_minor),
+            "recharge_amount": money(ar.recharge_minor),
+            "pending_request_id": ar.pending_request_id,
+        },
+        "caused_by": caused_by,
+    })
+    return work.outputs[0]
 
 
 def _finish(state: TenantState, events: _Work, rejection: Rejection | None, changed: bool) -> Step:
-    return Step(state, events.outputs, rejection, changed or bool(events.outputs))
+    changed = changed or events.changed or bool(events.outputs) or events.balance_cause is not None
+    return Step(state, events.outputs, rejection, changed, events.balance_cause, events.now_us)
 
 
 # --- time -------------------------------------------------------------------------------
 
 
-def _advance(events: _Work, now_us: int) -> bool:
+def _advance(events: _Work, now_us: int) -> None:
     """Bring the tenant to ``now_us``: close months, expire lots, time out and retry
-    recharges. Returns whether the state changed."""
+    recharges."""
     state, ctx = events.state, events.ctx
-    changed = now_us != state.now_us
+    if now_us <= state.now_us:
+        return  # nothing falls due without time passing (next_deadline > now always)
+    events.changed = True
     state.now_us = now_us
-    events.move_to(now_us)
-    month = month_of_fast(now_us)
+    events.now_us = now_us
+    events.now = ""
+    if now_us < state.due_us:
+        return  # the common case: nothing can be due yet
     prune = False
+    month = month_of_fast(now_us) if now_us >= month_end_us(state.open_month) else state.open_month
     if month > state.open_month:
         # The licence counts have not changed since the tenant last saw time pass (every
         # command advances time first), so they are the counts at the end of the month
         # before ``month``: that month's pools freeze with them.
         state.frozen = {previous_month(month): dict(state.licences)}
         state.open_month = month
+        state.sizes = {}
         prune = True
-    for closed in [m for m in state.frozen if month_end_us(m) + ctx.grace_us <= now_us]:
-        del state.frozen[closed]
-        prune = True
+    if state.frozen:
+        for closed in [m for m in state.frozen if month_end_us(m) + ctx.grace_us <= now_us]:
+            del state.frozen[closed]
+            prune = True
     if prune:
         # Months past their grace can no longer be rated (their CDRs are ``late``):
         # forget their pools and usage ids, which bounds the duplicate memory.
         keep = {state.open_month, *state.frozen}
         state.pools = {key: use for key, use in state.pools.items() if key[3] in keep}
         state.cdr_ids = {m: ids for m, ids in state.cdr_ids.items() if m in keep}
-        changed = True
-    outputs_before = len(events.outputs)
-    _expire_lots(events)
+    if state.lots and state.lots[0].expires_us <= now_us:
+        _expire_lots(events)
     ar = state.auto_recharge
     if ar.pending_request_id is not None and ar.pending_since_us + ctx.recharge_timeout_us <= now_us:
         _recharge_failed(events, ar.pending_request_id, "timeout")
     elif ar.pending_request_id is None and ar.retry_at_us is not None and ar.retry_at_us <= now_us:
         ar.retry_at_us = None
         _request_recharge(events)
-    return changed or len(events.outputs) > outputs_before
+    state.due_us = next_due(state, ctx)
+
+
+def next_due(state: TenantState, ctx: RatingContext) -> int:
+    """The next instant :func:`_advance` has work: the end of the open month, a closed
+    month's grace end, the first lot's expiry, a recharge time-out or back-off end.
+    Whatever adds an earlier one lowers ``state.due_us`` itself."""
+    due = month_end_us(state.open_month)
+    for month in state.frozen:
+        due = min(due, month_end_us(month) + ctx.grace_us)
+    if state.lots:
+        due = min(due, state.lots[0].expires_us)
+    ar = state.auto_recharge
+    if ar.pending_request_id is not None:
+        due = min(due, ar.pending_since_us + ctx.recharge_timeout_us)
+    if ar.retry_at_us is not None:
+        due = min(due, ar.retry_at_us)
+    return due
 
 
 def _expire_lots(events: _Work) -> None:
@@ -309,6 +379,7 @@ def _request_recharge(events: _Work) -> None:
     rid = request_id(state.tenant_id, ar.sequence)
     ar.pending_request_id = rid
     ar.pending_since_us = events.now_us
+    state.due_us = min(state.due_us, events.now_us + events.ctx.recharge_timeout_us)
     events.emit("recharge-requests", "recharge_request", f"recharge_request/{rid}", {
         "request_id": rid,
         "amount": events.money(ar.recharge_minor),
@@ -322,6 +393,7 @@ def _recharge_failed(events: _Work, rid: str, reason: str) -> None:
     ar = events.state.auto_recharge
     ar.pending_request_id = None
     ar.retry_at_us = events.now_us + events.ctx.recharge_backoff_us
+    events.state.due_us = min(events.state.due_us, ar.retry_at_us)
     events.notify("recharge_failed", rid, {
         "request_id": rid,
         "reason": reason,
@@ -339,6 +411,7 @@ def _add_lot(events: _Work, lot_id: str, amount: int, purchased_us: int) -> None
         lot = Lot(lot_id, amount, amount, purchased_us, expires)
         keys = [(x.purchased_us, x.lot_id) for x in state.lots]
         state.lots.insert(bisect.bisect(keys, (purchased_us, lot_id)), lot)
+        state.due_us = min(state.due_us, expires)
         state.balance_minor += amount
     else:  # an empty lot holds nothing; the ledger still counts the (zero) funding
         pass
@@ -486,27 +559,28 @@ _COMMANDS: dict[type, Callable[[_Work, Any], Rejection | None]] = {
 # --- pools ------------------------------------------------------------------------------
 
 
-def _licence_counts(state: TenantState, month: str) -> dict[tuple[str, str], int]:
-    # Counts have not changed since the tenant's open month began, so they size every
-    # month from it on (even before time reaches it); a closed month uses its frozen counts.
-    if month >= state.open_month:
-        return state.licences
-    return state.frozen.get(month, {})
-
-
 def pool_size_s(state: TenantState, ctx: RatingContext, key: PoolKey) -> int:
     """A pool's size in seconds: minutes per licence × licences (current ones for the
     open month, the counts at its end for a closed month)."""
+    size = state.sizes.get(key)
+    if size is None:
+        size = state.sizes[key] = _pool_size_s(state, ctx, key)
+    return size
+
+
+def _pool_size_s(state: TenantState, ctx: RatingContext, key: PoolKey) -> int:
     cap_id, location, scope, month = key
-    cap = ctx.catalog.by_id.get(cap_id)
-    allotment = cap.allotment(scope) if cap else None
+    allotment = ctx.catalog.allotments.get((cap_id, scope))
     if allotment is None:
         return 0
-    counts = _licence_counts(state, month)
+    # Counts have not changed since the tenant's open month began, so they size every
+    # month from it on (even before time reaches it); a closed month uses its frozen counts.
+    counts = state.licences if month >= state.open_month else state.frozen.get(month, {})
     if location == ANY_LOCATION:
         minutes = sum(n * allotment.minutes_for(loc) for (c, loc), n in counts.items() if c == cap_id)
     else:
-        minutes = counts.get((cap_id, location), 0) * allotment.minutes_for(location)
+        held = counts.get((cap_id, location), 0)
+        minutes = held * allotment.minutes_for(location) if held else 0
     return minutes * 60
 
 
@@ -534,19 +608,21 @@ def _pool_report(state: TenantState, ctx: RatingContext) -> list[dict[str, Any]]
     return report
 
 
-def _candidate_pools(work: _Work, cdr: Cdr, user: User | None, month: str, country: str | None) -> list[PoolKey]:
+_ANY = (ANY_LOCATION,)
+
+
+def _candidate_pools(work: _Work, cdr: Cdr, user: User | None, outcome: _Outcome) -> list[PoolKey]:
     """The pools that may pay this call, in the order they are drawn (SPEC §1.2, §1.6)."""
     catalog = work.ctx.catalog
-    if country is None or catalog.is_premium(cdr.destination_number):
+    country, month = outcome.dest.country, outcome.month
+    if country is None or outcome.dest.premium:
         return []
     if cdr.call_type in USER_OUT and user is not None:
         scope = "domestic" if country == cdr.user_location else "international"
-        held = set(user.capabilities)
-        return [(cap.id, cdr.user_location, scope, month)
-                for cap in catalog.capabilities if cap.id in held and cap.allotment(scope) is not None]
+        location = cdr.user_location
+        return [(cap_id, location, scope, month) for cap_id in catalog.pool_order(user.capabilities, scope)]
     if cdr.call_type == "conf_out" and country in catalog.zone_a:
-        return [(cap.id, ANY_LOCATION, "zone_a", month)
-                for cap in catalog.capabilities if cap.allotment("zone_a") is not None]
+        return [(cap_id, ANY_LOCATION, "zone_a", month) for cap_id in catalog.pool_order(_ANY, "zone_a")]
     return []
 
 
@@ -554,29 +630,34 @@ def _may_pay_from_credits(cdr: Cdr, user: User | None, ctx: RatingContext) -> bo
     if cdr.call_type in INBOUND or cdr.call_type == "ucap_out":
         return True  # toll-free inbound and bots: the tenant's own numbers, no user licence
     family = "conf_out" if cdr.call_type == "conf_out" else "user_out"
-    by_id = ctx.catalog.by_id
-    caps: list[Capability | None] = [by_id.get(c) for c in user.capabilities] if user else []
-    return any(cap is not None and family in cap.credits_for for cap in caps)
+    return user is not None and ctx.catalog.may_pay_from_credits(user.capabilities, family)
 
 
 # --- rating -----------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
 class _Outcome:
     """What rating decided for one CDR, before any of it is applied."""
 
-    month: str
-    digest: str
-    end_us: int
-    status: str = "rated"
-    reason: str | None = None
-    draws: list[tuple[PoolKey, int, int]] = field(default_factory=list)
-    """(pool, seconds drawn, pool size) in drawing order."""
-    credit_s: int = 0
-    billed_s: int = 0
-    fee: int = 0
-    cost: int = 0
+    __slots__ = ("billed_s", "cost", "credit_s", "dest", "digest", "draws", "end_us", "fee", "month", "reason",
+                 "status", "tariff")
+
+    def __init__(self, month: str, digest: str, end_us: int, dest: Destination, tariff: Tariff | None,
+                 *, status: str = "rated") -> None:
+        self.month = month
+        self.digest = digest
+        self.end_us = end_us
+        self.dest = dest
+        """The destination's country, premium flag and rates (one longest-prefix lookup)."""
+        self.tariff = tariff
+        self.status = status
+        self.reason: str | None = None
+        self.draws: list[tuple[PoolKey, int, int]] = []
+        """(pool, seconds drawn, pool size) in drawing order."""
+        self.credit_s = 0
+        self.billed_s = 0
+        self.fee = 0
+        self.cost = 0
 
 
 def _rate_cdr(work: _Work, cdr: Cdr, position: str) -> Rejection | None:
@@ -594,14 +675,22 @@ def _rate_cdr(work: _Work, cdr: Cdr, position: str) -> Rejection | None:
     if seen is not None:
         if seen != digest:
             return Rejection("id_conflict", f"usage_id {cdr.usage_id!r} was rated with other content")
-        _emit_rated(work, cdr, _Outcome(month, digest, end_us, status="duplicate"), [],
+        _advance(work, work.now_us)  # no time from a duplicate, but what fell due before it
+        tariff, destination = ctx.destination_at(cdr.start_us, cdr.destination_number)
+        duplicate = _Outcome(month, digest, end_us, destination, tariff, status="duplicate")
+        _emit_rated(work, cdr, duplicate, [],
                     f"rated_cdr/{cdr.usage_id}/duplicate/{position}")
         return None
-    outcome = _Outcome(month, digest, end_us)
+    emergency = cdr.call_type not in INBOUND and ctx.catalog.is_emergency(cdr.destination_number)
+    if not emergency and not cdr.destination_number.startswith("+"):
+        return Rejection("schema", f"destination {cdr.destination_number!r} is not E.164 and not an emergency"
+                                   f" number of catalog {ctx.catalog.version}")
+    tariff, destination = ctx.destination_at(cdr.start_us, cdr.destination_number)
+    outcome = _Outcome(month, digest, end_us, destination, tariff)
     if cdr.call_type in INBOUND and cdr.number_type != "toll_free":
         _commit(work, cdr, outcome)  # free, recorded
         return None
-    if cdr.call_type not in INBOUND and ctx.catalog.is_emergency(cdr.destination_number):
+    if emergency:
         outcome.reason = "emergency"
         _commit(work, cdr, outcome)
         return None
@@ -630,8 +719,7 @@ def _draw_pools(work: _Work, cdr: Cdr, user: User | None, outcome: _Outcome) -> 
     if not left:
         return 0
     state, ctx = work.state, work.ctx
-    country = ctx.countries.country_of(cdr.destination_number)
-    for key in _candidate_pools(work, cdr, user, outcome.month, country):
+    for key in _candidate_pools(work, cdr, user, outcome):
         size = pool_size_s(state, ctx, key)
         use = state.pools.get(key)
         take = min(left, size - (use.used_s if use else 0))
@@ -646,11 +734,11 @@ def _draw_pools(work: _Work, cdr: Cdr, user: User | None, outcome: _Outcome) -> 
 def _price_credit_part(work: _Work, cdr: Cdr, outcome: _Outcome, seconds: int) -> Rejection | None:
     """Price the part paid from credits (or overage) with the tariff in force at the
     call's start: increments, connection fee, one half-up rounding (SPEC §1.3)."""
-    state, ctx = work.state, work.ctx
+    state = work.state
     call_class = ("toll_free_inbound" if cdr.call_type in INBOUND
                   else "conf_dialout" if cdr.call_type == "conf_out" else "outbound")
-    tariff = ctx.tariffs.at(cdr.start_us)
-    rate = tariff.rate_for(state.currency, call_class, cdr.destination_number) if tariff else None
+    tariff = outcome.tariff
+    rate = outcome.dest.rates.get((state.currency, call_class))
     if rate is None:
         version = tariff.version if tariff else "none in force"
         return Rejection("no_rate", f"no {call_class} rate in {state.currency} for {cdr.destination_number}"
@@ -667,7 +755,10 @@ def _commit(work: _Work, cdr: Cdr, outcome: _Outcome) -> None:
     None: the CDR was accepted)."""
     _advance(work, outcome.end_us)  # expiry etc. due by the CDR's end come first
     state = work.state
-    state.cdr_ids.setdefault(outcome.month, {})[cdr.usage_id] = outcome.digest
+    ids = state.cdr_ids.get(outcome.month)
+    if ids is None:
+        ids = state.cdr_ids[outcome.month] = {}
+    ids[cdr.usage_id] = outcome.digest
     exhausted: list[PoolKey] = []
     for key, seconds, size in outcome.draws:
         use = state.pools.get(key)
@@ -716,6 +807,13 @@ def _debit_fifo(state: TenantState, cost_minor: int) -> list[tuple[str, int]]:
 
 def _paid_most(state: TenantState, outcome: _Outcome) -> str | None:
     """The capability that paid the most seconds (the first one on a tie)."""
+    draws = outcome.draws
+    if not draws:  # the common cases first
+        if not outcome.credit_s:
+            return None
+        return OVERAGE if state.billing_model == POSTPAID else CREDITS
+    if len(draws) == 1 and not outcome.credit_s:
+        return draws[0][0][0]
     paid: dict[str, int] = {}
     for (cap_id, *_), seconds, _size in outcome.draws:
         paid[cap_id] = paid.get(cap_id, 0) + seconds
@@ -726,13 +824,32 @@ def _paid_most(state: TenantState, outcome: _Outcome) -> str | None:
 
 def _emit_rated(work: _Work, cdr: Cdr, outcome: _Outcome, debits: list[tuple[str, int]], event_id: str) -> None:
     state = work.state
-    country = work.ctx.countries.country_of(cdr.destination_number)
-    money = work.money
-    duplicate = outcome.status == "duplicate"
+    draws = outcome.draws
+    if outcome.status == "duplicate":
+        capability = None
+    elif not draws:  # the common cases of _paid_most, inlined
+        capability = (OVERAGE if state.billing_model == POSTPAID else CREDITS) if outcome.credit_s else None
+    else:
+        capability = draws[0][0][0] if len(draws) == 1 and not outcome.credit_s else _paid_most(state, outcome)
+    work.outputs.append(Output("rated-cdrs", None, partial(
+        _rated_payload, state.tenant_id, state.currency, state.exponent, state.billing_model == POSTPAID,
+        work.now_us, event_id, cdr, outcome, capability, debits, state.balance_minor)))
+
+
+def _rated_payload(tenant_id: str, currency: str, exponent: int, postpaid: bool, now_us: int,  # noqa: PLR0917
+                   event_id: str, cdr: Cdr, outcome: _Outcome, capability: str | None,
+                   debits: list[tuple[str, int]], balance_after: int) -> dict[str, Any]:
+    """The wire form of a rated CDR, from the values decided when it was rated."""
+    country = outcome.dest.country
     cost = outcome.cost
-    overage = cost if state.billing_model == POSTPAID else 0
-    debited = sum(amount for _, amount in debits)
-    work.emit("rated-cdrs", "rated_cdr", event_id, {
+    overage = cost if postpaid else 0
+    uncollected = cost - overage - sum(amount for _, amount in debits)
+    return {
+        "type": "rated_cdr",
+        "schema_version": SCHEMA_VERSION,
+        "event_id": f"{tenant_id}/{event_id}",
+        "tenant_id": tenant_id,
+        "occurred_at": format_time_us(now_us),
         "usage_id": cdr.usage_id,
         "call_id": cdr.call_id,
         "conference_id": cdr.conference_id,
@@ -756,12 +873,12 @@ def _emit_rated(work: _Work, cdr: Cdr, outcome: _Outcome, debits: list[tuple[str
         ],
         "credit_seconds": outcome.credit_s,
         "charged_seconds": outcome.billed_s,
-        "connection_fee": money(outcome.fee),
-        "charge": money(cost),
-        "uncollected": money(cost - overage - debited),
-        "overage": money(overage),
-        "currency": state.currency,
-        "capability": None if duplicate else _paid_most(state, outcome),
-        "lot_debits": [{"lot_id": lot_id, "amount": money(amount)} for lot_id, amount in debits],
-        "balance_after": money(state.balance_minor),
-    })
+        "connection_fee": format_decimal(outcome.fee, exponent),
+        "charge": format_decimal(cost, exponent),
+        "uncollected": format_decimal(uncollected, exponent),
+        "overage": format_decimal(overage, exponent),
+        "currency": currency,
+        "capability": capability,
+        "lot_debits": [{"lot_id": lot_id, "amount": format_decimal(amount, exponent)} for lot_id, amount in debits],
+        "balance_after": format_decimal(balance_after, exponent),
+    }

@@ -103,5 +103,11 @@ Input = Cdr | Command | RechargeResult
 def fingerprint(inp: Input) -> str:
     """A short digest of an input's content, remembered with its id to tell a true repeat
     (same id, same content) from an ``id_conflict`` (same id, other content)."""
+    if type(inp) is Cdr:  # the hot path: one f-string instead of reflection
+        c = inp  # the ids are the keys it is stored under; repr tells None from "None"
+        canonical = (f"{c.call_id}\x1f{c.conference_id!r}\x1f{c.user_id!r}\x1f{c.user_location}\x1f{c.call_type}"
+                     f"\x1f{c.number_type}\x1f{c.caller_number}\x1f{c.destination_number}\x1f{c.start_us}"
+                     f"\x1f{c.end_us}\x1f{c.duration_s}")
+        return hashlib.blake2b(canonical.encode(), digest_size=12).hexdigest()
     canonical = "\x1f".join([type(inp).__name__, *(repr(getattr(inp, f.name)) for f in fields(inp))])
     return hashlib.blake2b(canonical.encode(), digest_size=12).hexdigest()

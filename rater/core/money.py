@@ -38,6 +38,8 @@ def parse_decimal(text: str, digits: int) -> int:
 def format_decimal(units: int, digits: int) -> str:
     """Format an integer of ``10**-digits`` units as a decimal string with ``digits``
     decimals: ``format_decimal(1234, 2) == "12.34"``, ``format_decimal(5, 0) == "5"``."""
+    if digits == 2 and units >= 0:  # the common case, on the rating hot path
+        return f"{units // 100}.{units % 100:02d}"
     sign = "-" if units < 0 else ""
     units = abs(units)
     if digits == 0:

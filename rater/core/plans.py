@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 POOL_SCOPES = ("domestic", "international", "zone_a")
 CREDIT_FAMILIES = ("user_out", "conf_out")
@@ -64,9 +65,17 @@ class Catalog:
     """Destinations that are emergency calls: short codes and their E.164 forms."""
     by_id: Mapping[str, Capability] = field(init=False)
     _premium_lengths: tuple[int, ...] = field(init=False)
+    _memo: dict[tuple[tuple[str, ...], str], Any] = field(init=False, repr=False, compare=False)
+    """Answers of :meth:`pool_order` / :meth:`may_pay_from_credits` by licence set: a
+    cache of pure functions of this frozen catalog."""
+
+    allotments: Mapping[tuple[str, str], Allotment] = field(init=False, repr=False, compare=False)
+    """(capability id, pool scope) → allotment."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_memo", {})
         object.__setattr__(self, "by_id", {cap.id: cap for cap in self.capabilities})
+        object.__setattr__(self, "allotments", {(cap.id, a.scope): a for cap in self.capabilities for a in cap.pools})
         lengths = sorted({len(p) for p in self.premium_prefixes}, reverse=True)
         object.__setattr__(self, "_premium_lengths", tuple(lengths))
 
@@ -83,3 +92,23 @@ class Catalog:
     def pool_capabilities(self, scope: str) -> tuple[Capability, ...]:
         """The capabilities with an allotment for ``scope``, in catalog order."""
         return tuple(cap for cap in self.capabilities if cap.allotment(scope) is not None)
+
+    def pool_order(self, held: tuple[str, ...], scope: str) -> tuple[str, ...]:
+        """Of the capabilities ``held``, those with a ``scope`` pool, in catalog order
+        (the order a user's pools are drawn); every capability when ``held`` is ``("*",)``."""
+        key = (held, scope)
+        found: tuple[str, ...] | None = self._memo.get(key)
+        if found is None:
+            found = tuple(cap.id for cap in self.capabilities
+                          if (held == (ANY_LOCATION,) or cap.id in held) and cap.allotment(scope) is not None)
+            self._memo[key] = found
+        return found
+
+    def may_pay_from_credits(self, held: tuple[str, ...], family: str) -> bool:
+        """Whether one of the capabilities ``held`` lets ``family`` calls pay from credits."""
+        key = (held, "credits:" + family)
+        found: bool | None = self._memo.get(key)
+        if found is None:
+            found = any(family in self.by_id[c].credits_for for c in held if c in self.by_id)
+            self._memo[key] = found
+        return found

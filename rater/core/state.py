@@ -92,15 +92,18 @@ class TenantState:
     """Billing month → rated ``usage_id`` → fingerprint; dropped with the month."""
     applied: dict[str, str] = field(default_factory=dict)
     """Command / recharge-result id → fingerprint of what was applied."""
+    due_us: int = field(default=0, repr=False, compare=False)
+    """A lower bound of the next instant time-driven work falls due (month end, grace
+    end, lot expiry, recharge time-out or back-off): before it, passing time only moves
+    "now". Not stored; 0 = unknown, so a loaded state checks everything once."""
+    sizes: dict[PoolKey, int] = field(default_factory=dict, repr=False, compare=False)
+    """Pool sizes already computed (not stored: derived from licences and months, and
+    emptied whenever either changes)."""
 
     def count_licences(self) -> None:
-        """Rebuild ``licences`` from ``users``."""
-        counts: dict[tuple[str, str], int] = {}
-        for user in self.users.values():
-            for cap in user.capabilities:
-                key = (cap, user.usage_location)
-                counts[key] = counts.get(key, 0) + 1
-        self.licences = counts
+        """Rebuild ``licences`` from ``users`` (and forget the pool sizes they gave)."""
+        self.licences = _licence_counts(self.users)
+        self.sizes = {}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form for the state store."""
@@ -190,9 +193,16 @@ def check_invariants(state: TenantState) -> None:
     ar = state.auto_recharge
     if ar.pending_request_id is not None:
         assert ar.pending_request_id == request_id(state.tenant_id, ar.sequence), "pending is not the last request"
-    expected = state.licences
-    state.count_licences()
-    assert state.licences == expected, "licence counts drifted from the users"
+    assert state.licences == _licence_counts(state.users), "licence counts drifted from the users"
+
+
+def _licence_counts(users: dict[str, User]) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for user in users.values():
+        for cap in user.capabilities:
+            key = (cap, user.usage_location)
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def request_id(tenant_id: str, sequence: int) -> str:

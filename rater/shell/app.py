@@ -20,7 +20,7 @@ from rater import edge
 from rater.catalog import rating_context
 from rater.core.clock import PartitionClock
 from rater.core.context import RatingContext
-from rater.core.engine import Rejection, Step, apply
+from rater.core.engine import Rejection, Step, apply, balance_event
 from rater.core.inputs import Cdr
 from rater.core.state import TenantState
 from rater.shell.settings import Settings
@@ -115,9 +115,14 @@ def create_app(settings: Settings, ctx: RatingContext | None = None) -> faust.Ap
                 refusal = None
                 if step.rejection is not None:
                     refusal = edge.Refusal(step.rejection.reason, step.rejection.message, decoded.tenant_id)
-                elif step.changed and step.state is not None:
+                if step.changed and step.state is not None:
+                    # also when the input was refused: work that fell due before it (a lot
+                    # expiring) happened, and its outputs are sent
                     tenants[decoded.tenant_id] = orjson.dumps(step.state.to_dict())
                 outs = [(out.stream, out.payload) for out in step.outputs]
+                if step.state is not None and step.balance_cause is not None:
+                    snapshot = balance_event(step.state, ctx, step.now_us, step.balance_cause)
+                    outs.append((snapshot.stream, snapshot.payload))
             if refusal is not None:
                 outs.append(("dead-letters", edge.dead_letter(record, message.topic, refusal)))
             for stream_name, payload in outs:

@@ -7,7 +7,7 @@ from typing import Any
 
 from rater.core.context import RatingContext
 from rater.core.countries import CountryPrefixes
-from rater.core.engine import Step, _pool_report, apply, on_time
+from rater.core.engine import Step, _pool_report, apply, balance_event, on_time
 from rater.core.inputs import (
     AutoRechargeConfigured,
     Cdr,
@@ -119,6 +119,9 @@ class Tenant:
         return step
 
     def _check(self, step: Step) -> None:
+        if step.state is not None and step.balance_cause is not None:
+            # the shell's batch of one: the balance snapshot follows the step's events
+            step.outputs.append(balance_event(step.state, self.ctx, step.now_us, step.balance_cause))
         if step.state is not None:
             check_invariants(step.state)
             self.state = step.state

@@ -182,6 +182,8 @@ class Model:
             return Outcome(None, "duplicate") if self.rated[usage_id] == (m, content) else Outcome("id_conflict")
         inbound = call_type in INBOUND
         emergency = not inbound and destination in catalog.emergency
+        if not emergency and not destination.startswith("+"):
+            return Outcome("schema")  # only the catalog's emergency numbers may be short codes
         caps: frozenset[str] = frozenset()
         needs_user = call_type in USER_OUT or call_type == "conf_out"
         if needs_user and not emergency and not (inbound and number_type != "toll_free"):

@@ -7,7 +7,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rater.core.engine import Step, apply, on_time
+from rater.core.engine import Step, apply, balance_event, on_time
 from rater.core.inputs import (
     AutoRechargeConfigured,
     Cdr,
@@ -71,6 +71,8 @@ def _run(sequence: list[Input | Tick], *, reload: bool) -> bytes:
             if isinstance(item, Cdr) and result.rejection is None:
                 now = max(now, item.end_us)
         log.extend(out.payload for out in result.outputs)
+        if result.balance_cause is not None:
+            log.append(balance_event(state, CTX, result.now_us, result.balance_cause).payload)
         log.append({"rejection": None if result.rejection is None else result.rejection.reason})
     return orjson.dumps({"events": log, "state": state.to_dict()}, option=orjson.OPT_SORT_KEYS)
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from rater.core.engine import Step, apply, next_deadline, on_time
+from rater.core.engine import Step, _pool_size_s, apply, next_deadline, next_due, on_time
 from rater.core.inputs import (
     AutoRechargeConfigured,
     Cdr,
@@ -180,6 +180,9 @@ class CoreBesideModel(RuleBasedStateMachine):
             return
         state, model = self.state, self.model
         check_invariants(state)
+        assert state.due_us <= next_due(state, CTX), "a deadline hides behind due_us"
+        for key, size in state.sizes.items():  # the size cache never goes stale
+            assert size == _pool_size_s(state, CTX, key), key
         due = next_deadline(state, CTX)
         assert due is None or due > state.now_us, "work left undone"
         assert state.balance_minor == model.balance
