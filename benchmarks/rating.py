@@ -66,7 +66,7 @@ class Bench:
         self.records = _records([("cdrs", event) for event in self.workload.cdrs(args.cdrs)])
         self.payloads = [record.value or b"" for record in self.records]
         self.setup_inputs = [self._decode(record) for record in self.setup]
-        self.cdrs = [self._decode(record) for record in self.records]
+        self.cdrs = [cdr for cdr in map(self._decode, self.records) if isinstance(cdr, Cdr)]
         self.positions = [record.position for record in self.records]
 
     @staticmethod
@@ -86,19 +86,32 @@ class Bench:
             states[inp.tenant_id] = step.state
         return states
 
-    def rate(self, states: dict[str, TenantState], *, wire: bool = False,
-             outcomes: Counter[str] | None = None) -> None:
+    def rate(self, states: dict[str, TenantState]) -> None:
+        """What the shell's loop does with decoded CDRs: rate each at the partition's now."""
         ctx, now = self.ctx, self.workload.start_us
         for cdr, position in zip(self.cdrs, self.positions, strict=True):
-            assert isinstance(cdr, Cdr)
+            step = apply(states[cdr.tenant_id], cdr, ctx, now, position)
+            if step.rejection is None and cdr.end_us > now:
+                now = cdr.end_us
+
+    def rate_to_wire_dicts(self, states: dict[str, TenantState]) -> None:
+        ctx, now = self.ctx, self.workload.start_us
+        for cdr, position in zip(self.cdrs, self.positions, strict=True):
+            step = apply(states[cdr.tenant_id], cdr, ctx, now, position)
+            if step.rejection is None and cdr.end_us > now:
+                now = cdr.end_us
+            for out in step.outputs:
+                _ = out.payload
+
+    def outcomes(self) -> Counter[str]:
+        states, counts = self.fresh_states(), Counter[str]()
+        ctx, now = self.ctx, self.workload.start_us
+        for cdr, position in zip(self.cdrs, self.positions, strict=True):
             step = apply(states[cdr.tenant_id], cdr, ctx, now, position)
             if step.rejection is None:
                 now = max(now, cdr.end_us)
-            if wire:
-                for out in step.outputs:
-                    _ = out.payload
-            if outcomes is not None:
-                outcomes[step.rejection.reason if step.rejection else step.outputs[0].payload["status"]] += 1
+            counts[step.rejection.reason if step.rejection else step.outputs[0].payload["status"]] += 1
+        return counts
 
     def full(self, states: dict[str, TenantState], count: int) -> None:
         ctx, now, encode = self.ctx, self.workload.start_us, edge.encode
@@ -128,8 +141,7 @@ def main() -> int:
     n = len(bench.payloads)
     print(f"workload: {args.tenants} tenants, {args.users} users, {len(bench.setup)} setup commands,"
           f" {n} CDRs ({sum(map(len, bench.payloads)) / n:.0f} bytes each)", flush=True)
-    outcomes: Counter[str] = Counter()
-    bench.rate(bench.fresh_states(), outcomes=outcomes)
+    outcomes = bench.outcomes()
     print("outcomes: " + ", ".join(f"{k} {v / n:.1%}" for k, v in outcomes.most_common()), flush=True)
 
     loads = orjson.loads
@@ -139,7 +151,7 @@ def main() -> int:
         states = bench.fresh_states()
         t_rate = min(t_rate, _timed(lambda s=states: bench.rate(s)))  # type: ignore[misc]
         states = bench.fresh_states()
-        t_wire = min(t_wire, _timed(lambda s=states: bench.rate(s, wire=True)))  # type: ignore[misc]
+        t_wire = min(t_wire, _timed(lambda s=states: bench.rate_to_wire_dicts(s)))  # type: ignore[misc]
     n_full = min(n, args.full_cdrs)
     states = bench.fresh_states()
     t_full = _timed(lambda: bench.full(states, n_full))

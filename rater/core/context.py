@@ -49,7 +49,7 @@ class RatingContext:
             tariff = self.tariffs.at(start_us)
         if tariff is None:
             return None, self.destination(None, number)
-        return tariff, self._indexes[tariff.effective_from_us].lookup(number)
+        return tariff, self._indexes[tariff.effective_from_us].lookup(number)  # one prefix walk
 
     def destination(self, tariff: Tariff | None, number: str) -> Destination:
         """Country, premium flag and rates of ``number`` under ``tariff`` (one lookup)."""

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 from rater.core.context import US_PER_HOUR, RatingContext
@@ -62,21 +61,22 @@ class Output:
     pays for deciding, not for formatting. The values are captured when the event is
     made; later changes to the state do not reach it."""
 
-    __slots__ = ("_build", "_payload", "stream")
+    __slots__ = ("_args", "_build", "_payload", "stream")
 
     def __init__(self, stream: str, payload: dict[str, Any] | None = None,
-                 build: Callable[[], dict[str, Any]] | None = None) -> None:
+                 build: Callable[..., dict[str, Any]] | None = None, args: tuple[Any, ...] = ()) -> None:
         self.stream = stream
         self._payload = payload
         self._build = build
+        self._args = args
 
     @property
     def payload(self) -> dict[str, Any]:
         """The event as the wire contract's JSON object (SPEC §2)."""
         if self._payload is None:
             assert self._build is not None
-            self._payload = self._build()
-            self._build = None
+            self._payload = self._build(*self._args)
+            self._build, self._args = None, ()
         return self._payload
 
     def __repr__(self) -> str:
@@ -91,40 +91,35 @@ class Rejection:
     message: str
 
 
-@dataclass(slots=True)
 class Step:
-    """The result of applying one input (or of time passing)."""
+    """The result of applying one input (or of time passing) — and, while the core
+    works on it, the step's working set (the context and the outputs so far)."""
 
-    state: TenantState | None
-    outputs: list[Output] = field(default_factory=list)
-    rejection: Rejection | None = None
-    changed: bool = False
-    """Whether the state must be written back."""
-    balance_cause: str | None = None
-    """The id of the last input (or time-driven cause) that changed what a ``balance``
-    snapshot shows, if any: the shell emits one :func:`balance_event` per tenant per
-    batch of inputs (a compacted topic keeps only the latest anyway)."""
-    now_us: int = 0
-    """The "now" the step ran at (the snapshot's ``occurred_at``)."""
+    __slots__ = ("balance_cause", "changed", "ctx", "now", "now_us", "outputs", "rejection", "state")
 
-
-class _Work:
-    """One step's working set: the tenant, the context, "now" and the outputs so far."""
-
-    __slots__ = ("balance_cause", "changed", "ctx", "now", "now_us", "outputs", "state")
-
-    def __init__(self, state: TenantState, ctx: RatingContext, now_us: int) -> None:
+    def __init__(self, state: TenantState | None, ctx: RatingContext | None = None, now_us: int = 0, *,
+                 rejection: Rejection | None = None) -> None:
         self.state = state
         self.ctx = ctx
         self.now_us = now_us
+        """The "now" the step ran at (a balance snapshot's ``occurred_at``)."""
         self.now = ""  # formatted on first use
         self.outputs: list[Output] = []
-        self.balance_cause: str | None = None
+        self.rejection = rejection
         self.changed = False
+        """Whether the state must be written back."""
+        self.balance_cause: str | None = None
+        """The id of the last input (or time-driven cause) that changed what a ``balance``
+        snapshot shows, if any: the shell emits one :func:`balance_event` per tenant per
+        batch of inputs (a compacted topic keeps only the latest anyway)."""
 
-    def move_to(self, now_us: int) -> None:
-        self.now_us = now_us
-        self.now = ""
+
+class _Work(Step):
+    """A step while the core works on it: the tenant and the context are known."""
+
+    __slots__ = ()
+    state: TenantState
+    ctx: RatingContext
 
     def money(self, minor: int) -> str:
         return format_decimal(minor, self.state.exponent)
@@ -164,16 +159,18 @@ def apply(state: TenantState | None, inp: Input, ctx: RatingContext, now_us: int
     if state is None:
         if isinstance(inp, TenantUpserted):
             return _new_tenant(inp, ctx, now_us)
-        return Step(None, rejection=Rejection("unknown_tenant", f"tenant {inp.tenant_id!r} has no tenant_upserted yet"))
+        return Step(None, rejection=Rejection("unknown_tenant",
+                                              f"tenant {inp.tenant_id!r} has no tenant_upserted yet"))
     now_us = max(now_us, state.now_us)
     events = _Work(state, ctx, now_us)
     if isinstance(inp, Cdr):
         # An accepted CDR advances time to its end itself, before it moves money.
         rejection = _rate_cdr(events, inp, position)
         if rejection is None:  # the hot path: _finish, inlined
-            return Step(state, events.outputs, None, True, events.balance_cause, events.now_us)
+            events.changed = True
+            return events
         _advance(events, now_us)
-        return _finish(state, events, rejection, False)
+        return _finish(events, rejection, False)
     _advance(events, now_us)
     changed = events.changed
     input_id = inp.request_id if isinstance(inp, RechargeResult) else inp.command_id
@@ -181,14 +178,14 @@ def apply(state: TenantState | None, inp: Input, ctx: RatingContext, now_us: int
     seen = state.applied.get(input_id)
     if seen is not None:
         if seen == digest:
-            return _finish(state, events, None, changed)
+            return _finish(events, None, changed)
         conflict = Rejection("id_conflict", f"id {input_id!r} was applied with other content")
-        return _finish(state, events, conflict, changed)
+        return _finish(events, conflict, changed)
     rejection = _COMMANDS[type(inp)](events, inp)
     if rejection is None:
         state.applied[input_id] = digest
         _expire_lots(events)  # a lot bought over 12 months ago
-    return _finish(state, events, rejection, changed or rejection is None)
+    return _finish(events, rejection, changed or rejection is None)
 
 
 def next_deadline(state: TenantState, ctx: RatingContext) -> int | None:
@@ -210,7 +207,7 @@ def on_time(state: TenantState, ctx: RatingContext, now_us: int) -> Step:
     now_us = max(now_us, state.now_us)
     events = _Work(state, ctx, now_us)
     _advance(events, now_us)
-    return _finish(state, events, None, False)
+    return _finish(events, None, False)
 
 
 def balance_event(state: TenantState, ctx: RatingContext, now_us: int, caused_by: str) -> Output:
@@ -244,9 +241,10 @@ def balance_event(state: TenantState, ctx: RatingContext, now_us: int, caused_by
     return work.outputs[0]
 
 
-def _finish(state: TenantState, events: _Work, rejection: Rejection | None, changed: bool) -> Step:
-    changed = changed or events.changed or bool(events.outputs) or events.balance_cause is not None
-    return Step(state, events.outputs, rejection, changed, events.balance_cause, events.now_us)
+def _finish(events: _Work, rejection: Rejection | None, changed: bool) -> Step:
+    events.rejection = rejection
+    events.changed = changed or events.changed or bool(events.outputs) or events.balance_cause is not None
+    return events
 
 
 # --- time -------------------------------------------------------------------------------
@@ -441,7 +439,7 @@ def _new_tenant(cmd: TenantUpserted, ctx: RatingContext, now_us: int) -> Step:
     if rejection is not None:
         return Step(None, rejection=rejection)
     state.applied[cmd.command_id] = fingerprint(cmd)
-    return _finish(state, events, None, True)
+    return _finish(events, None, True)
 
 
 def _tenant_upserted(events: _Work, cmd: TenantUpserted) -> Rejection | None:
@@ -611,19 +609,19 @@ def _pool_report(state: TenantState, ctx: RatingContext) -> list[dict[str, Any]]
 _ANY = (ANY_LOCATION,)
 
 
-def _candidate_pools(work: _Work, cdr: Cdr, user: User | None, outcome: _Outcome) -> list[PoolKey]:
-    """The pools that may pay this call, in the order they are drawn (SPEC §1.2, §1.6)."""
+def _candidate_pools(work: _Work, cdr: Cdr, user: User | None, outcome: _Outcome) -> tuple[str, str, tuple[str, ...]]:
+    """The pools that may pay this call, in the order they are drawn (SPEC §1.2, §1.6):
+    (location, scope, capability ids); the pool keys add the billing month."""
     catalog = work.ctx.catalog
-    country, month = outcome.dest.country, outcome.month
+    country = outcome.dest.country
     if country is None or outcome.dest.premium:
-        return []
+        return ANY_LOCATION, "", ()
     if cdr.call_type in USER_OUT and user is not None:
         scope = "domestic" if country == cdr.user_location else "international"
-        location = cdr.user_location
-        return [(cap_id, location, scope, month) for cap_id in catalog.pool_order(user.capabilities, scope)]
+        return cdr.user_location, scope, catalog.pool_order(user.capabilities, scope)
     if cdr.call_type == "conf_out" and country in catalog.zone_a:
-        return [(cap_id, ANY_LOCATION, "zone_a", month) for cap_id in catalog.pool_order(_ANY, "zone_a")]
-    return []
+        return ANY_LOCATION, "zone_a", catalog.pool_order(_ANY, "zone_a")
+    return ANY_LOCATION, "", ()
 
 
 def _may_pay_from_credits(cdr: Cdr, user: User | None, ctx: RatingContext) -> bool:
@@ -664,7 +662,7 @@ def _rate_cdr(work: _Work, cdr: Cdr, position: str) -> Rejection | None:
     """Rate a CDR. Every check runs before anything changes; a CDR that passes them
     moves "now" to its end time (a rejected one does not: SPEC §1.6)."""
     state, ctx = work.state, work.ctx
-    end_us = max(work.now_us, cdr.end_us)
+    end_us = cdr.end_us if cdr.end_us > work.now_us else work.now_us
     month = month_of_fast(cdr.start_us)
     if month_end_us(month) + ctx.grace_us <= end_us:
         return Rejection("late", f"billing month {month} closed more than {ctx.grace_us // US_PER_HOUR} h"
@@ -681,7 +679,7 @@ def _rate_cdr(work: _Work, cdr: Cdr, position: str) -> Rejection | None:
         _emit_rated(work, cdr, duplicate, [],
                     f"rated_cdr/{cdr.usage_id}/duplicate/{position}")
         return None
-    emergency = cdr.call_type not in INBOUND and ctx.catalog.is_emergency(cdr.destination_number)
+    emergency = cdr.destination_number in ctx.catalog.emergency and cdr.call_type not in INBOUND
     if not emergency and not cdr.destination_number.startswith("+"):
         return Rejection("schema", f"destination {cdr.destination_number!r} is not E.164 and not an emergency"
                                    f" number of catalog {ctx.catalog.version}")
@@ -699,7 +697,7 @@ def _rate_cdr(work: _Work, cdr: Cdr, position: str) -> Rejection | None:
         user = state.users.get(cdr.user_id) if cdr.user_id is not None else None
         if user is None:
             return Rejection("unknown_user", f"user {cdr.user_id!r} was never licensed in tenant {state.tenant_id!r}")
-    left = _draw_pools(work, cdr, user, outcome)
+    left = _draw_pools(work, cdr, user, outcome) if cdr.duration_s else 0
     if left and not _may_pay_from_credits(cdr, user, ctx):
         # Nothing may pay (the rest): ``blocked``, or ``partially_funded`` when a pool
         # paid a part; the unpaid seconds show as duration − pool seconds, uncharged.
@@ -719,8 +717,14 @@ def _draw_pools(work: _Work, cdr: Cdr, user: User | None, outcome: _Outcome) -> 
     if not left:
         return 0
     state, ctx = work.state, work.ctx
-    for key in _candidate_pools(work, cdr, user, outcome):
-        size = pool_size_s(state, ctx, key)
+    location, scope, capabilities = _candidate_pools(work, cdr, user, outcome)
+    month = outcome.month
+    sizes = state.sizes
+    for cap_id in capabilities:
+        key = (cap_id, location, scope, month)
+        size = sizes.get(key)  # pool_size_s, its cache hit inlined
+        if size is None:
+            size = pool_size_s(state, ctx, key)
         use = state.pools.get(key)
         take = min(left, size - (use.used_s if use else 0))
         if take > 0:
@@ -753,8 +757,15 @@ def _price_credit_part(work: _Work, cdr: Cdr, outcome: _Outcome, seconds: int) -
 def _commit(work: _Work, cdr: Cdr, outcome: _Outcome) -> None:
     """Move the seconds and money the rating decided, and emit what follows (returns
     None: the CDR was accepted)."""
-    _advance(work, outcome.end_us)  # expiry etc. due by the CDR's end come first
     state = work.state
+    end_us = outcome.end_us
+    if end_us > state.now_us:  # time moves to the CDR's end first (_advance, fast path inlined)
+        if end_us < state.due_us:
+            state.now_us = work.now_us = end_us
+            work.now = ""
+            work.changed = True
+        else:
+            _advance(work, end_us)  # expiry etc. due by the CDR's end come first
     ids = state.cdr_ids.get(outcome.month)
     if ids is None:
         ids = state.cdr_ids[outcome.month] = {}
@@ -774,7 +785,7 @@ def _commit(work: _Work, cdr: Cdr, outcome: _Outcome) -> None:
         debits = _debit_fifo(state, outcome.cost)
     if state.balance_minor + outcome.cost > before and state.billing_model == PREPAID:
         outcome.status, outcome.reason = "partially_funded", "no_funds"
-    _emit_rated(work, cdr, outcome, debits, f"rated_cdr/{cdr.usage_id}")
+    _emit_rated(work, cdr, outcome, debits, None)
     for key in exhausted:
         work.notify("pool_exhausted", f"{'/'.join(key)}/{cdr.usage_id}", {
             "capability": key[0], "location": key[1], "scope": key[2], "month": key[3],
@@ -822,7 +833,9 @@ def _paid_most(state: TenantState, outcome: _Outcome) -> str | None:
     return max(paid, key=paid.__getitem__) if paid else None
 
 
-def _emit_rated(work: _Work, cdr: Cdr, outcome: _Outcome, debits: list[tuple[str, int]], event_id: str) -> None:
+def _emit_rated(work: _Work, cdr: Cdr, outcome: _Outcome, debits: list[tuple[str, int]],
+                event_id: str | None) -> None:
+    """A ``rated_cdr`` event (``event_id`` None: the rating's own, ``rated_cdr/{usage_id}``)."""
     state = work.state
     draws = outcome.draws
     if outcome.status == "duplicate":
@@ -831,13 +844,13 @@ def _emit_rated(work: _Work, cdr: Cdr, outcome: _Outcome, debits: list[tuple[str
         capability = (OVERAGE if state.billing_model == POSTPAID else CREDITS) if outcome.credit_s else None
     else:
         capability = draws[0][0][0] if len(draws) == 1 and not outcome.credit_s else _paid_most(state, outcome)
-    work.outputs.append(Output("rated-cdrs", None, partial(
-        _rated_payload, state.tenant_id, state.currency, state.exponent, state.billing_model == POSTPAID,
+    work.outputs.append(Output("rated-cdrs", None, _rated_payload, (
+        state.tenant_id, state.currency, state.exponent, state.billing_model == POSTPAID,
         work.now_us, event_id, cdr, outcome, capability, debits, state.balance_minor)))
 
 
 def _rated_payload(tenant_id: str, currency: str, exponent: int, postpaid: bool, now_us: int,  # noqa: PLR0917
-                   event_id: str, cdr: Cdr, outcome: _Outcome, capability: str | None,
+                   event_id: str | None, cdr: Cdr, outcome: _Outcome, capability: str | None,
                    debits: list[tuple[str, int]], balance_after: int) -> dict[str, Any]:
     """The wire form of a rated CDR, from the values decided when it was rated."""
     country = outcome.dest.country
@@ -847,7 +860,7 @@ def _rated_payload(tenant_id: str, currency: str, exponent: int, postpaid: bool,
     return {
         "type": "rated_cdr",
         "schema_version": SCHEMA_VERSION,
-        "event_id": f"{tenant_id}/{event_id}",
+        "event_id": f"{tenant_id}/{event_id or 'rated_cdr/' + cdr.usage_id}",
         "tenant_id": tenant_id,
         "occurred_at": format_time_us(now_us),
         "usage_id": cdr.usage_id,
