@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from rater.localkafka import broker_for_tests
+
+# CI replays the same examples every run (main stays green for a reason that can be
+# reproduced); a developer's run draws new ones, so the search keeps going.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

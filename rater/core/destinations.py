@@ -37,6 +37,9 @@ class DestinationIndex:
     tariff version."""
 
     __slots__ = ("_by_prefix", "_lengths")
+    _lengths: dict[str, tuple[int, ...]]
+    """First digit → the prefix lengths indexed under it, longest first (NANP "1" has
+    few, so a US number is found in two or three probes instead of seven)."""
 
     def __init__(self, countries: CountryPrefixes, catalog: Catalog, tariff: Tariff) -> None:
         prefixes: set[str] = set(countries.by_prefix) | set(catalog.premium_prefixes)
@@ -54,7 +57,11 @@ class DestinationIndex:
             premium = any(prefix[:n] in catalog.premium_prefixes for n in premium_lengths if n <= len(prefix))
             by_prefix[prefix] = Destination(countries.country_of(number), premium, rates)
         self._by_prefix = by_prefix
-        self._lengths = tuple(sorted({len(p) for p in by_prefix}, reverse=True))
+        catch_all = (0,) if "" in by_prefix else ()
+        self._lengths = {
+            lead: (*sorted({len(p) for p in by_prefix if p[:1] == lead}, reverse=True), *catch_all)
+            for lead in "0123456789"
+        }
 
     def lookup(self, number: str) -> Destination:
         """The answers for an E.164 number (``NOWHERE`` for anything else)."""
@@ -63,7 +70,7 @@ class DestinationIndex:
         digits = number[1:]
         size = len(digits)
         by_prefix = self._by_prefix
-        for length in self._lengths:
+        for length in self._lengths.get(digits[:1], ()):
             if length <= size:
                 found = by_prefix.get(digits[:length])
                 if found is not None:

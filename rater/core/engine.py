@@ -282,6 +282,7 @@ def _advance(events: _Work, now_us: int) -> None:
         keep = {state.open_month, *state.frozen}
         state.pools = {key: use for key, use in state.pools.items() if key[3] in keep}
         state.cdr_ids = {m: ids for m, ids in state.cdr_ids.items() if m in keep}
+        state.sizes = {}
     if state.lots and state.lots[0].expires_us <= now_us:
         _expire_lots(events)
     ar = state.auto_recharge
