@@ -159,6 +159,19 @@ def test_1_6_emergency_calls_are_never_blocked_charged_or_dead_lettered() -> Non
     assert rated(x.call(300, "911", call_type="ucap_out", user=None))["reason"] == "emergency"
 
 
+def test_2_only_the_catalogs_emergency_numbers_may_be_short_codes() -> None:
+    x = Tenant()
+    x.license("u1", "US", "MCOPSTNPP")
+    x.fund("1.00")
+    step = x.call(60, "9110")  # a short code, but not an emergency number: never priced by a prefix
+    assert step.rejection is not None
+    assert step.rejection.reason == "schema"
+    inbound = x.call(60, "911", call_type="user_in")  # the tenant's own number is never a short code
+    assert inbound.rejection is not None
+    assert inbound.rejection.reason == "schema"
+    assert x.balance == 100
+
+
 def test_1_6_outbound_destination_type_comes_from_prefixes_not_number_type() -> None:
     x = Tenant()
     x.license("u1", "US", "MCOPSTN1")
