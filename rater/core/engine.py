@@ -610,21 +610,6 @@ def _pool_report(state: TenantState, ctx: RatingContext) -> list[dict[str, Any]]
 _ANY = (ANY_LOCATION,)
 
 
-def _candidate_pools(work: _Work, cdr: Cdr, user: User | None, outcome: _Outcome) -> tuple[str, str, tuple[str, ...]]:
-    """The pools that may pay this call, in the order they are drawn (SPEC §1.2, §1.6):
-    (location, scope, capability ids); the pool keys add the billing month."""
-    catalog = work.ctx.catalog
-    country = outcome.dest.country
-    if country is None or outcome.dest.premium:
-        return ANY_LOCATION, "", ()
-    if cdr.call_type in USER_OUT and user is not None:
-        scope = "domestic" if country == cdr.user_location else "international"
-        return cdr.user_location, scope, catalog.pool_order(user.capabilities, scope)
-    if cdr.call_type == "conf_out" and country in catalog.zone_a:
-        return ANY_LOCATION, "zone_a", catalog.pool_order(_ANY, "zone_a")
-    return ANY_LOCATION, "", ()
-
-
 def _may_pay_from_credits(cdr: Cdr, user: User | None, ctx: RatingContext) -> bool:
     if cdr.call_type in INBOUND or cdr.call_type == "ucap_out":
         return True  # toll-free inbound and bots: the tenant's own numbers, no user licence
@@ -718,7 +703,19 @@ def _draw_pools(work: _Work, cdr: Cdr, user: User | None, outcome: _Outcome) -> 
     if not left:
         return 0
     state, ctx = work.state, work.ctx
-    location, scope, capabilities = _candidate_pools(work, cdr, user, outcome)
+    # The pools that may pay this call, in the order they are drawn (SPEC §1.2, §1.6).
+    country = outcome.dest.country
+    if country is None or outcome.dest.premium:
+        return left
+    if cdr.call_type in USER_OUT and user is not None:
+        location = cdr.user_location
+        scope = "domestic" if country == location else "international"
+        capabilities = ctx.catalog.pool_order(user.capabilities, scope)
+    elif cdr.call_type == "conf_out" and country in ctx.catalog.zone_a:
+        location, scope = ANY_LOCATION, "zone_a"
+        capabilities = ctx.catalog.pool_order(_ANY, "zone_a")
+    else:
+        return left
     month = outcome.month
     sizes = state.sizes
     for cap_id in capabilities:
@@ -817,20 +814,20 @@ def _debit_fifo(state: TenantState, cost_minor: int) -> list[tuple[str, int]]:
     return debits
 
 
-def _paid_most(state: TenantState, outcome: _Outcome) -> str | None:
+def _paid_most(postpaid: bool, outcome: _Outcome) -> str | None:
     """The capability that paid the most seconds (the first one on a tie)."""
     draws = outcome.draws
     if not draws:  # the common cases first
         if not outcome.credit_s:
             return None
-        return OVERAGE if state.billing_model == POSTPAID else CREDITS
+        return OVERAGE if postpaid else CREDITS
     if len(draws) == 1 and not outcome.credit_s:
         return draws[0][0][0]
     paid: dict[str, int] = {}
     for (cap_id, *_), seconds, _size in outcome.draws:
         paid[cap_id] = paid.get(cap_id, 0) + seconds
     if outcome.credit_s:
-        paid[OVERAGE if state.billing_model == POSTPAID else CREDITS] = outcome.credit_s
+        paid[OVERAGE if postpaid else CREDITS] = outcome.credit_s
     return max(paid, key=paid.__getitem__) if paid else None
 
 
@@ -838,22 +835,16 @@ def _emit_rated(work: _Work, cdr: Cdr, outcome: _Outcome, debits: list[tuple[str
                 event_id: str | None) -> None:
     """A ``rated_cdr`` event (``event_id`` None: the rating's own, ``rated_cdr/{usage_id}``)."""
     state = work.state
-    draws = outcome.draws
-    if outcome.status == "duplicate":
-        capability = None
-    elif not draws:  # the common cases of _paid_most, inlined
-        capability = (OVERAGE if state.billing_model == POSTPAID else CREDITS) if outcome.credit_s else None
-    else:
-        capability = draws[0][0][0] if len(draws) == 1 and not outcome.credit_s else _paid_most(state, outcome)
     work.outputs.append(Output("rated-cdrs", None, _rated_payload, (
         state.tenant_id, state.currency, state.exponent, state.billing_model == POSTPAID,
-        work.now_us, event_id, cdr, outcome, capability, debits, state.balance_minor)))
+        work.now_us, event_id, cdr, outcome, debits, state.balance_minor)))
 
 
 def _rated_payload(tenant_id: str, currency: str, exponent: int, postpaid: bool, now_us: int,  # noqa: PLR0917
-                   event_id: str | None, cdr: Cdr, outcome: _Outcome, capability: str | None,
+                   event_id: str | None, cdr: Cdr, outcome: _Outcome,
                    debits: list[tuple[str, int]], balance_after: int) -> dict[str, Any]:
     """The wire form of a rated CDR, from the values decided when it was rated."""
+    capability = None if outcome.status == "duplicate" else _paid_most(postpaid, outcome)
     country = outcome.dest.country
     cost = outcome.cost
     overage = cost if postpaid else 0
