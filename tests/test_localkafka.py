@@ -19,7 +19,16 @@ async def _roundtrip(bootstrap: str, replication: int) -> tuple[list[bytes], int
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     await admin.create_topics([NewTopic(topic, 2, replication)])
-    [described] = await admin.describe_topics([topic])
+    # Metadata reaches every broker a moment after the create returns: wait until the
+    # answering broker knows both partitions instead of reading a half-propagated view.
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        [described] = await admin.describe_topics([topic])
+        parts = described["partitions"]
+        if not described.get("error_code") and len(parts) == 2 and all(p["leader"] >= 0 for p in parts):
+            break
+        assert asyncio.get_running_loop().time() < deadline, f"topic {topic} never fully described: {described}"
+        await asyncio.sleep(0.1)
     await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", transactional_id=f"tx-{topic}")
     await producer.start()
