@@ -13,6 +13,7 @@ from rater.core.tariff import Tariff, Tariffs
 
 US_PER_HOUR = 3_600_000_000
 US_PER_DAY = 24 * US_PER_HOUR
+MAX_GRACE_US = 28 * US_PER_DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,13 @@ class RatingContext:
     _indexes: dict[int, DestinationIndex] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if not 0 <= self.grace_us < MAX_GRACE_US:
+            # A month's grace must end before the next month closes: the state keeps at
+            # most one closed month (its frozen pools and usage ids) beside the open one.
+            raise ValueError(f"grace must be at least 0 and under 28 days, got {self.grace_us} µs")
+        for name in ("recharge_backoff_us", "recharge_timeout_us", "future_us"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         indexes = {t.effective_from_us: DestinationIndex(self.countries, self.catalog, t)
                    for t in self.tariffs.versions}
         object.__setattr__(self, "_indexes", indexes)

@@ -45,6 +45,8 @@ from rater.core.times import (
 
 SCHEMA_VERSION = 1
 LOT_LIFETIME_MONTHS = 12
+MAX_WIRE_DIGITS = 18
+"""Integer digits an amount may have on the wire (common.json ``money``)."""
 INBOUND = frozenset({"user_in", "conf_in", "ucap_in"})
 USER_OUT = frozenset({"user_out", "user_out_conf", "user_out_transfer", "user_out_forwarding"})
 PREPAID = "prepaid_credits"
@@ -193,7 +195,7 @@ def next_deadline(state: TenantState, ctx: RatingContext) -> int | None:
     (a lot expires, a recharge request times out, a back-off ends), or None."""
     deadlines = []
     if state.lots:
-        deadlines.append(state.lots[0].expires_us)  # lots are oldest first, so expire first
+        deadlines.append(_first_expiry(state))
     ar = state.auto_recharge
     if ar.pending_request_id is not None:
         deadlines.append(ar.pending_since_us + ctx.recharge_timeout_us)
@@ -283,7 +285,7 @@ def _advance(events: _Work, now_us: int) -> None:
         state.pools = {key: use for key, use in state.pools.items() if key[3] in keep}
         state.cdr_ids = {m: ids for m, ids in state.cdr_ids.items() if m in keep}
         state.sizes = {}
-    if state.lots and state.lots[0].expires_us <= now_us:
+    if state.lots and _first_expiry(state) <= now_us:
         _expire_lots(events)
     ar = state.auto_recharge
     if ar.pending_request_id is not None and ar.pending_since_us + ctx.recharge_timeout_us <= now_us:
@@ -302,7 +304,7 @@ def next_due(state: TenantState, ctx: RatingContext) -> int:
     for month in state.frozen:
         due = min(due, month_end_us(month) + ctx.grace_us)
     if state.lots:
-        due = min(due, state.lots[0].expires_us)
+        due = min(due, _first_expiry(state))
     ar = state.auto_recharge
     if ar.pending_request_id is not None:
         due = min(due, ar.pending_since_us + ctx.recharge_timeout_us)
@@ -311,12 +313,22 @@ def next_due(state: TenantState, ctx: RatingContext) -> int:
     return due
 
 
+def _first_expiry(state: TenantState) -> int:
+    """When the next lot expires. Not always the oldest lot's expiry: 12 months after
+    29 Feb is clamped to 28 Feb, so a lot bought 2028-02-29T00:00 expires before one
+    bought 2028-02-28T12:00."""
+    return min(lot.expires_us for lot in state.lots)
+
+
 def _expire_lots(events: _Work) -> None:
-    """Forfeit the remainder of every lot past its expiry (SPEC §1.4)."""
+    """Forfeit the remainder of every lot past its expiry (SPEC §1.4), oldest first."""
     state = events.state
-    lots = state.lots
-    while lots and lots[0].expires_us <= events.now_us:
-        lot = lots.pop(0)
+    now_us = events.now_us
+    expired = [lot for lot in state.lots if lot.expires_us <= now_us]
+    if not expired:
+        return
+    state.lots = [lot for lot in state.lots if lot.expires_us > now_us]
+    for lot in expired:
         before = state.balance_minor
         state.balance_minor -= lot.remaining_minor
         state.expired_minor += lot.remaining_minor
@@ -429,6 +441,15 @@ def _amount(state: TenantState, text: str, what: str) -> int | Rejection:
         return Rejection("schema", f"{what}: {exc} (currency {state.currency})")
 
 
+def _lot_fits(state: TenantState, amount: int, what: str) -> Rejection | None:
+    """Every amount on the wire has at most 18 integer digits (common.json ``money``):
+    a lot that would take the balance past that is refused, not emitted as a balance no
+    consumer can read."""
+    if state.balance_minor + amount >= 10 ** (MAX_WIRE_DIGITS + state.exponent):
+        return Rejection("schema", f"{what} would take the balance past {MAX_WIRE_DIGITS} integer digits")
+    return None
+
+
 def _new_tenant(cmd: TenantUpserted, ctx: RatingContext, now_us: int) -> Step:
     exponent = ctx.exponents.get(cmd.currency)
     if exponent is None:
@@ -469,6 +490,9 @@ def _funds_added(events: _Work, cmd: FundsAdded) -> Rejection | None:
     amount = _amount(state, cmd.amount, "amount")
     if isinstance(amount, Rejection):
         return amount
+    too_large = _lot_fits(state, amount, f"funds {cmd.command_id!r}")
+    if too_large is not None:
+        return too_large
     _add_lot(events, cmd.command_id, amount, cmd.purchased_us)
     events.balance(cmd.command_id)
     return None
@@ -488,9 +512,11 @@ def _licenses_assigned(events: _Work, cmd: LicensesAssigned) -> Rejection | None
 def _user_removed(events: _Work, cmd: UserRemoved) -> Rejection | None:
     state = events.state
     user = state.users.get(cmd.user_id)
+    if user is None:
+        return None  # never licensed: nothing to remove, they stay unknown
     # The user stays known (their later CDRs are ``blocked``, not ``unknown_user``) but
     # holds nothing, so their licences stop counting in pool sizes at once.
-    state.users[cmd.user_id] = User(user.usage_location if user else "", ())
+    state.users[cmd.user_id] = User(user.usage_location, ())
     state.count_licences()
     events.balance(cmd.command_id)
     return None
@@ -524,6 +550,8 @@ def _recharge_result(events: _Work, res: RechargeResult) -> Rejection | None:
     if isinstance(amount, Rejection):
         return amount
     ar = state.auto_recharge
+    if res.status == "succeeded" and (too_large := _lot_fits(state, amount, f"recharge {res.request_id!r}")):
+        return too_large
     if res.status == "succeeded":
         # The card was charged: the lot is added even if the request timed out or a
         # newer one is pending.
@@ -644,6 +672,18 @@ class _Outcome:
         self.cost = 0
 
 
+def _seen(state: TenantState, usage_id: str) -> str | None:
+    """The fingerprint a usage id was rated with, if any. Ids are unique across every
+    remembered month (the open one and the closed one in grace), not only the month a
+    CDR starts in: the same id in another month is the same call sent again with other
+    content, never a new call."""
+    for ids in state.cdr_ids.values():
+        seen = ids.get(usage_id)
+        if seen is not None:
+            return seen
+    return None
+
+
 def _rate_cdr(work: _Work, cdr: Cdr, position: str) -> Rejection | None:
     """Rate a CDR. Every check runs before anything changes; a CDR that passes them
     moves "now" to its end time (a rejected one does not: SPEC §1.6)."""
@@ -654,8 +694,7 @@ def _rate_cdr(work: _Work, cdr: Cdr, position: str) -> Rejection | None:
         return Rejection("late", f"billing month {month} closed more than {ctx.grace_us // US_PER_HOUR} h"
                                  f" before {format_time_us(end_us)}")
     digest = fingerprint(cdr)
-    ids = state.cdr_ids.get(month)
-    seen = ids.get(cdr.usage_id) if ids else None
+    seen = _seen(state, cdr.usage_id)
     if seen is not None:
         if seen != digest:
             return Rejection("id_conflict", f"usage_id {cdr.usage_id!r} was rated with other content")
@@ -743,6 +782,11 @@ def _price_credit_part(work: _Work, cdr: Cdr, outcome: _Outcome, seconds: int) -
     rate = outcome.dest.rates.get((state.currency, call_class))
     if rate is None:
         version = tariff.version if tariff else "none in force"
+        others = sorted(cur for cur, cls in outcome.dest.rates if cls == call_class)
+        if others:  # the destination is priced, only not in the tenant's currency (SPEC §1.6)
+            return Rejection("currency_mismatch",
+                             f"{call_class} rate for {cdr.destination_number} is in {', '.join(others)},"
+                             f" tenant currency is {state.currency} (tariff {version})")
         return Rejection("no_rate", f"no {call_class} rate in {state.currency} for {cdr.destination_number}"
                                     f" (tariff {version})")
     outcome.credit_s = seconds

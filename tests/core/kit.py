@@ -65,7 +65,7 @@ V2027 = Tariff("2027", parse_time_us("2027-01-01T00:00:00Z"), {
 })
 COUNTRIES = CountryPrefixes.of({"1": "US", "1416": "CA", "1787": "PR", "44": "GB", "49": "DE", "91": "IN",
                                 "81": "JP", "33": "FR"})
-CTX = RatingContext(Tariffs((V2026, V2027)), CATALOG, {"USD": 2, "JPY": 0, "BHD": 3, "EUR": 2}, COUNTRIES)
+CTX = RatingContext(Tariffs((V2026, V2027)), CATALOG, {"USD": 2, "JPY": 0, "BHD": 3, "EUR": 2, "CLF": 4}, COUNTRIES)
 
 US = "+12125550123"
 GB = "+442071838750"
@@ -88,7 +88,7 @@ class Tenant:
         self.currency = currency
         self.ctx = ctx
         self.now_us = t(now)
-        self.position = 0
+        self.topic, self.partition, self.position = "cdrs", 0, 0
         self.state: TenantState | None = None
         self.seq = 0
         step = self.send(TenantUpserted(tenant_id, "create", "US", currency, model, threshold))
@@ -105,7 +105,7 @@ class Tenant:
 
     def send(self, inp: Input) -> Step:
         self.position += 1
-        step = apply(self.state, inp, self.ctx, self.now_us, f"cdrs/0/{self.position}")
+        step = apply(self.state, inp, self.ctx, self.now_us, f"{self.topic}/{self.partition}/{self.position}")
         self._check(step)
         if isinstance(inp, Cdr) and step.rejection is None:
             self.now_us = max(self.now_us, inp.end_us)

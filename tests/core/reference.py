@@ -141,8 +141,8 @@ class Model:
         self.users[user] = (location, frozenset(caps))
 
     def remove(self, user: str) -> None:
-        location = self.users[user][0] if user in self.users else ""
-        self.users[user] = (location, frozenset())
+        if user in self.users:  # removing someone never licensed leaves them unknown
+            self.users[user] = (self.users[user][0], frozenset())
 
     def configure(self, enabled: bool, trigger: int, recharge: int) -> None:
         self.ar_enabled, self.trigger, self.recharge = enabled, trigger, recharge

@@ -59,6 +59,34 @@ def test_1_4_an_expired_lot_never_pays_even_without_a_tick() -> None:
     assert kinds.index("credits_expired") < kinds.index("rated_cdr")  # due work comes first
 
 
+def test_1_4_a_lot_bought_on_29_february_expires_before_an_older_one_and_never_pays_late() -> None:
+    # 12 months after 2028-02-29 is clamped to 2029-02-28, so the newer lot's expiry
+    # (00:00) comes before the older lot's (12:00): expiry is not in purchase order.
+    x = _payg(now="2028-02-27T00:00:00Z")
+    x.fund("1.00", at="2028-02-28T12:00:00Z", lot="older")
+    x.fund("2.00", at="2028-02-29T00:00:00Z", lot="leap")
+    assert [lot.lot_id for lot in x.s.lots] == ["older", "leap"]
+    assert next_deadline(x.s, x.ctx) == t("2029-02-28T00:00:00Z")
+    step = x.at("2029-02-28T06:00:00Z")
+    (expired,) = events(step, "credits_expired")
+    assert (expired["lot_id"], expired["amount"], expired["balance"]) == ("leap", "2.00", "1.00")
+    assert [lot.lot_id for lot in x.s.lots] == ["older"]
+    assert next_deadline(x.s, x.ctx) == t("2029-02-28T12:00:00Z")
+    step = x.at("2029-02-28T12:00:00Z")
+    assert [e["lot_id"] for e in events(step, "credits_expired")] == ["older"]
+    assert (x.s.expired_minor, x.balance) == (300, 0)
+
+
+def test_1_4_an_expired_leap_day_lot_never_pays_even_without_a_tick() -> None:
+    x = _payg(now="2028-02-27T00:00:00Z")
+    x.fund("1.00", at="2028-02-28T12:00:00Z", lot="older")
+    x.fund("2.00", at="2028-02-29T00:00:00Z", lot="leap")
+    x.fund("1.00", at="2028-03-01T00:00:00Z", lot="newest")
+    step = x.call(5 * 60, US, start="2029-02-28T06:00:00Z")
+    assert [e["lot_id"] for e in events(step, "credits_expired")] == ["leap"]
+    assert [d["lot_id"] for d in rated(step)["lot_debits"]] == ["older"]
+
+
 def test_1_4_the_balance_never_goes_below_zero_the_rest_is_uncollected() -> None:
     x = _payg()
     x.fund("0.03")

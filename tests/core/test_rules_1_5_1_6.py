@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from rater.core.clock import PartitionClock
+from rater.core.context import US_PER_DAY
 from rater.core.engine import apply
 from rater.core.inputs import Cdr, FundsAdded, TenantUpserted
 from rater.core.times import add_months_clamped, format_time_us
@@ -186,6 +191,23 @@ def test_1_6_an_amount_with_more_decimals_than_the_currency_allows_is_a_schema_e
     assert step.rejection.reason == "schema"
     y = Tenant("t2", currency="BHD")
     assert y.fund("1.234").rejection is None
+    z = Tenant("t3", currency="CLF")  # ISO 4217's widest: 4 minor digits, and the events say so
+    (balance,) = events(z.fund("1.2345"), "balance")
+    assert balance["balance"] == "1.2345"
+
+
+def test_1_6_a_rate_only_in_another_currency_is_a_currency_mismatch_none_at_all_is_no_rate() -> None:
+    x = Tenant(currency="EUR")
+    x.license("u1", "US", "PAYG")
+    x.fund("5.00")
+    step = x.call(60, US)  # +1 has USD, JPY and BHD rates, no EUR one
+    assert step.rejection is not None
+    assert step.rejection.reason == "currency_mismatch"
+    assert "BHD, JPY, USD" in step.rejection.message
+    y = Tenant("t2")
+    y.license("u1", "US", "PAYG")
+    y.fund("5.00")
+    assert y.call(60, "+33123456789").rejection.reason == "no_rate"  # type: ignore[union-attr]
 
 
 def test_1_6_currency_is_fixed_by_the_first_tenant_upserted() -> None:
@@ -211,6 +233,20 @@ def test_1_6_the_same_usage_id_with_different_content_is_an_id_conflict() -> Non
     step = x.call(61, US, usage_id="c1")
     assert step.rejection is not None
     assert step.rejection.reason == "id_conflict"
+
+
+def test_1_6_a_usage_id_is_unique_across_billing_months_never_charged_twice() -> None:
+    x = Tenant(now="2026-11-30T00:00:00Z")
+    x.license("u1", "US", "PAYG")
+    x.fund("5.00")
+    first = rated(x.call(60, US, usage_id="c1", start="2026-11-30T23:59:00Z"))
+    assert first["billing_month"] == "2026-11"
+    again = x.call(60, US, usage_id="c1", start="2026-12-01T00:00:30Z")  # other content, next month
+    assert again.rejection is not None
+    assert again.rejection.reason == "id_conflict"
+    assert x.balance == 500 - int(first["charge"].replace(".", ""))
+    same = rated(x.call(60, US, usage_id="c1", start="2026-11-30T23:59:00Z"))
+    assert same["status"] == "duplicate"
 
 
 def test_1_6_a_duplicate_of_a_blocked_call_is_a_duplicate() -> None:
@@ -295,3 +331,14 @@ def test_1_6_a_user_never_licensed_is_unknown_user_a_known_one_without_licence_i
     x.license("u1", "US", "MCOPSTN5")
     x.remove("u1")
     assert rated(x.call(60, US))["status"] == "blocked"
+    removed = x.remove("stranger")  # removing a user who was never licensed makes them no one
+    assert removed.rejection is None
+    assert x.call(60, US, user="stranger").rejection.reason == "unknown_user"  # type: ignore[union-attr]
+
+
+def test_1_5_a_grace_period_of_28_days_or_more_is_refused_at_start() -> None:
+    # The state keeps one closed month beside the open one: a grace that outlives the
+    # next month's end would forget a month still in grace (February has 28 days).
+    with pytest.raises(ValueError, match="under 28 days"):
+        dataclasses.replace(CTX, grace_us=28 * US_PER_DAY)
+    assert dataclasses.replace(CTX, grace_us=28 * US_PER_DAY - 1).grace_us == 28 * US_PER_DAY - 1

@@ -1,0 +1,39 @@
+"""SPEC §2 limits: events derived from the longest ids still match their schemas.
+
+Every step's events are schema-checked by the kit; these tests feed it the longest ids
+the input schemas allow and the longest Kafka position."""
+
+from __future__ import annotations
+
+from .kit import US, Tenant, events, rated
+
+LONG_TENANT = "t" * 64  # common.json tenant_id: at most 64
+
+
+def test_2_events_derived_from_the_longest_ids_still_match_their_schemas() -> None:
+    x = Tenant(LONG_TENANT, now="2026-01-01T00:00:00Z")
+    user, lot, usage = "u" * 200, "L" * 200, "c" * 200
+    x.license(user, "US", "PAYG")
+    x.auto_recharge("1.00", "5.00")
+    x.fund("0.50", at="2026-01-01T00:00:00Z", lot=lot)
+    first = x.call(60, US, user=user, usage_id=usage, start="2026-01-02T00:00:00Z")
+    assert rated(first)["event_id"] == f"{LONG_TENANT}/rated_cdr/{usage}"
+    # Kafka's longest topic name, partition and offset in a duplicate's own event id
+    x.topic, x.partition, x.position = "p" * 249, 2**31 - 1, 2**63 - 2
+    duplicate = rated(x.call(60, US, user=user, usage_id=usage, start="2026-01-02T00:00:00Z"))
+    assert duplicate["status"] == "duplicate"
+    assert duplicate["event_id"].endswith(f"/{'p' * 249}/{2**31 - 1}/{2**63 - 1}")
+    step = x.at("2027-01-01T00:00:00Z")  # the lot expires: the balance is caused by its long id
+    (balance,) = events(step, "balance")
+    assert balance["caused_by"] == f"expired/{lot}"
+    assert len(balance["event_id"]) > 200
+
+
+def test_2_a_lot_that_would_take_the_balance_past_18_integer_digits_is_refused() -> None:
+    x = Tenant()
+    assert x.fund("999999999999999999.00").rejection is None
+    step = x.fund("1.00")
+    assert step.rejection is not None
+    assert (step.rejection.reason, x.balance) == ("schema", 99999999999999999900)
+    assert "18 integer digits" in step.rejection.message
+    assert x.fund("0.99").rejection is None  # the largest balance the wire can carry
