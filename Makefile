@@ -8,7 +8,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest install kafka-jars compose-schema bench clean
+CORE_SOURCES := $(wildcard rater/core/*.py) tools/compile_core.py
+COMPILED := .cache/compiled/manifest.json
+
+.PHONY: demo test lint pytest install core kafka-jars compose-schema bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,26 +21,34 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The rating core compiled with mypyc (tools/compile_core.py); rebuilt when a source changes.
+$(COMPILED): $(STAMP) $(CORE_SOURCES)
+	$(BIN)/python tools/compile_core.py
+
+core: $(COMPILED)
+
 kafka-jars: $(STAMP)
 	$(BIN)/python -m rater.localkafka fetch
 
 compose-schema:
 	tests/fetch-compose-schema.sh
 
-demo: install kafka-jars
+demo: install core kafka-jars
 	$(BIN)/rater demo
 
 lint: install
 	$(BIN)/ruff check rater tests tools benchmarks
 	$(BIN)/mypy
 
-pytest: install kafka-jars compose-schema
+# Every test on the compiled core, then the core's own tests once more on the pure modules.
+pytest: install core kafka-jars compose-schema
 	$(BIN)/python -m pytest
+	RATER_PURE=1 $(BIN)/python -m pytest -q tests/core tests/test_compiled_core.py
 
 test: lint pytest
 
 # Rating throughput of the core on one core, as a ratio against orjson.loads (not a test).
-bench: install
+bench: install core
 	$(BIN)/python benchmarks/rating.py
 
 clean:

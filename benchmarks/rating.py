@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+import rater
 from rater import edge
 from rater.catalog import rating_context
 from rater.core.context import RatingContext
@@ -137,6 +138,7 @@ def main() -> int:
 
     print(f"rater rating benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()},"
           f" {platform.machine()}, {os.cpu_count()} CPUs (one used)", flush=True)
+    print(f"core: {rater.CORE_BUILD}", flush=True)
     bench = Bench(args)
     n = len(bench.payloads)
     print(f"workload: {args.tenants} tenants, {args.users} users, {len(bench.setup)} setup commands,"

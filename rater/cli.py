@@ -35,7 +35,10 @@ def worker(catalog: str | None, tariff: str | None, loglevel: str | None) -> Non
 
     import faust
 
+    import rater
     from rater.shell.app import create_app
+
+    click.echo(f"rater {rater.__version__}: rating core {rater.CORE_BUILD}", err=True)
 
     app = create_app(settings, ctx)
     faust.Worker(app, loglevel=loglevel or settings.log_level).execute_from_commandline()

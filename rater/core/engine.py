@@ -97,12 +97,20 @@ class Step:
     """The result of applying one input (or of time passing) — and, while the core
     works on it, the step's working set (the context and the outputs so far)."""
 
-    __slots__ = ("balance_cause", "changed", "ctx", "now", "now_us", "outputs", "rejection", "state")
+    __slots__ = ("balance_cause", "changed", "ctx", "now", "now_us", "outputs", "rejection", "state", "tenant")
+
+    tenant: TenantState
+    """The tenant the core works on (``state`` narrowed; unset when there is none)."""
+    ctx: RatingContext
+    """The rating context (unset on a step that never reached a tenant)."""
 
     def __init__(self, state: TenantState | None, ctx: RatingContext | None = None, now_us: int = 0, *,
                  rejection: Rejection | None = None) -> None:
         self.state = state
-        self.ctx = ctx
+        if state is not None:
+            self.tenant = state
+        if ctx is not None:
+            self.ctx = ctx
         self.now_us = now_us
         """The "now" the step ran at (a balance snapshot's ``occurred_at``)."""
         self.now = ""  # formatted on first use
@@ -120,11 +128,9 @@ class _Work(Step):
     """A step while the core works on it: the tenant and the context are known."""
 
     __slots__ = ()
-    state: TenantState
-    ctx: RatingContext
 
     def money(self, minor: int) -> str:
-        return format_decimal(minor, self.state.exponent)
+        return format_decimal(minor, self.tenant.exponent)
 
     def emit(self, stream: str, kind: str, event_id: str, fields: dict[str, Any]) -> None:
         if not self.now:
@@ -132,8 +138,8 @@ class _Work(Step):
         payload = {
             "type": kind,
             "schema_version": SCHEMA_VERSION,
-            "event_id": f"{self.state.tenant_id}/{event_id}",
-            "tenant_id": self.state.tenant_id,
+            "event_id": f"{self.tenant.tenant_id}/{event_id}",
+            "tenant_id": self.tenant.tenant_id,
             "occurred_at": self.now,
         }
         payload.update(fields)
@@ -255,7 +261,7 @@ def _finish(events: _Work, rejection: Rejection | None, changed: bool) -> Step:
 def _advance(events: _Work, now_us: int) -> None:
     """Bring the tenant to ``now_us``: close months, expire lots, time out and retry
     recharges."""
-    state, ctx = events.state, events.ctx
+    state, ctx = events.tenant, events.ctx
     if now_us <= state.now_us:
         return  # nothing falls due without time passing (next_deadline > now always)
     events.changed = True
@@ -322,7 +328,7 @@ def _first_expiry(state: TenantState) -> int:
 
 def _expire_lots(events: _Work) -> None:
     """Forfeit the remainder of every lot past its expiry (SPEC §1.4), oldest first."""
-    state = events.state
+    state = events.tenant
     now_us = events.now_us
     expired = [lot for lot in state.lots if lot.expires_us <= now_us]
     if not expired:
@@ -359,7 +365,7 @@ def _wants_recharge(state: TenantState) -> bool:
 def _balance_moved(events: _Work, before: int, cause: str) -> None:
     """Low-balance, depletion and auto-recharge after the balance went from ``before``
     to its current value (SPEC §1.4)."""
-    state = events.state
+    state = events.tenant
     after = state.balance_minor
     threshold = _threshold(state)
     if after > before:
@@ -382,7 +388,7 @@ def _balance_moved(events: _Work, before: int, cause: str) -> None:
 
 def _request_recharge(events: _Work) -> None:
     """Emit a recharge request if one is wanted and none is outstanding or backing off."""
-    state = events.state
+    state = events.tenant
     ar = state.auto_recharge
     if ar.pending_request_id is not None or ar.retry_at_us is not None or not _wants_recharge(state):
         return
@@ -401,10 +407,10 @@ def _request_recharge(events: _Work) -> None:
 
 
 def _recharge_failed(events: _Work, rid: str, reason: str) -> None:
-    ar = events.state.auto_recharge
+    ar = events.tenant.auto_recharge
     ar.pending_request_id = None
     ar.retry_at_us = events.now_us + events.ctx.recharge_backoff_us
-    events.state.due_us = min(events.state.due_us, ar.retry_at_us)
+    events.tenant.due_us = min(events.tenant.due_us, ar.retry_at_us)
     events.notify("recharge_failed", rid, {
         "request_id": rid,
         "reason": reason,
@@ -414,7 +420,7 @@ def _recharge_failed(events: _Work, rid: str, reason: str) -> None:
 
 
 def _add_lot(events: _Work, lot_id: str, amount: int, purchased_us: int) -> None:
-    state = events.state
+    state = events.tenant
     before = state.balance_minor
     expires = add_months_clamped(purchased_us, LOT_LIFETIME_MONTHS)
     state.funded_minor += amount
@@ -465,7 +471,7 @@ def _new_tenant(cmd: TenantUpserted, ctx: RatingContext, now_us: int) -> Step:
 
 
 def _tenant_upserted(events: _Work, cmd: TenantUpserted) -> Rejection | None:
-    state = events.state
+    state = events.tenant
     if cmd.currency != state.currency:
         return Rejection("currency_mismatch", f"tenant currency is {state.currency}, command says {cmd.currency}")
     threshold = None
@@ -484,7 +490,7 @@ def _tenant_upserted(events: _Work, cmd: TenantUpserted) -> Rejection | None:
 
 
 def _funds_added(events: _Work, cmd: FundsAdded) -> Rejection | None:
-    state = events.state
+    state = events.tenant
     if cmd.currency != state.currency:
         return Rejection("currency_mismatch", f"tenant currency is {state.currency}, funds are in {cmd.currency}")
     amount = _amount(state, cmd.amount, "amount")
@@ -499,7 +505,7 @@ def _funds_added(events: _Work, cmd: FundsAdded) -> Rejection | None:
 
 
 def _licenses_assigned(events: _Work, cmd: LicensesAssigned) -> Rejection | None:
-    state, ctx = events.state, events.ctx
+    state, ctx = events.tenant, events.ctx
     unknown = [cap for cap in cmd.capabilities if cap not in ctx.catalog.by_id]
     if unknown:
         return Rejection("schema", f"capabilities not in catalog {ctx.catalog.version}: {', '.join(unknown)}")
@@ -510,7 +516,7 @@ def _licenses_assigned(events: _Work, cmd: LicensesAssigned) -> Rejection | None
 
 
 def _user_removed(events: _Work, cmd: UserRemoved) -> Rejection | None:
-    state = events.state
+    state = events.tenant
     user = state.users.get(cmd.user_id)
     if user is None:
         return None  # never licensed: nothing to remove, they stay unknown
@@ -523,7 +529,7 @@ def _user_removed(events: _Work, cmd: UserRemoved) -> Rejection | None:
 
 
 def _auto_recharge_configured(events: _Work, cmd: AutoRechargeConfigured) -> Rejection | None:
-    state = events.state
+    state = events.tenant
     trigger = _amount(state, cmd.trigger_amount, "trigger_amount")
     if isinstance(trigger, Rejection):
         return trigger
@@ -542,7 +548,7 @@ def _auto_recharge_configured(events: _Work, cmd: AutoRechargeConfigured) -> Rej
 
 
 def _recharge_result(events: _Work, res: RechargeResult) -> Rejection | None:
-    state = events.state
+    state = events.tenant
     if res.currency != state.currency:
         return Rejection("currency_mismatch",
                          f"tenant currency is {state.currency}, result {res.request_id!r} is in {res.currency}")
@@ -687,7 +693,7 @@ def _seen(state: TenantState, usage_id: str) -> str | None:
 def _rate_cdr(work: _Work, cdr: Cdr, position: str) -> Rejection | None:
     """Rate a CDR. Every check runs before anything changes; a CDR that passes them
     moves "now" to its end time (a rejected one does not: SPEC §1.6)."""
-    state, ctx = work.state, work.ctx
+    state, ctx = work.tenant, work.ctx
     end_us = cdr.end_us if cdr.end_us > work.now_us else work.now_us
     month = month_of_fast(cdr.start_us)
     if month_end_us(month) + ctx.grace_us <= end_us:
@@ -741,7 +747,7 @@ def _draw_pools(work: _Work, cdr: Cdr, user: User | None, outcome: _Outcome) -> 
     left = cdr.duration_s
     if not left:
         return 0
-    state, ctx = work.state, work.ctx
+    state, ctx = work.tenant, work.ctx
     # The pools that may pay this call, in the order they are drawn (SPEC §1.2, §1.6).
     country = outcome.dest.country
     if country is None or outcome.dest.premium:
@@ -775,7 +781,7 @@ def _draw_pools(work: _Work, cdr: Cdr, user: User | None, outcome: _Outcome) -> 
 def _price_credit_part(work: _Work, cdr: Cdr, outcome: _Outcome, seconds: int) -> Rejection | None:
     """Price the part paid from credits (or overage) with the tariff in force at the
     call's start: increments, connection fee, one half-up rounding (SPEC §1.3)."""
-    state = work.state
+    state = work.tenant
     call_class = ("toll_free_inbound" if cdr.call_type in INBOUND
                   else "conf_dialout" if cdr.call_type == "conf_out" else "outbound")
     tariff = outcome.tariff
@@ -799,7 +805,7 @@ def _price_credit_part(work: _Work, cdr: Cdr, outcome: _Outcome, seconds: int) -
 def _commit(work: _Work, cdr: Cdr, outcome: _Outcome) -> None:
     """Move the seconds and money the rating decided, and emit what follows (returns
     None: the CDR was accepted)."""
-    state = work.state
+    state = work.tenant
     end_us = outcome.end_us
     if end_us > state.now_us:  # time moves to the CDR's end first (_advance, fast path inlined)
         if end_us < state.due_us:
@@ -878,7 +884,7 @@ def _paid_most(postpaid: bool, outcome: _Outcome) -> str | None:
 def _emit_rated(work: _Work, cdr: Cdr, outcome: _Outcome, debits: list[tuple[str, int]],
                 event_id: str | None) -> None:
     """A ``rated_cdr`` event (``event_id`` None: the rating's own, ``rated_cdr/{usage_id}``)."""
-    state = work.state
+    state = work.tenant
     work.outputs.append(Output("rated-cdrs", None, _rated_payload, (
         state.tenant_id, state.currency, state.exponent, state.billing_model == POSTPAID,
         work.now_us, event_id, cdr, outcome, debits, state.balance_minor)))

@@ -29,7 +29,7 @@ def test_an_amount_with_more_decimals_than_the_currency_or_not_a_decimal_is_refu
 
 def test_a_float_is_never_accepted_as_money() -> None:
     with pytest.raises(MoneyFormatError):
-        parse_decimal(1.5, 2)  # type: ignore[arg-type]
+        parse_decimal(1.5, 2)
 
 
 @given(st.integers(min_value=0, max_value=10**15), st.integers(min_value=0, max_value=6))
