@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
-from rater import schemas
+from rater import schemas, wire
 from rater.core.engine import SCHEMA_VERSION
 from rater.core.inputs import (
     AutoRechargeConfigured,
@@ -60,7 +62,11 @@ class Refusal:
 
 
 def decode(record: Record) -> Input | Refusal:
-    """Validate a record and build the core input it carries."""
+    """Validate a record and build the core input it carries.
+
+    The fast path decodes and validates in one compiled pass (:mod:`rater.wire`);
+    anything it refuses goes through the JSON Schema validator, which has the last word
+    and words the dead letter."""
     value = record.value or b""
     if len(value) > MAX_VALUE_BYTES:
         return Refusal("too_large", f"value is {len(value)} bytes; the limit is {MAX_VALUE_BYTES}")
@@ -70,6 +76,31 @@ def decode(record: Record) -> Input | Refusal:
         return Refusal("bad_key", "the key is not UTF-8")
     if not _TENANT_ID.match(key):
         return Refusal("bad_key", f"the key {key[:80]!r} is not a tenant id (1-64 of A-Za-z0-9._-)")
+    decoder = wire.DECODERS.get(record.topic)
+    if decoder is not None:
+        try:
+            message = decoder.decode(value)
+        except msgspec.MsgspecError:
+            message = None  # the JSON Schema path decides, and says why
+        if message is not None:
+            # the reference path's order: schema, then the key, then rules past the schema
+            invalid: Exception | None = None
+            try:
+                built: Input | None = _FROM_WIRE[type(message)](message)
+            except (TimeFormatError, _Invalid) as exc:
+                built, invalid = None, exc
+            if built is not None or invalid is not None:
+                if message.tenant_id != key:
+                    return Refusal("key_mismatch", f"key {key!r} but tenant_id {message.tenant_id!r}", key)
+                if built is not None:
+                    return built
+                return Refusal("schema", f"{message.__struct_config__.tag}: {invalid}", key)
+    return decode_with_schema(record, key, value)
+
+
+def decode_with_schema(record: Record, key: str, value: bytes) -> Input | Refusal:
+    """The reference path: ``orjson`` and the draft 2020-12 validator of ``schemas/``
+    (about 300 µs a CDR). Decides whatever the fast path refused."""
     try:
         payload = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -85,8 +116,8 @@ def decode(record: Record) -> Input | Refusal:
     if payload["tenant_id"] != key:
         return Refusal("key_mismatch", f"key {key!r} but tenant_id {payload['tenant_id']!r}", key)
     try:
-        built: Input = _BUILDERS[kind](payload)
-        return built
+        made: Input = _BUILDERS[kind](payload)
+        return made
     except (TimeFormatError, _Invalid) as exc:
         return Refusal("schema", f"{kind}: {exc}", key)
 
@@ -99,6 +130,9 @@ def _cdr(p: dict[str, Any]) -> Cdr:
     start_us, end_us = parse_time_us(p["start_time"]), parse_time_us(p["end_time"])
     if end_us < start_us:
         raise _Invalid("end_time is before start_time")
+    duration = p["duration_seconds"]
+    if isinstance(duration, float):  # JSON Schema's "integer" accepts 60.0: the core gets the int 60
+        duration = int(duration)
     return Cdr(
         tenant_id=p["tenant_id"],
         usage_id=p["usage_id"],
@@ -112,7 +146,7 @@ def _cdr(p: dict[str, Any]) -> Cdr:
         destination_number=p["destination_number"],
         start_us=start_us,
         end_us=end_us,
-        duration_s=p["duration_seconds"],
+        duration_s=duration,
     )
 
 
@@ -136,6 +170,35 @@ _BUILDERS: dict[str, Any] = {
         p["tenant_id"], p["request_id"], p["status"], p["amount"], p["currency"], p.get("reason"),
         parse_time_us(p["processed_at"]),
     ),
+}
+
+
+def _cdr_from(m: wire.CdrIn) -> Cdr:
+    start_us, end_us = parse_time_us(m.start_time), parse_time_us(m.end_time)
+    if end_us < start_us:
+        raise _Invalid("end_time is before start_time")
+    return Cdr(m.tenant_id, m.usage_id, m.call_id, m.conference_id, m.user_id, m.user_location, m.call_type,
+               m.number_type, m.caller_number, m.destination_number, start_us, end_us, m.duration_seconds)
+
+
+def _licenses_from(m: wire.LicensesAssignedIn) -> LicensesAssigned | None:
+    if len(set(m.capabilities)) != len(m.capabilities):
+        return None  # repeated capabilities: the schema's uniqueItems words the refusal
+    return LicensesAssigned(m.tenant_id, m.command_id, m.user_id, m.usage_location, tuple(m.capabilities))
+
+
+_FROM_WIRE: dict[type, Callable[[Any], Input | None]] = {
+    wire.CdrIn: _cdr_from,
+    wire.TenantUpsertedIn: lambda m: TenantUpserted(m.tenant_id, m.command_id, m.country, m.currency,
+                                                     m.billing_model, m.low_balance_threshold),
+    wire.LicensesAssignedIn: _licenses_from,
+    wire.UserRemovedIn: lambda m: UserRemoved(m.tenant_id, m.command_id, m.user_id),
+    wire.FundsAddedIn: lambda m: FundsAdded(m.tenant_id, m.command_id, m.amount, m.currency,
+                                             parse_time_us(m.purchased_at)),
+    wire.AutoRechargeConfiguredIn: lambda m: AutoRechargeConfigured(m.tenant_id, m.command_id, m.enabled,
+                                                                     m.trigger_amount, m.recharge_amount),
+    wire.RechargeResultIn: lambda m: RechargeResult(m.tenant_id, m.request_id, m.status, m.amount, m.currency,
+                                                     m.reason, parse_time_us(m.processed_at)),
 }
 
 

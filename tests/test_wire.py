@@ -1,0 +1,132 @@
+"""The fast edge (msgspec, rater/wire.py) decides exactly like the JSON Schema path.
+
+Documents are generated field by field from valid values and nasty ones (wrong types,
+boundary lengths, final newlines, floats for integers, missing and extra fields); for
+each, ``edge.decode`` (fast path first) must give the same input, or the same refusal
+reason, as ``edge.decode_with_schema`` alone. Valid documents must take the fast path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rater import edge, wire
+from rater.core.inputs import Cdr
+
+TOPIC_OF = {
+    "cdr": "cdrs", "tenant_upserted": "account-commands", "licenses_assigned": "account-commands",
+    "user_removed": "account-commands", "funds_added": "account-commands",
+    "auto_recharge_configured": "account-commands", "recharge_result": "recharge-results",
+}
+
+NASTY = st.sampled_from([None, 0, 1, 1.0, -1, True, "", " ", "x" * 201, "US\n", "us", "+", [], {}, "1e3"])
+IDS = st.one_of(st.sampled_from(["a", "x" * 200, "id-1", "é/ü", "t1"]), st.text(min_size=1, max_size=12))
+TIMES = st.sampled_from(["2026-11-01T10:00:00Z", "2026-11-01T10:01:00.5Z", "2026-11-01t10:02:00+01:00",
+                         "2026-11-01T10:00:00", "2026-13-01T10:00:00Z", "2026-11-01T10:00:00Z\n",
+                         "2026-11-01T10:00:00.1234567890Z", "2026-02-30T00:00:00Z"])
+MONEY = st.sampled_from(["0", "1", "12.34", "0.001", "1.2345", "1.23456", "01", "1.", "-1", "999999999999999999",
+                         "1000000000000000000", "5.00"])
+FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
+    "cdr": {
+        "usage_id": IDS, "call_id": IDS, "conference_id": st.one_of(st.none(), IDS),
+        "user_id": st.one_of(st.none(), IDS), "user_location": st.sampled_from(["US", "GB", "U", "USA"]),
+        "call_type": st.sampled_from(["user_out", "conf_out", "ucap_in", "user_in", "bogus"]),
+        "number_type": st.sampled_from(["geographic", "toll_free", "service", "mobile"]),
+        "caller_number": st.sampled_from(["+14155550100", "911", "+0123", "1", "+1234567890123456"]),
+        "destination_number": st.sampled_from(["+12125550123", "+447700900123", "112", "+1", "12345678"]),
+        "start_time": TIMES, "end_time": TIMES,
+        "duration_seconds": st.one_of(st.integers(-2, 604_801), st.sampled_from([60.0, 60.5, 604_800])),
+    },
+    "tenant_upserted": {
+        "command_id": IDS, "country": st.sampled_from(["US", "DE", "de"]),
+        "currency": st.sampled_from(["USD", "JPY", "US"]),
+        "billing_model": st.sampled_from(["prepaid_credits", "postpaid_overage", "free"]),
+        "low_balance_threshold": st.one_of(st.none(), MONEY),
+    },
+    "licenses_assigned": {
+        "command_id": IDS, "user_id": IDS, "usage_location": st.sampled_from(["US", "GB"]),
+        "capabilities": st.lists(st.sampled_from(["MCOPSTN1", "PAYG", "MCOPSTN1", "bad cap", ""]), max_size=4),
+    },
+    "user_removed": {"command_id": IDS, "user_id": IDS},
+    "funds_added": {"command_id": IDS, "amount": MONEY, "currency": st.sampled_from(["USD", "EUR"]),
+                    "purchased_at": TIMES},
+    "auto_recharge_configured": {"command_id": IDS, "enabled": st.one_of(st.booleans(), st.just(1)),
+                                 "trigger_amount": MONEY, "recharge_amount": MONEY},
+    "recharge_result": {"request_id": IDS, "status": st.sampled_from(["succeeded", "failed", "pending"]),
+                        "amount": MONEY, "currency": st.sampled_from(["USD"]),
+                        "reason": st.one_of(st.none(), st.sampled_from(["card_expired", "r" * 501])),
+                        "processed_at": TIMES},
+}
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> tuple[str, bytes, bytes]:
+    kind = draw(st.sampled_from(sorted(FIELDS)))
+    doc: dict[str, Any] = {
+        "type": draw(st.sampled_from([kind, kind, kind, kind, "cdr", "nope"])),
+        "schema_version": draw(st.sampled_from([1, 1, 1, 1.0, 2, "1"])),
+        "event_id": draw(IDS),
+        "tenant_id": draw(st.sampled_from(["t1", "t1", "t1", "t2", "t1\n", "bad id"])),
+        "occurred_at": draw(TIMES),
+    }
+    for name, values in FIELDS[kind].items():
+        doc[name] = draw(values)
+    for name in list(doc):
+        if draw(st.integers(0, 40)) == 0:
+            del doc[name]  # a missing field
+        elif draw(st.integers(0, 40)) == 0:
+            doc[name] = draw(NASTY)  # a wrong type or value
+    if draw(st.booleans()):
+        doc["extra_field"] = draw(NASTY)  # the schemas allow unknown fields
+    value = orjson.dumps(doc)
+    if draw(st.integers(0, 30)) == 0:
+        value = value[: draw(st.integers(0, len(value)))]  # truncated JSON
+    return TOPIC_OF[kind], b"t1", value
+
+
+def _record(topic: str, key: bytes, value: bytes) -> edge.Record:
+    return edge.Record(topic, 0, 7, key, value, 1_790_000_000_000)
+
+
+def _verdict(result: object) -> object:
+    return result.reason if isinstance(result, edge.Refusal) else result
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(documents())
+def test_the_fast_path_decides_exactly_like_the_json_schema(doc: tuple[str, bytes, bytes]) -> None:
+    topic, key, value = doc
+    fast = edge.decode(_record(topic, key, value))
+    reference = edge.decode_with_schema(_record(topic, key, value), key.decode(), value)
+    assert _verdict(fast) == _verdict(reference), (value, fast, reference)
+
+
+def test_valid_inputs_take_the_fast_path() -> None:
+    cdr = {"type": "cdr", "schema_version": 1, "event_id": "e1", "tenant_id": "t1",
+           "occurred_at": "2026-11-01T10:01:00Z", "usage_id": "u1", "call_id": "c1", "conference_id": None,
+           "user_id": "alice", "user_location": "US", "call_type": "user_out", "number_type": "geographic",
+           "caller_number": "+14155550100", "destination_number": "+12125550123",
+           "start_time": "2026-11-01T10:00:00Z", "end_time": "2026-11-01T10:01:00Z", "duration_seconds": 60}
+    value = orjson.dumps(cdr)
+    assert isinstance(wire.DECODERS["cdrs"].decode(value), wire.CdrIn)
+    decoded = edge.decode(_record("cdrs", b"t1", value))
+    assert isinstance(decoded, Cdr)
+    assert decoded == edge.decode_with_schema(_record("cdrs", b"t1", value), "t1", value)
+
+
+def test_a_whole_number_duration_written_as_a_float_is_that_integer() -> None:
+    base = {"type": "cdr", "schema_version": 1, "event_id": "e1", "tenant_id": "t1",
+            "occurred_at": "2026-11-01T10:01:00Z", "usage_id": "u1", "call_id": "c1", "conference_id": None,
+            "user_id": "alice", "user_location": "US", "call_type": "user_out", "number_type": "geographic",
+            "caller_number": "+14155550100", "destination_number": "+12125550123",
+            "start_time": "2026-11-01T10:00:00Z", "end_time": "2026-11-01T10:01:00Z"}
+    decoded = edge.decode(_record("cdrs", b"t1", orjson.dumps({**base, "duration_seconds": 60.0})))
+    assert isinstance(decoded, Cdr)
+    assert (decoded.duration_s, type(decoded.duration_s)) == (60, int)
+    refused = edge.decode(_record("cdrs", b"t1", orjson.dumps({**base, "duration_seconds": 60.5})))
+    assert isinstance(refused, edge.Refusal)
+    assert refused.reason == "schema"
