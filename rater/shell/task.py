@@ -1,0 +1,209 @@
+"""One partition's work, batch by batch, with no Kafka in it: records in, the records to
+produce and the state to write out.
+
+A worker owns partition *p* of every input topic (they are co-partitioned by tenant) and
+runs one :class:`PartitionTask` for it. ``process(records)`` applies a batch in order and
+returns a :class:`Batch`: the output records, the new state of every tenant the batch
+touched (one write per tenant per batch) and the partition's own record — its clock and
+the next input offset per topic. The Kafka driver writes all of it, and commits the input
+offsets, as one unit; this module only decides what the unit holds, so it is tested
+without a broker and the driver stays small.
+
+The partition record is the second line of defence against replays: an input below the
+recorded offset of its topic was applied (and its outputs written) in an earlier unit,
+so it is skipped — whatever the consumer's committed offset says.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from rater import edge
+from rater.core.clock import PartitionClock
+from rater.core.context import RatingContext
+from rater.core.engine import Step, apply, balance_event, next_deadline, on_time
+from rater.core.inputs import Cdr
+from rater.core.state import TenantState
+from rater.core.times import TimeFormatError, parse_time_us
+
+TICKS = "rater-ticks"
+"""The internal topic that carries the wall clock into each partition (SPEC §1.5)."""
+PARTITION_KEY = b"~partition"
+"""The changelog key of the partition record; ``~`` can never start a tenant id."""
+PARTITION_RECORD_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Produced:
+    """One record to produce: a logical output topic, its key and its JSON bytes."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one batch made: to be written, with the input offsets, as one unit."""
+
+    outputs: list[Produced] = field(default_factory=list)
+    states: dict[str, bytes] = field(default_factory=dict)
+    """tenant id → its state (``TenantState.to_dict`` as JSON), for each tenant the batch changed."""
+    partition_record: bytes = b""
+    """The clock and the next input offset per topic, as JSON (changelog key ``~partition``)."""
+    applied: int = 0
+    skipped: int = 0
+    """Records below the recorded offsets: applied in an earlier unit, not again."""
+
+
+def tick_value(now_us: int) -> bytes:
+    """The value of a tick message carrying wall-clock ``now_us``."""
+    from rater.core.times import format_time_us  # noqa: PLC0415 - one small helper
+
+    return orjson.dumps({"type": "tick", "now": format_time_us(now_us)})
+
+
+class PartitionTask:
+    """The rater's work for one input partition number."""
+
+    def __init__(self, partition: int, ctx: RatingContext, load: Callable[[str], bytes | None], *,
+                 partition_record: bytes | None = None, tenants: Iterable[tuple[str, bytes]] = (),
+                 topic_prefix: str = "") -> None:
+        """``load`` reads a tenant's stored state (None if unknown); ``partition_record``
+        is the stored partition record, ``tenants`` the stored states (to find what falls
+        due when ticks arrive); dead letters name the source topic with ``topic_prefix``."""
+        self.partition = partition
+        self.topic_prefix = topic_prefix
+        self.ctx = ctx
+        self._load = load
+        self.states: dict[str, TenantState] = {}
+        self.clock = PartitionClock()
+        self.offsets: dict[str, int] = {}
+        """Per input topic, the next offset to apply."""
+        if partition_record:
+            record = orjson.loads(partition_record)
+            if record.get("v") != PARTITION_RECORD_VERSION:
+                raise ValueError(f"partition record version {record.get('v')!r}, expected {PARTITION_RECORD_VERSION}")
+            self.clock = PartitionClock(record["tick_us"], record["now_us"])
+            self.offsets = dict(record["offsets"])
+        self._due: list[tuple[int, str]] = []
+        """(deadline, tenant) — a lazy heap: an entry whose deadline is no longer the
+        tenant's scheduled one is stale and skipped when popped."""
+        self._scheduled: dict[str, int] = {}
+        """tenant → the deadline it is in the heap for (pushes only when it moves)."""
+        for tenant_id, raw in tenants:
+            self._schedule(tenant_id, self._state_of(tenant_id, raw))
+
+    # -- state ---------------------------------------------------------------------------
+    def _state_of(self, tenant_id: str, raw: bytes | None = None) -> TenantState | None:
+        state = self.states.get(tenant_id)
+        if state is None:
+            raw = raw if raw is not None else self._load(tenant_id)
+            if raw is None:
+                return None
+            state = self.states[tenant_id] = TenantState.from_dict(orjson.loads(raw))
+        return state
+
+    def _schedule(self, tenant_id: str, state: TenantState | None) -> None:
+        deadline = None if state is None else next_deadline(state, self.ctx)
+        if deadline is None:
+            self._scheduled.pop(tenant_id, None)
+        elif self._scheduled.get(tenant_id) != deadline:
+            self._scheduled[tenant_id] = deadline
+            heapq.heappush(self._due, (deadline, tenant_id))
+
+    # -- the batch -------------------------------------------------------------------------
+    def process(self, records: Iterable[edge.Record]) -> Batch:
+        """Apply a batch of records (each topic's in offset order) and say what to write."""
+        batch = Batch()
+        touched: dict[str, TenantState] = {}
+        balances: dict[str, tuple[int, str]] = {}  # tenant → (now, cause) of its last balance change
+        for record in records:
+            if record.offset < self.offsets.get(record.topic, 0):
+                batch.skipped += 1
+                continue
+            self.offsets[record.topic] = record.offset + 1
+            batch.applied += 1
+            if record.topic == TICKS:
+                self._tick(record, batch, touched, balances)
+            else:
+                self._input(record, batch, touched, balances)
+        for tenant_id, (now_us, cause) in balances.items():
+            snapshot = balance_event(touched[tenant_id], self.ctx, now_us, cause)
+            batch.outputs.append(Produced(snapshot.stream, tenant_id.encode(), edge.encode(snapshot.payload)))
+        for tenant_id, state in touched.items():
+            batch.states[tenant_id] = orjson.dumps(state.to_dict())
+        batch.partition_record = orjson.dumps({
+            "v": PARTITION_RECORD_VERSION,
+            "partition": self.partition,
+            "tick_us": self.clock.tick_us,
+            "now_us": self.clock.now_us,
+            "offsets": self.offsets,
+        })
+        return batch
+
+    def _input(self, record: edge.Record, batch: Batch, touched: dict[str, TenantState],
+               balances: dict[str, tuple[int, str]]) -> None:
+        decoded = edge.decode(record)
+        if isinstance(decoded, edge.Refusal):
+            self._dead_letter(record, decoded, batch)
+            return
+        if isinstance(decoded, Cdr):
+            future = self.clock.refuses(decoded.end_us, self.ctx)
+            if future is not None:
+                self._dead_letter(record, edge.Refusal("future", future, decoded.tenant_id), batch)
+                return
+        tenant_id = decoded.tenant_id
+        step = apply(self._state_of(tenant_id), decoded, self.ctx, self.clock.now_us, record.position)
+        if isinstance(decoded, Cdr) and step.rejection is None:
+            # the tenant's "now" after the step: a CDR's end, but nothing for a duplicate
+            self.clock = self.clock.accept(step.now_us)
+        self._took(tenant_id, step, batch, touched, balances)
+        if step.rejection is not None:
+            refusal = edge.Refusal(step.rejection.reason, step.rejection.message, tenant_id)
+            self._dead_letter(record, refusal, batch)
+
+    def _tick(self, record: edge.Record, batch: Batch, touched: dict[str, TenantState],
+              balances: dict[str, tuple[int, str]]) -> None:
+        try:
+            tick = orjson.loads(record.value or b"")
+            now_us = parse_time_us(tick["now"])
+        except (orjson.JSONDecodeError, TimeFormatError, KeyError, TypeError) as exc:
+            self._dead_letter(record, edge.Refusal("schema", f"not a tick: {exc}"[:300]), batch)
+            return
+        self.clock = self.clock.tick(now_us)
+        now = self.clock.now_us
+        while self._due and self._due[0][0] <= now:
+            deadline, tenant_id = heapq.heappop(self._due)
+            if self._scheduled.get(tenant_id) != deadline:
+                continue  # stale: the tenant's deadline moved since it was pushed
+            del self._scheduled[tenant_id]
+            state = self._state_of(tenant_id)
+            if state is not None:
+                self._took(tenant_id, on_time(state, self.ctx, now), batch, touched, balances)
+                self._schedule(tenant_id, state)
+
+    def _took(self, tenant_id: str, step: Step, batch: Batch, touched: dict[str, TenantState],
+              balances: dict[str, tuple[int, str]]) -> None:
+        """Collect what a step changed and emitted."""
+        state = step.state
+        if state is None:
+            return
+        if step.changed:
+            self.states[tenant_id] = state
+            touched[tenant_id] = state
+            self._schedule(tenant_id, state)
+        key = tenant_id.encode()
+        for out in step.outputs:
+            batch.outputs.append(Produced(out.stream, key, edge.encode(out.payload)))
+        if step.balance_cause is not None:
+            balances[tenant_id] = (step.now_us, step.balance_cause)
+
+    def _dead_letter(self, record: edge.Record, refusal: edge.Refusal, batch: Batch) -> None:
+        event: dict[str, Any] = edge.dead_letter(record, self.topic_prefix + record.topic, refusal)
+        batch.outputs.append(Produced("dead-letters", record.key, edge.encode(event)))
