@@ -28,20 +28,18 @@ def worker(catalog: str | None, tariff: str | None, loglevel: str | None) -> Non
     from rater.catalog import DataFileError, rating_context
 
     settings = Settings.from_env()
-    try:  # the data files are checked before Faust is even imported
+    try:  # the data files are checked before the worker is even imported
         ctx = rating_context(tariff or settings.tariff_path, catalog or settings.catalog_path)
     except DataFileError as exc:
         raise click.ClickException(str(exc)) from None
 
-    import faust
+    import dataclasses
 
     import rater
-    from rater.shell.app import create_app
+    from rater.shell.driver import run_worker
 
     click.echo(f"rater {rater.__version__}: rating core {rater.CORE_BUILD}", err=True)
-
-    app = create_app(settings, ctx)
-    faust.Worker(app, loglevel=loglevel or settings.log_level).execute_from_commandline()
+    run_worker(dataclasses.replace(settings, log_level=loglevel or settings.log_level), ctx)
 
 
 @main.group()

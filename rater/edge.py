@@ -82,6 +82,8 @@ def decode(record: Record) -> Input | Refusal:
             message = decoder.decode(value)
         except msgspec.MsgspecError:
             message = None  # the JSON Schema path decides, and says why
+        if type(message) not in _FROM_WIRE:
+            message = None
         if message is not None:
             # the reference path's order: schema, then the key, then rules past the schema
             invalid: Exception | None = None

@@ -5,7 +5,7 @@ binding, which the published POM leaves out), fetched once with ``mvn
 dependency:copy-dependencies`` into a cache folder that git ignores; every later start
 reuses them. A node runs in KRaft mode as combined broker and controller on 127.0.0.1
 with free ports, replication factors that fit the node count, transactions enabled and
-``auto.create.topics.enable=false`` (Faust does not create its source topics; a producer
+``auto.create.topics.enable=false`` (workers never create their topics; a producer
 must not create a 1-partition topic by accident).
 
 ``LocalKafka(nodes=1)`` starts one node (storage formatted ``--standalone``);

@@ -97,10 +97,15 @@ class RechargeResultIn(_Envelope, tag="recharge_result", frozen=True):
     processed_at: Time
 
 
+class _Absent(_Envelope, tag="\x00absent", frozen=True):
+    """Never on the wire: makes a one-type topic's decoder a tagged union, because
+    msgspec lets a lone tagged struct decode without its ``type`` field."""
+
+
 Command = TenantUpsertedIn | LicensesAssignedIn | UserRemovedIn | FundsAddedIn | AutoRechargeConfiguredIn
 DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
-    "cdrs": msgspec.json.Decoder(CdrIn),
+    "cdrs": msgspec.json.Decoder(CdrIn | _Absent),
     "account-commands": msgspec.json.Decoder(Command),
-    "recharge-results": msgspec.json.Decoder(RechargeResultIn),
+    "recharge-results": msgspec.json.Decoder(RechargeResultIn | _Absent),
 }
 """One decoder per input topic (by logical name): only that topic's input types."""

@@ -53,8 +53,9 @@ class Worker:
             RATER_PARTITIONS=str(TEST_PARTITIONS),
             RATER_SESSION_TIMEOUT="6",
             RATER_LOG_LEVEL="info",
-            **self.extra_env,
         )
+        env.setdefault("RATER_TICK_INTERVAL", "0")  # the tests' CDRs carry fixed dates: no wall-clock ticks
+        env.update(self.extra_env)
         self.proc = spawn([sys.executable, "-m", "rater", "worker"], log=self.log, env=env)
         return self
 

@@ -12,6 +12,7 @@ import base64
 import tomllib
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import orjson
 import pytest
 
 from rater.catalog import DEFAULT_TARIFF
+from rater.core.times import parse_time_us
 from tests.support import Worker, cdr, collect, create_topics, event, produce, send_events
 
 pytestmark = pytest.mark.kafka
@@ -202,3 +204,31 @@ def test_tenant_state_lives_in_rocksdb_and_survives_a_worker_restart(kafka_boots
     [after] = [o.event for o in outs if o.topic == "balances" and o.event["caused_by"] == "u2"]
     assert Decimal(after["balance"]) == Decimal("1.00") - 2 * per_call
     assert [o.event["usage_id"] for o in outs if o.topic == "rated-cdrs"] == ["u1", "u2"]
+
+
+def test_wall_clock_ticks_expire_a_lot_while_no_input_arrives(kafka_bootstrap: str, tmp_path: Path,
+                                                              topic_prefix: str) -> None:
+    """The worker carries the wall clock into its partitions (SPEC §1.5): a lot whose
+    12 months end a few seconds from now is forfeited with no further input."""
+    create_topics(kafka_bootstrap, topic_prefix)
+    tenant = "ticking"
+    now = datetime.now(UTC)
+    bought = (now.replace(year=now.year - 1) + timedelta(seconds=4)).isoformat(timespec="seconds").replace(
+        "+00:00", "Z")
+    worker = Worker(kafka_bootstrap, topic_prefix, tmp_path / "w", {"RATER_TICK_INTERVAL": "0.2"}).start()
+    try:
+        send_events(kafka_bootstrap, topic_prefix, [
+            ("account-commands", event("tenant_upserted", tenant, "e1", command_id="c1", country="US",
+                                       currency="USD", billing_model="prepaid_credits")),
+            ("account-commands", event("funds_added", tenant, "e2", command_id="old-lot", amount="2.50",
+                                       currency="USD", purchased_at=bought)),
+        ])
+        outs = collect(kafka_bootstrap, topic_prefix,
+                       lambda o: any(x.event.get("type") == "credits_expired" for x in o), worker, timeout_s=60)
+    finally:
+        worker.stop()
+    [expired] = [o.event for o in outs if o.event.get("type") == "credits_expired"]
+    assert (expired["lot_id"], expired["amount"], expired["balance"]) == ("old-lot", "2.50", "0.00")
+    expires = parse_time_us(bought.replace(str(now.year - 1), str(now.year), 1))
+    assert parse_time_us(expired["occurred_at"]) >= expires  # the tick's wall-clock time, not an input's
+    assert worker.proc.returncode == 0

@@ -130,3 +130,14 @@ def test_a_whole_number_duration_written_as_a_float_is_that_integer() -> None:
     refused = edge.decode(_record("cdrs", b"t1", orjson.dumps({**base, "duration_seconds": 60.5})))
     assert isinstance(refused, edge.Refusal)
     assert refused.reason == "schema"
+
+
+def test_a_document_without_its_type_or_with_the_internal_tag_takes_the_schema_path() -> None:
+    # msgspec lets a lone tagged struct decode without its tag; the decoders are unions
+    for doc in ({"schema_version": 1, "tenant_id": "t1"}, {"type": "\x00absent", "schema_version": 1,
+                "event_id": "e", "tenant_id": "t1", "occurred_at": "2026-11-01T10:00:00Z"}):
+        for topic in ("cdrs", "recharge-results", "account-commands"):
+            value = orjson.dumps(doc)
+            refused = edge.decode(_record(topic, b"t1", value))
+            assert isinstance(refused, edge.Refusal)
+            assert refused.reason == "unknown_type"

@@ -1,1 +1,1 @@
-"""The streaming shell: the Faust app, its topics, tables and agents around the core."""
+"""The streaming shell around the core: partition tasks (task.py) and their Kafka driver (driver.py)."""

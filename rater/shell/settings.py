@@ -22,6 +22,9 @@ class Settings:
     catalog_path: str | None = None
     session_timeout_s: float = 10.0
     log_level: str = "info"
+    tick_interval_s: float = 1.0
+    """How often the worker carries the wall clock into its partitions (0: never — only
+    for tests that send their own ticks)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -41,4 +44,5 @@ class Settings:
             catalog_path=env.get("RATER_CATALOG") or None,
             session_timeout_s=float(env.get("RATER_SESSION_TIMEOUT", default.session_timeout_s)),
             log_level=env.get("RATER_LOG_LEVEL", default.log_level),
+            tick_interval_s=float(env.get("RATER_TICK_INTERVAL", default.tick_interval_s)),
         )

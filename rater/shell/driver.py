@@ -1,0 +1,302 @@
+"""The Kafka driver of the partition tasks: one transaction per batch unit.
+
+For each input partition number *p* this worker owns, it keeps a
+:class:`~rater.shell.task.PartitionTask` and a transactional producer
+(``transactional.id = {app}-{p}``; starting it fences a zombie owner of *p* and aborts
+its open transaction). A batch of *p*'s records becomes one transaction holding the
+unit's outputs, its state records on the compacted ``rater-state`` changelog (partition
+*p*) and the input offsets. On assignment a task is rebuilt from the changelog alone
+(read_committed, to its end), and the inputs are read from the partition record's
+offsets. Any send or commit error stops the worker: nothing is logged and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from rocksdict import Options, Rdict, WriteBatch
+
+from rater import edge
+from rater.core.context import RatingContext
+from rater.shell.settings import Settings
+from rater.shell.task import PARTITION_KEY, TICKS, PartitionTask, tick_value
+
+log = logging.getLogger("rater.driver")
+
+INPUTS = ("account-commands", "recharge-results", TICKS, "cdrs")
+"""Input topics, in the order a batch applies them (order across topics is not part of
+the contract; commands first gives a tenant created in the same batch its calls)."""
+STATE_TOPIC = "rater-state"
+MAX_BATCH = 2000
+
+
+CHANGELOG_KEY = b"~changelog"
+"""Local store key: the next changelog offset the store reflects."""
+
+
+class LocalStore:
+    """RocksDB (rocksdict) cache of one changelog partition: tenant states, the partition
+    record and the changelog offset it has reached. Written only after a unit committed;
+    a missing or wiped store is rebuilt from the changelog."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = Rdict(str(path), options=Options(raw_mode=True))
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self.db.get(key)
+        return value
+
+    def next_offset(self) -> int:
+        raw = self.get(CHANGELOG_KEY)
+        return int(raw) if raw is not None else 0
+
+    def tenant(self, tenant_id: str) -> bytes | None:
+        return self.get(tenant_id.encode())
+
+    def tenants(self) -> list[tuple[str, bytes]]:
+        found: list[tuple[str, bytes]] = []
+        for key, value in self.db.items():
+            assert isinstance(key, bytes)  # raw mode
+            assert isinstance(value, bytes)
+            if not key.startswith(b"~"):
+                found.append((key.decode(), value))
+        return found
+
+    def write(self, records: dict[bytes, bytes], next_offset: int) -> None:
+        batch = WriteBatch(raw_mode=True)
+        for key, value in records.items():
+            batch.put(key, value)
+        batch.put(CHANGELOG_KEY, str(next_offset).encode())
+        self.db.write(batch)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class _Owned:
+    """What the worker holds for one partition number."""
+
+    def __init__(self, task: PartitionTask, producer: AIOKafkaProducer, store: LocalStore) -> None:
+        self.task = task
+        self.producer = producer
+        self.store = store
+
+
+class Driver:
+    """Runs the partition tasks of this worker until stopped or failed."""
+
+    def __init__(self, settings: Settings, ctx: RatingContext) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.prefix = settings.topic_prefix
+        self.group_id = settings.app_id
+        self.owned: dict[int, _Owned] = {}
+        self.lock = asyncio.Lock()
+        """Held while a unit is processed and committed; a revocation waits for it."""
+        self.stopping = asyncio.Event()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.ticker: AIOKafkaProducer | None = None
+
+    def _topic(self, name: str) -> str:
+        return self.prefix + name
+
+    # -- assignment --------------------------------------------------------------------
+    async def assign(self, partitions: Iterable[int]) -> None:
+        async with self.lock:  # no unit runs while a partition is being set up
+            await self._assign(partitions)
+
+    async def _assign(self, partitions: Iterable[int]) -> None:
+        for p in sorted(set(partitions) - set(self.owned)):
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.bootstrap, transactional_id=f"{self.group_id}-{p}",
+                enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=256 * 1024)
+            await producer.start()  # init_transactions: fences the previous owner of p
+            store = LocalStore(self.settings.data_dir / f"tenants-{p}.db")
+            caught_up = await self._restore(p, store)
+            task = PartitionTask(p, self.ctx, store.tenant,
+                                 partition_record=store.get(PARTITION_KEY), tenants=store.tenants(),
+                                 topic_prefix=self.prefix)
+            self.owned[p] = _Owned(task, producer, store)
+            await self._seek(p, task)
+            log.info("partition %d: %d changelog records caught up, offsets %s", p, caught_up, task.offsets)
+
+    async def revoke(self, partitions: Iterable[int]) -> None:
+        async with self.lock:  # the unit in flight commits first
+            for p in partitions:
+                owned = self.owned.pop(p, None)
+                if owned is not None:
+                    await owned.producer.stop()
+                    owned.store.close()
+
+    async def _restore(self, p: int, store: LocalStore) -> int:
+        """Bring the local store up to the end of changelog partition ``p`` (committed
+        records only), from the offset it reflects; returns how many records it read."""
+        tp = TopicPartition(self._topic(STATE_TOPIC), p)
+        reader = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
+                                  enable_auto_commit=False, isolation_level="read_committed",
+                                  auto_offset_reset="earliest")
+        await reader.start()
+        count = 0
+        try:
+            reader.assign([tp])
+            end = (await reader.end_offsets([tp]))[tp]
+            start = store.next_offset()
+            if start > end:  # the store is from a changelog that no longer exists: rebuild
+                start = 0
+            reader.seek(tp, start)
+            while await reader.position(tp) < end:
+                records: dict[bytes, bytes] = {}
+                for message in (await reader.getmany(tp, timeout_ms=500)).get(tp, []):
+                    if message.key is not None and message.value is not None:
+                        records[message.key] = message.value
+                count += len(records)
+                store.write(records, await reader.position(tp))
+        finally:
+            await reader.stop()
+        return count
+
+    async def _seek(self, p: int, task: PartitionTask) -> None:
+        assert self.consumer is not None
+        for name in INPUTS:
+            tp = TopicPartition(self._topic(name), p)
+            offset = task.offsets.get(name)
+            if offset is None:
+                offset = await self.consumer.committed(tp)
+            if offset is not None:
+                self.consumer.seek(tp, offset)
+            else:
+                await self.consumer.seek_to_beginning(tp)
+
+    # -- the loop ------------------------------------------------------------------------
+    async def run(self) -> None:
+        topics = [self._topic(name) for name in INPUTS]
+        session_ms = int(self.settings.session_timeout_s * 1000)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap, group_id=self.group_id, enable_auto_commit=False,
+            isolation_level="read_committed", auto_offset_reset="earliest",
+            session_timeout_ms=session_ms, heartbeat_interval_ms=max(500, session_ms // 4),
+            request_timeout_ms=max(30_000, session_ms * 3), max_poll_records=MAX_BATCH,
+            # range assignment gives a worker the same partition numbers of every input
+            # topic (they are co-partitioned); aiokafka's default, round robin, does not
+            partition_assignment_strategy=(RangePartitionAssignor,))
+        self.ticker = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap, acks="all",
+                                       enable_idempotence=True)
+        await self.ticker.start()
+        await self.consumer.start()
+        self.consumer.subscribe(topics, listener=_Listener(self))
+        ticking = asyncio.create_task(self._tick_loop() if self.settings.tick_interval_s > 0 else asyncio.sleep(0))
+        try:
+            while not self.stopping.is_set():
+                fetched = await self.consumer.getmany(timeout_ms=200, max_records=MAX_BATCH)
+                if fetched:
+                    await self._process(fetched)
+                if ticking.done():
+                    ticking.result()  # a tick send failed: stop
+        finally:
+            ticking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticking
+            await self.consumer.stop()
+            for owned in self.owned.values():
+                await owned.producer.stop()
+                owned.store.close()
+            await self.ticker.stop()
+
+    async def _process(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        assert self.consumer is not None
+        by_partition: dict[int, dict[str, list[Any]]] = {}
+        log.debug("fetched %s", {f"{tp.topic}/{tp.partition}": len(m) for tp, m in fetched.items()})
+        for tp, messages in fetched.items():
+            by_partition.setdefault(tp.partition, {})[tp.topic.removeprefix(self.prefix)] = messages
+        async with self.lock:
+            for p, topics in by_partition.items():
+                owned = self.owned.get(p)
+                if owned is None:
+                    # fetched while p was being set up or taken away: read them again if
+                    # p is still ours (its assignment seeks to the unit's offsets anyway)
+                    for name, messages in topics.items():
+                        tp = TopicPartition(self._topic(name), p)
+                        if messages and tp in self.consumer.assignment():
+                            self.consumer.seek(tp, messages[0].offset)
+                    continue
+                records = [
+                    edge.Record(name, p, m.offset, m.key, m.value, m.timestamp)
+                    for name in INPUTS for m in topics.get(name, [])
+                ]
+                await self._commit_unit(p, owned, records, topics)
+
+    async def _commit_unit(self, p: int, owned: _Owned, records: list[edge.Record],
+                           topics: dict[str, list[Any]]) -> None:
+        batch = owned.task.process(records)
+        log.debug("partition %d: %d records, %d applied, %d skipped, %d outputs, %d states", p, len(records),
+                  batch.applied, batch.skipped, len(batch.outputs), len(batch.states))
+        producer = owned.producer
+        await producer.begin_transaction()
+        try:
+            sends = [await producer.send(self._topic(out.topic), out.value, key=out.key) for out in batch.outputs]
+            state_topic = self._topic(STATE_TOPIC)
+            for tenant_id, value in batch.states.items():
+                sends.append(await producer.send(state_topic, value, key=tenant_id.encode(), partition=p))
+            sends.append(await producer.send(state_topic, batch.partition_record, key=PARTITION_KEY, partition=p))
+            offsets = {TopicPartition(self._topic(name), p): messages[-1].offset + 1
+                       for name, messages in topics.items() if messages}
+            await producer.send_offsets_to_transaction(offsets, self.group_id)
+            await producer.commit_transaction()
+            for sent in sends:
+                sent.result()  # committed: every send was acknowledged (raises if one failed)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            raise
+        # the unit is in Kafka: the local cache follows (a crash here only means the
+        # next assignment reads these records back from the changelog)
+        local = {tenant_id.encode(): value for tenant_id, value in batch.states.items()}
+        local[PARTITION_KEY] = batch.partition_record
+        owned.store.write(local, sends[-1].result().offset + 1)
+
+    async def _tick_loop(self) -> None:
+        """Carry the wall clock into each owned partition of the tick topic."""
+        assert self.ticker is not None
+        while True:
+            now_us = time.time_ns() // 1000
+            for p in list(self.owned):
+                await self.ticker.send(self._topic(TICKS), tick_value(now_us), partition=p)
+            await asyncio.sleep(self.settings.tick_interval_s)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.driver.revoke({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.driver.assign({tp.partition for tp in assigned})
+
+
+def run_worker(settings: Settings, ctx: RatingContext) -> None:
+    """Run a worker until SIGTERM/SIGINT (a clean stop) or a failure (exit non-zero)."""
+    logging.basicConfig(level=getattr(logging, {"warn": "WARNING", "crit": "CRITICAL"}.get(
+        settings.log_level.lower(), settings.log_level.upper()), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def main() -> None:
+        driver = Driver(settings, ctx)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, driver.stopping.set)
+        await driver.run()
+
+    asyncio.run(main())
