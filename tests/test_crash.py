@@ -100,81 +100,122 @@ def _without_time(dead_letter: bytes) -> bytes:
     return orjson.dumps(event)
 
 
-def _wait(until: Any, worker: Worker, timeout_s: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not until():
-        worker.check_alive()
-        assert time.monotonic() < deadline, "the worker did not catch up"
-        time.sleep(0.2)
+class _Run:
+    """One scenario: topics, the seeded input, the worker processes, the final check."""
+
+    def __init__(self, bootstrap: str, prefix: str, tmp_path: Path, seed: int) -> None:
+        self.bootstrap, self.prefix, self.tmp_path, self.seed = bootstrap, prefix, tmp_path, seed
+        create_topics(bootstrap, prefix)
+        workload = Workload(TENANTS, USERS, seed=seed)
+        self.setup = [(topic, orjson.dumps(e), _partition(e["tenant_id"])) for topic, e in workload.setup()]
+        self.cdrs = [("cdrs", orjson.dumps(e), _partition(e["tenant_id"])) for e in workload.cdrs(CDRS)]
+        self.workers: dict[str, Worker] = {}
+
+    def start(self, name: str) -> Worker:
+        self.workers[name] = Worker(self.bootstrap, self.prefix, self.tmp_path / name).start()
+        return self.workers[name]
+
+    def applied(self, topic: str) -> tuple[int, int]:
+        try:
+            return asyncio.run(_committed(self.bootstrap, f"{self.prefix}rater", self.prefix + topic))
+        except GroupCoordinatorNotAvailableError:
+            return -1, 0  # the group has not committed anything yet
+
+    def all_applied(self, topic: str, total: int | None = None) -> bool:
+        done, end = self.applied(topic)
+        return done == end and (total is None or end == total)
+
+    def wait(self, until: Any, timeout_s: float = 240.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not until():
+            for worker in self.workers.values():
+                worker.check_alive()
+            assert time.monotonic() < deadline, "the workers did not catch up"
+            time.sleep(0.2)
+
+    def run(self, points: int, disrupt: Any) -> None:
+        """Apply the setup, stream the CDRs, and call ``disrupt(n)`` when the committed
+        CDR offsets pass each of ``points`` seeded random points."""
+        asyncio.run(_produce(self.bootstrap, self.prefix, self.setup))
+        self.wait(lambda: self.all_applied("account-commands"))
+        feeding = threading.Thread(target=lambda: asyncio.run(_produce(self.bootstrap, self.prefix, self.cdrs)))
+        feeding.start()
+        marks = sorted(random.Random(self.seed).sample(range(CDRS // 20, CDRS - CDRS // 20), points))
+        try:
+            for n, mark in enumerate(marks):
+                self.wait(lambda mark=mark: self.applied("cdrs")[0] >= mark)
+                disrupt(n)
+            feeding.join(timeout=300)
+            assert not feeding.is_alive()
+            self.wait(lambda: self.all_applied("cdrs", CDRS))
+        finally:
+            for worker in self.workers.values():
+                worker.stop()
+            feeding.join(timeout=60)
+
+    def check(self) -> None:
+        """What read_committed consumers saw equals an independent in-process run."""
+        prefix = self.prefix
+        records = asyncio.run(_read_all(self.bootstrap, [f"{prefix}rated-cdrs", f"{prefix}dead-letters",
+                                                         f"{prefix}{STATE_TOPIC}"]))
+        seen_rated = sorted(r.value for r in records if r.topic.endswith("rated-cdrs"))
+        seen_dead = sorted(_without_time(r.value) for r in records if r.topic.endswith("dead-letters"))
+        seen_states = {r.key: r.value for r in records if r.topic.endswith(STATE_TOPIC) and r.key != PARTITION_KEY}
+        ctx = rating_context()
+        want_rated: list[bytes] = []
+        want_dead: list[bytes] = []
+        want_states: dict[bytes, bytes] = {}
+        for p in range(TEST_PARTITIONS):
+            task = PartitionTask(p, ctx, lambda _tenant: None, topic_prefix=prefix)
+            for topic, items in (("account-commands", self.setup), ("cdrs", self.cdrs)):
+                mine = [value for _, value, q in items if q == p]
+                batch = task.process([edge.Record(topic, p, i, orjson.loads(v)["tenant_id"].encode(), v, 0)
+                                      for i, v in enumerate(mine)])
+                want_rated += [o.value for o in batch.outputs if o.topic == "rated-cdrs"]
+                want_dead += [_without_time(o.value) for o in batch.outputs if o.topic == "dead-letters"]
+                want_states.update({k.encode(): v for k, v in batch.states.items()})
+        usage_ids = [orjson.loads(v)["usage_id"] for v in seen_rated]
+        assert len(usage_ids) == len(set(usage_ids)) == CDRS - len(want_dead), "a CDR was rated twice or lost"
+        assert seen_rated == sorted(want_rated)
+        assert seen_dead == sorted(want_dead)
+        assert seen_states == want_states
 
 
 @pytest.mark.parametrize("seed", [20261123, 7, 1999])
 def test_sigkill_crashes_never_charge_twice_nor_lose_a_cdr(kafka_bootstrap: str, tmp_path: Path,
                                                            topic_prefix: str, seed: int) -> None:
-    create_topics(kafka_bootstrap, topic_prefix)
-    group = f"{topic_prefix}rater"
-    workload = Workload(TENANTS, USERS, seed=seed)
-    setup = [(topic, orjson.dumps(e), _partition(e["tenant_id"])) for topic, e in workload.setup()]
-    cdrs = [("cdrs", orjson.dumps(e), _partition(e["tenant_id"])) for e in workload.cdrs(CDRS)]
-    workdir = tmp_path / "w"
-    worker = Worker(kafka_bootstrap, topic_prefix, workdir).start()
-    asyncio.run(_produce(kafka_bootstrap, topic_prefix, setup))
-    commands = f"{topic_prefix}account-commands"
+    run = _Run(kafka_bootstrap, topic_prefix, tmp_path, seed)
+    run.start("w")
 
-    def applied(topic: str) -> tuple[int, int]:
-        try:
-            return asyncio.run(_committed(kafka_bootstrap, group, topic))
-        except GroupCoordinatorNotAvailableError:
-            return -1, 0  # the group has not committed anything yet
+    def kill(n: int) -> None:
+        worker = run.workers["w"]
+        os.kill(worker.proc.pid, signal.SIGKILL)
+        worker.proc.wait(timeout=30)
+        if n % 2 == 1:
+            shutil.rmtree(worker.workdir / "data", ignore_errors=True)  # restore from the changelog alone
+        run.start("w")
 
-    def all_applied(topic: str, total: int | None = None) -> bool:
-        done, end = applied(topic)
-        return done == end and (total is None or end == total)
+    run.run(KILLS, kill)
+    run.check()
 
-    _wait(lambda: all_applied(commands), worker)
 
-    feeding = threading.Thread(target=lambda: asyncio.run(_produce(kafka_bootstrap, topic_prefix, cdrs)))
-    feeding.start()
-    rng = random.Random(seed)
-    kill_points = sorted(rng.sample(range(CDRS // 20, CDRS - CDRS // 20), KILLS))
-    try:
-        for n, point in enumerate(kill_points):
-            _wait(lambda point=point: applied(f"{topic_prefix}cdrs")[0] >= point, worker)
-            os.kill(worker.proc.pid, signal.SIGKILL)
-            worker.proc.wait(timeout=30)
-            if n % 2 == 1:
-                shutil.rmtree(workdir / "data", ignore_errors=True)  # restore from the changelog alone
-            worker = Worker(kafka_bootstrap, topic_prefix, workdir).start()
-        feeding.join(timeout=300)
-        assert not feeding.is_alive()
-        _wait(lambda: all_applied(f"{topic_prefix}cdrs", CDRS), worker)
-    finally:
-        worker.stop()
-        feeding.join(timeout=60)
+def test_a_second_worker_joining_and_leaving_mid_stream_changes_no_money(kafka_bootstrap: str, tmp_path: Path,
+                                                                         topic_prefix: str) -> None:
+    """Rebalances: partitions move to a second worker (its own, empty RocksDB folder) and
+    back, once with a clean stop and once with SIGKILL."""
+    run = _Run(kafka_bootstrap, topic_prefix, tmp_path, seed=4242)
+    run.start("a")
 
-    records = asyncio.run(_read_all(kafka_bootstrap, [f"{topic_prefix}rated-cdrs", f"{topic_prefix}dead-letters",
-                                                      f"{topic_prefix}{STATE_TOPIC}"]))
-    seen_rated = sorted(r.value for r in records if r.topic.endswith("rated-cdrs"))
-    seen_dead = sorted(_without_time(r.value) for r in records if r.topic.endswith("dead-letters"))
-    seen_states = {r.key: r.value for r in records if r.topic.endswith(STATE_TOPIC) and r.key != PARTITION_KEY}
+    def churn(n: int) -> None:
+        if n in (0, 2):
+            run.start("b")
+            run.wait(lambda: "partition" in run.workers["b"].log.read_text(errors="replace"))  # got a share
+        elif n == 1:
+            run.workers.pop("b").stop()  # SIGTERM: a clean leave (its stale folder is reused at n == 2)
+        else:
+            os.kill(run.workers["b"].proc.pid, signal.SIGKILL)
+            run.workers["b"].proc.wait(timeout=30)
+            run.workers.pop("b")
 
-    # the independent run: the same records of each partition, in order, in one process
-    ctx = rating_context()
-    want_rated: list[bytes] = []
-    want_dead: list[bytes] = []
-    want_states: dict[bytes, bytes] = {}
-    for p in range(TEST_PARTITIONS):
-        task = PartitionTask(p, ctx, lambda _tenant: None, topic_prefix=topic_prefix)
-        for topic, items in (("account-commands", setup), ("cdrs", cdrs)):
-            mine = [value for _, value, q in items if q == p]
-            batch = task.process([edge.Record(topic, p, i, orjson.loads(v)["tenant_id"].encode(), v, 0)
-                                  for i, v in enumerate(mine)])
-            want_rated += [o.value for o in batch.outputs if o.topic == "rated-cdrs"]
-            want_dead += [_without_time(o.value) for o in batch.outputs if o.topic == "dead-letters"]
-            want_states.update({k.encode(): v for k, v in batch.states.items()})
-
-    usage_ids = [orjson.loads(v)["usage_id"] for v in seen_rated]
-    assert len(usage_ids) == len(set(usage_ids)) == CDRS - len(want_dead), "a CDR was rated twice or lost"
-    assert seen_rated == sorted(want_rated)
-    assert sorted(seen_dead) == sorted(want_dead)
-    assert seen_states == want_states
+    run.run(4, churn)
+    run.check()
