@@ -356,6 +356,14 @@ class LocalKafka:
         else:
             stop_process(node.proc)
 
+    def start_node(self, node: KafkaNode) -> None:
+        """Start a stopped node again on its ports and data (a broker restart) and wait
+        until the cluster answers."""
+        libs = ensure_jars(self.version)
+        node.proc = spawn(self._java(libs, "kafka.Kafka", str(node.workdir / "server.properties")),
+                          log=node.log, env=self._env())
+        asyncio.run(self.wait_ready())
+
     def stop(self) -> None:
         """Stop every node cleanly and remove a temporary work folder."""
         for node in self.members:

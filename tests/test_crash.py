@@ -30,6 +30,7 @@ from aiokafka.partitioner import murmur2
 
 from rater import edge
 from rater.catalog import rating_context
+from rater.localkafka import LocalKafka
 from rater.shell.driver import STATE_TOPIC
 from rater.shell.task import PARTITION_KEY, PartitionTask
 from rater.workload import Workload
@@ -125,10 +126,18 @@ class _Run:
         done, end = self.applied(topic)
         return done == end and (total is None or end == total)
 
+    supervise = False
+    """Restart a worker that stopped by itself (as Kubernetes would) instead of failing."""
+    restarts = 0
+
     def wait(self, until: Any, timeout_s: float = 240.0) -> None:
         deadline = time.monotonic() + timeout_s
         while not until():
-            for worker in self.workers.values():
+            for name, worker in list(self.workers.items()):
+                if self.supervise and worker.proc.poll() is not None:
+                    self.restarts += 1
+                    self.start(name)
+                    continue
                 worker.check_alive()
             assert time.monotonic() < deadline, "the workers did not catch up"
             time.sleep(0.2)
@@ -219,3 +228,21 @@ def test_a_second_worker_joining_and_leaving_mid_stream_changes_no_money(kafka_b
 
     run.run(4, churn)
     run.check()
+
+
+def test_a_broker_restart_mid_stream_changes_no_money(tmp_path: Path) -> None:
+    """The broker is stopped (SIGTERM) and started again while CDRs stream in. A worker
+    whose sends or commits fail stops itself; like a supervisor, the test restarts it.
+    Uses a broker of its own (a shared or external one cannot be restarted)."""
+    with LocalKafka() as kafka:
+        run = _Run(kafka.bootstrap, "restart.", tmp_path, seed=31337)
+        run.supervise = True
+        run.start("w")
+        node = kafka.members[0]
+
+        def restart_broker(_n: int) -> None:
+            kafka.stop_node(node)
+            kafka.start_node(node)
+
+        run.run(2, restart_broker)
+        run.check()
