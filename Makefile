@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 CORE_SOURCES := $(wildcard rater/core/*.py) tools/compile_core.py
 COMPILED := .cache/compiled/manifest.json
 
-.PHONY: demo test lint pytest install core kafka-jars compose-schema bench clean
+.PHONY: demo test lint pytest install core kafka-jars compose-schema bench bench-stream clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ test: lint pytest
 # Rating throughput of the core on one core, as a ratio against orjson.loads (not a test).
 bench: install core
 	$(BIN)/python benchmarks/rating.py
+
+# The worker on a real broker against a bare aiokafka pass-through (not a test).
+bench-stream: install core kafka-jars
+	$(BIN)/python benchmarks/streaming.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,175 @@
+"""Streaming throughput: the rater worker against a bare aiokafka pass-through (issue 4).
+
+    make bench-stream      # or: .venv/bin/python benchmarks/streaming.py [--cdrs N]
+
+One run, one broker (a fresh local one, or ``KAFKA_BOOTSTRAP``), the same CDR bytes on
+the same number of partitions:
+
+* ``pass-through`` — an aiokafka consumer group reads ``cdrs`` and produces every value
+  unchanged to an output topic, committing offsets per batch (no transactions): the
+  ceiling the rater is measured against;
+* ``rater`` — a real ``rater worker`` process with its production settings (one
+  transaction per batch unit, state changelog, RocksDB, ticks) rates the same CDRs for
+  tenants whose accounts were set up first.
+
+Both read topics that were filled before they start; each is timed from its first
+committed record to its last, so start-up and group joins are not counted. Prints
+CDRs/s and the ratio (target: the rater at ≥ 50 % of the pass-through).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
+from aiokafka.partitioner import murmur2
+
+from rater.localkafka import LocalKafka, spawn, stop_process
+from rater.topics import ensure_topics
+from rater.workload import Workload
+
+PARTITIONS = 4
+
+
+def _partition(tenant_id: str) -> int:
+    return (murmur2(tenant_id.encode()) & 0x7FFFFFFF) % PARTITIONS
+
+
+async def _fill(bootstrap: str, topic: str, values: list[tuple[bytes, int]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+                                max_batch_size=512 * 1024, enable_idempotence=True)
+    await producer.start()
+    try:
+        for value, p in values:
+            await producer.send(topic, value, key=orjson.loads(value)["tenant_id"].encode(), partition=p)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _committed(bootstrap: str, group: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
+        return sum(max(m.offset, 0) for m in offsets.values())
+    except GroupCoordinatorNotAvailableError:
+        return 0
+    finally:
+        await admin.close()
+
+
+async def _timed(bootstrap: str, group: str, topic: str, total: int) -> float:
+    """Seconds from the group's first committed record of ``topic`` to its last; the
+    rate is over the records committed in between."""
+    first_at, first = 0.0, 0
+    while True:
+        done = await _committed(bootstrap, group, topic)
+        now = time.monotonic()
+        if done and not first_at:
+            first_at, first = now, done
+        if done >= total:
+            return (total - first) / (now - first_at) if now > first_at else float("nan")
+        await asyncio.sleep(0.05)
+
+
+async def _pass_through(bootstrap: str, prefix: str, total: int) -> float:
+    group = f"{prefix}pass"
+
+    async def run() -> None:
+        consumer = AIOKafkaConsumer(f"{prefix}cdrs", bootstrap_servers=bootstrap, group_id=group,
+                                    enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=2000)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                    max_batch_size=256 * 1024, enable_idempotence=True)
+        await consumer.start()
+        await producer.start()
+        try:
+            seen = 0
+            while seen < total:
+                batch = await consumer.getmany(timeout_ms=200, max_records=2000)
+                for tp, messages in batch.items():
+                    for m in messages:
+                        await producer.send(f"{prefix}rated-cdrs", m.value, key=m.key, partition=tp.partition)
+                    seen += len(messages)
+                await producer.flush()
+                await consumer.commit()
+        finally:
+            await producer.stop()
+            await consumer.stop()
+
+    worker = asyncio.create_task(run())
+    rate = await _timed(bootstrap, group, f"{prefix}cdrs", total)
+    await worker
+    return rate
+
+
+def _rater(bootstrap: str, prefix: str, setup: list[tuple[bytes, int]], cdrs: list[tuple[bytes, int]],
+           workdir: Path) -> float:
+    """Accounts first (a worker applies them and stops), then the CDRs are filled and a
+    worker restarted on them is timed."""
+    env = dict(os.environ, RATER_BOOTSTRAP=bootstrap, RATER_TOPIC_PREFIX=prefix, RATER_APP_ID=f"{prefix}rater",
+               RATER_DATA_DIR=str(workdir / "data"), RATER_SESSION_TIMEOUT="6", RATER_LOG_LEVEL="warn")
+    command = [sys.executable, "-m", "rater", "worker"]
+    asyncio.run(_fill(bootstrap, f"{prefix}account-commands", setup))
+    proc = spawn(command, log=workdir / "worker.log", env=env)
+    try:
+        asyncio.run(_timed(bootstrap, f"{prefix}rater", f"{prefix}account-commands", len(setup)))
+    finally:
+        stop_process(proc)
+    asyncio.run(_fill(bootstrap, f"{prefix}cdrs", cdrs))
+    proc = spawn(command, log=workdir / "worker.log", env=env)
+    try:
+        return asyncio.run(_timed(bootstrap, f"{prefix}rater", f"{prefix}cdrs", len(cdrs)))
+    finally:
+        stop_process(proc)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cdrs", type=int, default=100_000)
+    parser.add_argument("--tenants", type=int, default=200)
+    parser.add_argument("--users", type=int, default=5_000)
+    args = parser.parse_args()
+    print(f"rater streaming benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()},"
+          f" {platform.machine()}, {os.cpu_count()} CPUs, {PARTITIONS} partitions, {args.cdrs} CDRs", flush=True)
+    workload = Workload(args.tenants, args.users, seed=1)
+    setup = [(topic, orjson.dumps(e)) for topic, e in workload.setup()]
+    cdrs = [orjson.dumps(e) for e in workload.cdrs(args.cdrs)]
+    external = os.environ.get("KAFKA_BOOTSTRAP")
+    kafka = None if external else LocalKafka().start()
+    bootstrap = external or kafka.bootstrap  # type: ignore[union-attr]
+    try:
+        with tempfile.TemporaryDirectory(prefix="rater-bench-") as tmp:
+            stamp = int(time.time())
+            pt, rt = f"bench{stamp}pt.", f"bench{stamp}r."
+            quiet = lambda _line: None  # noqa: E731
+            asyncio.run(ensure_topics(bootstrap, pt, partitions=PARTITIONS, report=quiet))
+            asyncio.run(ensure_topics(bootstrap, rt, partitions=PARTITIONS, report=quiet))
+            placed = [(v, _partition(orjson.loads(v)["tenant_id"])) for v in cdrs]
+            asyncio.run(_fill(bootstrap, f"{pt}cdrs", placed))
+            passthrough = asyncio.run(_pass_through(bootstrap, pt, len(cdrs)))
+            print(f"pass-through {passthrough:>10,.0f} CDRs/s", flush=True)
+            accounts = [(v, _partition(orjson.loads(v)["tenant_id"])) for _, v in setup]
+            rater = _rater(bootstrap, rt, accounts, placed, Path(tmp))
+            print(f"rater        {rater:>10,.0f} CDRs/s   {rater / passthrough:.3f} × pass-through"
+                  f" (target ≥ 0.5)", flush=True)
+    finally:
+        if kafka is not None:
+            kafka.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
