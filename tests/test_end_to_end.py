@@ -232,3 +232,48 @@ def test_wall_clock_ticks_expire_a_lot_while_no_input_arrives(kafka_bootstrap: s
     expires = parse_time_us(bought.replace(str(now.year - 1), str(now.year), 1))
     assert parse_time_us(expired["occurred_at"]) >= expires  # the tick's wall-clock time, not an input's
     assert worker.proc.returncode == 0
+
+
+def test_every_dead_letter_reason_of_the_wire_contract_through_the_worker(rater_worker: Worker) -> None:
+    """SPEC §2's dead-letter reasons, each from a real message; the worker goes on."""
+    tenant = f"dl-{uuid.uuid4().hex[:6]}"
+    bootstrap, prefix = rater_worker.bootstrap, rater_worker.prefix
+    send_events(bootstrap, prefix, open_account(tenant, "10.00"))
+    collect(bootstrap, prefix, funded(tenant), rater_worker)
+    send_events(bootstrap, prefix, [("cdrs", cdr(tenant, f"{tenant}-ok", 60))])  # now = 2026-11-02T10:30Z
+    collect(bootstrap, prefix, lambda o: caused(o, f"{tenant}-ok"), rater_worker)
+    key = tenant.encode()
+    bad: dict[str, bytes] = {
+        "schema": orjson.dumps(cdr(tenant, f"{tenant}-neg", -5)),
+        "unknown_type": orjson.dumps({**cdr(tenant, f"{tenant}-t", 60), "type": "cdr_v2"}),
+        "unknown_user": orjson.dumps(cdr(tenant, f"{tenant}-who", 60, user_id="nobody")),
+        "no_rate": orjson.dumps(cdr(tenant, f"{tenant}-nr", 60, destination="+8821234567")),
+        "late": orjson.dumps(cdr(tenant, f"{tenant}-late", 60, start="2026-09-10T10:00:00Z",
+                                 end="2026-09-10T10:01:00Z")),
+        "id_conflict": orjson.dumps(cdr(tenant, f"{tenant}-ok", 61)),
+        "too_large": orjson.dumps({**cdr(tenant, f"{tenant}-big", 60), "padding": "x" * 70_000}),
+        "currency_mismatch": orjson.dumps(event("funds_added", tenant, "e9", command_id=f"{tenant}-eur",
+                                                amount="1.00", currency="EUR", purchased_at="2026-11-01T00:00:00Z")),
+    }
+    topic_of = {"currency_mismatch": "account-commands"}
+    messages: list[tuple[str, bytes | None, bytes | None]] = [
+        (topic_of.get(reason, "cdrs"), key, value) for reason, value in bad.items()]
+    # a tick carries wall-clock time 2026-11-03: a CDR ending two days later is from the future
+    messages.append(("rater-ticks", key, orjson.dumps({"type": "tick", "now": "2026-11-03T00:00:00Z"})))
+    future = orjson.dumps(cdr(tenant, f"{tenant}-fut", 60, start="2026-11-05T00:00:00Z", end="2026-11-05T00:01:00Z"))
+    messages.append(("cdrs", key, future))
+    bad["future"] = future
+    asyncio.run(produce(bootstrap, prefix, messages))
+    values = {base64.b64encode(v[:64 * 1024]).decode(): reason for reason, v in bad.items()}
+
+    def all_letters(outs):  # type: ignore[no-untyped-def]
+        return {values.get(o.event.get("value_b64")) for o in outs if o.topic == "dead-letters"} >= set(bad)
+
+    outs = collect(bootstrap, prefix, all_letters, rater_worker)
+    letters = {values[o.event["value_b64"]]: o.event for o in outs
+               if o.topic == "dead-letters" and o.event.get("value_b64") in values}
+    assert {reason: letter["reason"] for reason, letter in letters.items()} == {r: r for r in bad}
+    assert letters["too_large"]["value_size"] == len(bad["too_large"])
+    assert not [o for o in outs if o.topic == "rated-cdrs" and o.event["usage_id"] in {
+        f"{tenant}-{s}" for s in ("neg", "t", "who", "nr", "late", "big", "fut")}]
+    rater_worker.check_alive()
