@@ -277,3 +277,37 @@ def test_every_dead_letter_reason_of_the_wire_contract_through_the_worker(rater_
     assert not [o for o in outs if o.topic == "rated-cdrs" and o.event["usage_id"] in {
         f"{tenant}-{s}" for s in ("neg", "t", "who", "nr", "late", "big", "fut")}]
     rater_worker.check_alive()
+
+
+def test_auto_recharge_round_trip_and_low_balance_once_through_the_topics(rater_worker: Worker) -> None:
+    """SPEC §1.4: a debit below the trigger emits low_balance once and one
+    recharge_request; the payment service's succeeded result adds a lot."""
+    tenant = f"ar-{uuid.uuid4().hex[:6]}"
+    bootstrap, prefix = rater_worker.bootstrap, rater_worker.prefix
+    send_events(bootstrap, prefix, [
+        *open_account(tenant, "6.00"),
+        ("account-commands", event("auto_recharge_configured", tenant, "e5", command_id=f"{tenant}-ar",
+                                   enabled=True, trigger_amount="5.00", recharge_amount="20.00")),
+    ])
+    collect(bootstrap, prefix, lambda o: caused(o, f"{tenant}-ar"), rater_worker)
+    send_events(bootstrap, prefix, [("cdrs", cdr(tenant, f"{tenant}-long", 7200, end="2026-11-02T12:00:00Z")),
+                                    ("cdrs", cdr(tenant, f"{tenant}-more", 60, start="2026-11-02T12:00:00Z",
+                                                 end="2026-11-02T12:01:00Z"))])
+    outs = collect(bootstrap, prefix, lambda o: caused(o, f"{tenant}-more"), rater_worker)
+    mine = [o.event for o in outs if o.event.get("tenant_id") == tenant]
+    [low] = [e for e in mine if e["type"] == "low_balance"]  # once per crossing, not per debit
+    assert (low["threshold"], low["currency"]) == ("5.00", "USD")
+    assert Decimal(low["balance"]) == Decimal("6.00") - expected_charge(DEFAULT_TARIFF, "USD", "outbound", 7200)
+    [request] = [e for e in mine if e["type"] == "recharge_request"]  # one outstanding request
+    assert (request["request_id"], request["amount"]) == (f"{tenant}/recharge/1", "20.00")
+
+    send_events(bootstrap, prefix, [("recharge-results", event(
+        "recharge_result", tenant, "e6", request_id=request["request_id"], status="succeeded", amount="20.00",
+        currency="USD", reason=None, processed_at="2026-11-02T12:05:00Z"))])
+    outs = collect(bootstrap, prefix, lambda o: caused(o, request["request_id"]), rater_worker)
+    [succeeded] = [o.event for o in outs if o.event.get("type") == "recharge_succeeded"
+                   and o.event["tenant_id"] == tenant]
+    [balance] = [o.event for o in outs if o.topic == "balances" and o.event["caused_by"] == request["request_id"]]
+    assert Decimal(balance["balance"]) == Decimal(succeeded["balance"]) > Decimal("20.00")
+    assert request["request_id"] in [lot["lot_id"] for lot in balance["lots"]]
+    assert balance["auto_recharge"]["pending_request_id"] is None
