@@ -32,7 +32,7 @@ from rater import edge
 from rater.catalog import rating_context
 from rater.localkafka import LocalKafka
 from rater.shell.driver import STATE_TOPIC
-from rater.shell.task import PARTITION_KEY, PartitionTask
+from rater.shell.task import PARTITION_KEY, MemoryStore, PartitionTask
 from rater.workload import Workload
 
 from .support import TEST_PARTITIONS, Worker, create_topics
@@ -169,20 +169,28 @@ class _Run:
                                                          f"{prefix}{STATE_TOPIC}"]))
         seen_rated = sorted(r.value for r in records if r.topic.endswith("rated-cdrs"))
         seen_dead = sorted(_without_time(r.value) for r in records if r.topic.endswith("dead-letters"))
-        seen_states = {r.key: r.value for r in records if r.topic.endswith(STATE_TOPIC) and r.key != PARTITION_KEY}
+        seen_states: dict[bytes, bytes] = {}  # the changelog compacted: the latest record per key
+        for r in records:
+            if r.topic.endswith(STATE_TOPIC) and r.key != PARTITION_KEY:
+                if r.value is None:
+                    seen_states.pop(r.key, None)
+                else:
+                    seen_states[r.key] = r.value
         ctx = rating_context()
         want_rated: list[bytes] = []
         want_dead: list[bytes] = []
         want_states: dict[bytes, bytes] = {}
         for p in range(TEST_PARTITIONS):
-            task = PartitionTask(p, ctx, lambda _tenant: None, topic_prefix=prefix)
+            store = MemoryStore()
+            task = PartitionTask(p, ctx, store, topic_prefix=prefix)
             for topic, items in (("account-commands", self.setup), ("cdrs", self.cdrs)):
                 mine = [value for _, value, q in items if q == p]
                 batch = task.process([edge.Record(topic, p, i, orjson.loads(v)["tenant_id"].encode(), v, 0)
                                       for i, v in enumerate(mine)])
+                store.write(batch)
                 want_rated += [o.value for o in batch.outputs if o.topic == "rated-cdrs"]
                 want_dead += [_without_time(o.value) for o in batch.outputs if o.topic == "dead-letters"]
-                want_states.update({k.encode(): v for k, v in batch.states.items()})
+            want_states.update({k: v for k, v in store.records.items() if k != PARTITION_KEY})
         usage_ids = [orjson.loads(v)["usage_id"] for v in seen_rated]
         assert len(usage_ids) == len(set(usage_ids)) == CDRS - len(want_dead), "a CDR was rated twice or lost"
         assert seen_rated == sorted(want_rated)

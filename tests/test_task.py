@@ -21,7 +21,7 @@ from rater.core.context import RatingContext
 from rater.core.state import TenantState, check_invariants
 from rater.core.times import parse_time_us
 from rater.schemas import first_error
-from rater.shell.task import TICKS, Batch, PartitionTask, Produced, tick_value
+from rater.shell.task import PARTITION_KEY, TICKS, Batch, MemoryStore, PartitionTask, Produced, id_key, tick_value
 from rater.workload import Workload
 
 from .support import cdr, event
@@ -41,22 +41,19 @@ def _records(items: list[tuple[str, dict[str, Any] | bytes]], start: int = 0) ->
     return out
 
 
-class Store:
-    """What the driver keeps: the latest state per tenant and the partition record."""
+class Store(MemoryStore):
+    """What the driver keeps (the latest record per changelog key), and every output."""
 
     def __init__(self) -> None:
-        self.states: dict[str, bytes] = {}
-        self.partition_record: bytes | None = None
+        super().__init__()
         self.outputs: list[Produced] = []
 
     def write(self, batch: Batch) -> None:
-        self.states.update(batch.states)
-        self.partition_record = batch.partition_record
+        super().write(batch)
         self.outputs.extend(batch.outputs)
 
     def task(self) -> PartitionTask:
-        return PartitionTask(0, CTX, self.states.get, partition_record=self.partition_record,
-                             tenants=list(self.states.items()), topic_prefix="p-")
+        return PartitionTask(0, CTX, self, topic_prefix="p-")
 
 
 def _payloads(outputs: list[Produced], topic: str | None = None) -> list[dict[str, Any]]:
@@ -103,8 +100,9 @@ def test_records_below_the_stored_offsets_are_never_applied_again() -> None:
 
 
 def test_only_an_accepted_cdr_moves_the_partition_clock() -> None:
-    task = Store().task()
-    task.process(_records([*_setup(), ("cdrs", cdr("t1", "c1", 60, end="2026-11-02T10:01:00Z"))]))
+    store = Store()
+    task = store.task()
+    store.write(task.process(_records([*_setup(), ("cdrs", cdr("t1", "c1", 60, end="2026-11-02T10:01:00Z"))])))
     before = task.clock.now_us
     stranger = cdr("t1", "c2", 60, start="2026-11-03T10:00:00Z", end="2026-11-03T10:01:00Z", user_id="bob")
     duplicate = cdr("t1", "c1", 60, end="2026-11-02T10:01:00Z")
@@ -167,7 +165,65 @@ def test_batches_and_restarts_anywhere_give_the_same_events_and_money(stream: li
     split = _run(stream, [c % (len(stream) + 1) for c in cuts], restart)
     not_balances = [(o.topic, o.key, o.value) for o in straight.outputs if o.topic != "balances"]
     assert [(o.topic, o.key, o.value) for o in split.outputs if o.topic != "balances"] == not_balances
-    assert split.states == straight.states
+    assert split.records == straight.records  # tenant states, id records, partition record
     # the latest balance snapshot of each tenant is the same (the topic is compacted)
     latest = {o.key: orjson.loads(o.value)["balance"] for o in split.outputs if o.topic == "balances"}
     assert latest == {o.key: orjson.loads(o.value)["balance"] for o in straight.outputs if o.topic == "balances"}
+
+
+def _tenant_records(store: Store) -> dict[bytes, bytes]:
+    return {k: v for k, v in store.records.items() if not k.startswith(b"!") and k != PARTITION_KEY}
+
+
+def test_ids_are_records_of_their_own_so_a_state_write_does_not_grow_with_the_calls() -> None:
+    store = Store()
+    task = store.task()
+    store.write(task.process(_records(_setup())))
+    store.write(task.process(_records([("cdrs", cdr("t1", "c0", 60))])))
+    small = len(store.records[b"t1"])
+    many = [("cdrs", cdr("t1", f"c{n}", 60)) for n in range(1, 2001)]
+    batch = task.process(_records(many, start=1))
+    store.write(batch)
+    assert len(batch.states["t1"]) <= small + 20  # the pools' counters grew a digit or two
+    assert set(batch.ids) == {id_key("t1", f"u/2026-11/c{n}") for n in range(1, 2001)}
+    assert sum(k.startswith(b"!t1/u/") for k in store.records) == 2001
+
+
+def test_a_cdr_sent_again_after_a_restart_finds_its_id_in_the_store_not_in_the_state() -> None:
+    store = Store()
+    store.write(store.task().process(_records([*_setup(), ("cdrs", cdr("t1", "c1", 60))])))
+    assert b"c1" not in store.records[b"t1"]
+    task = store.task()  # a new worker: the id is only in the store
+    batch = task.process(_records([("cdrs", cdr("t1", "c1", 60)), ("cdrs", cdr("t1", "c1", 61)),
+                                   ("account-commands", _setup()[2][1])], start=1))
+    assert [p["status"] for p in _payloads(batch.outputs, "rated-cdrs")] == ["duplicate"]
+    assert [p["reason"] for p in _payloads(batch.outputs, "dead-letters")] == ["id_conflict"]
+    assert _payloads(batch.outputs, "balances") == []  # the funds command repeated: nothing moved
+    state = TenantState.from_dict(orjson.loads(store.records[b"t1"]))
+    assert state.balance_minor == 500 - int(_payloads(store.outputs, "rated-cdrs")[0]["charge"].replace(".", ""))
+    assert batch.ids == {}
+
+
+def test_a_month_past_its_grace_loses_its_ids_by_tombstones_a_bounded_number_per_batch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rater.shell.task.PURGE_PER_BATCH", 7)
+    store = Store()
+    store.write(store.task().process(_records(_setup())))
+    store.write(store.task().process(_records([("cdrs", cdr("t1", f"c{n}", 60)) for n in range(20)])))
+    assert sum(k.startswith(b"!t1/u/2026-11/") for k in store.records) == 20
+    # November's grace ends 7 days after it: the tenant's first input after that forgets November
+    december = cdr("t1", "d1", 60, start="2026-12-08T00:00:00Z", end="2026-12-08T00:01:00Z")
+    batch = store.task().process(_records([(TICKS, tick_value(parse_time_us("2026-12-08T00:00:00Z"))),
+                                           ("cdrs", december)], start=20))
+    assert sorted(k for k, v in batch.ids.items() if v is None) == sorted(
+        k for k in store.records if k.startswith(b"!t1/u/2026-11/"))[:7]
+    store.write(batch)
+    assert orjson.loads(store.records[PARTITION_KEY])["purging"] == [["t1", "2026-11"], ["t1", "2026-10"]]
+    tombstones = 7
+    while orjson.loads(store.records[PARTITION_KEY])["purging"]:
+        batch = store.task().process([])  # every batch, even an empty one, purges (a restart between)
+        tombstones += sum(v is None for v in batch.ids.values())
+        store.write(batch)
+    assert tombstones == 20
+    assert [k for k in store.records if k.startswith(b"!t1/u/")] == [id_key("t1", "u/2026-12/d1")]
+    assert store.records.get(id_key("t1", "a/t1-buy")) is not None  # command ids are kept

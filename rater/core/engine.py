@@ -33,7 +33,17 @@ from rater.core.inputs import (
 )
 from rater.core.money import MoneyFormatError, format_decimal, parse_decimal
 from rater.core.plans import ANY_LOCATION
-from rater.core.state import AutoRecharge, Lot, PoolKey, PoolUse, TenantState, User, request_id
+from rater.core.state import (
+    AutoRecharge,
+    Lot,
+    PoolKey,
+    PoolUse,
+    TenantState,
+    User,
+    applied_key,
+    request_id,
+    usage_key,
+)
 from rater.core.tariff import Tariff, charged_seconds, usage_cost_minor
 from rater.core.times import (
     add_months_clamped,
@@ -183,7 +193,8 @@ def apply(state: TenantState | None, inp: Input, ctx: RatingContext, now_us: int
     changed = events.changed
     input_id = inp.request_id if isinstance(inp, RechargeResult) else inp.command_id
     digest = fingerprint(inp)
-    seen = state.applied.get(input_id)
+    key = applied_key(input_id)
+    seen = state.ids.get(key)
     if seen is not None:
         if seen == digest:
             return _finish(events, None, changed)
@@ -191,7 +202,7 @@ def apply(state: TenantState | None, inp: Input, ctx: RatingContext, now_us: int
         return _finish(events, conflict, changed)
     rejection = _COMMANDS[type(inp)](events, inp)
     if rejection is None:
-        state.applied[input_id] = digest
+        state.ids.put(key, digest)
         _expire_lots(events)  # a lot bought over 12 months ago
     return _finish(events, rejection, changed or rejection is None)
 
@@ -271,6 +282,7 @@ def _advance(events: _Work, now_us: int) -> None:
     if now_us < state.due_us:
         return  # the common case: nothing can be due yet
     prune = False
+    remembered = [state.open_month, *state.frozen]
     month = month_of_fast(now_us) if now_us >= month_end_us(state.open_month) else state.open_month
     if month > state.open_month:
         # The licence counts have not changed since the tenant last saw time pass (every
@@ -289,7 +301,9 @@ def _advance(events: _Work, now_us: int) -> None:
         # forget their pools and usage ids, which bounds the duplicate memory.
         keep = {state.open_month, *state.frozen}
         state.pools = {key: use for key, use in state.pools.items() if key[3] in keep}
-        state.cdr_ids = {m: ids for m, ids in state.cdr_ids.items() if m in keep}
+        for gone in remembered:
+            if gone not in keep:
+                state.ids.forget_month(gone)
         state.sizes = {}
     if state.lots and _first_expiry(state) <= now_us:
         _expire_lots(events)
@@ -466,7 +480,7 @@ def _new_tenant(cmd: TenantUpserted, ctx: RatingContext, now_us: int) -> Step:
     rejection = _tenant_upserted(events, cmd)
     if rejection is not None:
         return Step(None, rejection=rejection)
-    state.applied[cmd.command_id] = fingerprint(cmd)
+    state.ids.put(applied_key(cmd.command_id), fingerprint(cmd))
     return _finish(events, None, True)
 
 
@@ -683,11 +697,14 @@ def _seen(state: TenantState, usage_id: str) -> str | None:
     remembered month (the open one and the closed one in grace), not only the month a
     CDR starts in: the same id in another month is the same call sent again with other
     content, never a new call."""
-    for ids in state.cdr_ids.values():
-        seen = ids.get(usage_id)
-        if seen is not None:
-            return seen
-    return None
+    ids = state.ids
+    seen = ids.get(usage_key(state.open_month, usage_id))
+    if seen is None:
+        for month in state.frozen:
+            seen = ids.get(usage_key(month, usage_id))
+            if seen is not None:
+                break
+    return seen
 
 
 def _rate_cdr(work: _Work, cdr: Cdr, position: str) -> Rejection | None:
@@ -814,10 +831,7 @@ def _commit(work: _Work, cdr: Cdr, outcome: _Outcome) -> None:
             work.changed = True
         else:
             _advance(work, end_us)  # expiry etc. due by the CDR's end come first
-    ids = state.cdr_ids.get(outcome.month)
-    if ids is None:
-        ids = state.cdr_ids[outcome.month] = {}
-    ids[cdr.usage_id] = outcome.digest
+    state.ids.put(usage_key(outcome.month, cdr.usage_id), outcome.digest)
     exhausted: list[PoolKey] = []
     for key, seconds, size in outcome.draws:
         use = state.pools.get(key)

@@ -2,14 +2,19 @@
 
 ``to_dict`` / ``from_dict`` give a plain-JSON form for the state store; the shape is
 versioned by ``STATE_VERSION`` so a worker refuses a store it cannot read.
+
+The ids a tenant applied are not in that form: they live in an :class:`IdMemory`, one
+record per id in the shell's store, so a state write costs the same whether the tenant
+made ten calls this month or ten million (SPEC §4: the duplicate memory is bounded).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 PoolKey = tuple[str, str, str, str]
 """(capability, location, scope, month)."""
@@ -61,6 +66,65 @@ class PoolUse:
     peak_size_s: int = 0
 
 
+IdReader = Callable[[str], str | None]
+"""Reads one remembered id's fingerprint from the shell's store, by its memory key."""
+
+
+class IdMemory:
+    """The ids a tenant applied and the fingerprint of what each one applied (SPEC §1.5):
+    usage ids by billing month (key ``u/{month}/{usage_id}``), command and recharge-result
+    ids (key ``a/{id}``).
+
+    Ids remembered since the last :meth:`drain` are in memory; older ones are read from
+    the shell's store through ``reader`` (with no reader, as in the core's own tests, all
+    of them stay in memory). A billing month's usage ids are forgotten once the month can
+    no longer be rated (its grace ended: its CDRs are ``late``), which bounds the memory
+    by the calls of at most two months; command and request ids are kept for good (a
+    ledger never forgets an idempotency key, and they are few)."""
+
+    __slots__ = ("forgotten", "reader", "recent")
+
+    def __init__(self, reader: IdReader | None = None) -> None:
+        self.reader = reader
+        self.recent: dict[str, str] = {}
+        """Memory key → fingerprint, for ids not yet handed to the store."""
+        self.forgotten: list[str] = []
+        """Billing months forgotten since the last drain (the store deletes their ids)."""
+
+    def get(self, key: str) -> str | None:
+        """The fingerprint remembered under ``key``, if any."""
+        seen = self.recent.get(key)
+        if seen is None and self.reader is not None:
+            seen = self.reader(key)
+        return seen
+
+    def put(self, key: str, digest: str) -> None:
+        self.recent[key] = digest
+
+    def forget_month(self, month: str) -> None:
+        """Forget every usage id of billing ``month``."""
+        prefix = usage_key(month, "")
+        self.recent = {key: digest for key, digest in self.recent.items() if not key.startswith(prefix)}
+        self.forgotten.append(month)
+
+    def drain(self) -> tuple[dict[str, str], list[str]]:
+        """Hand over what changed since the last drain — the new ids (key → fingerprint)
+        and the forgotten months — for the store, which then answers ``reader``."""
+        recent, forgotten = self.recent, self.forgotten
+        self.recent, self.forgotten = {}, []
+        return recent, forgotten
+
+
+def usage_key(month: str, usage_id: str) -> str:
+    """The memory key of a usage id rated in billing ``month``."""
+    return f"u/{month}/{usage_id}"
+
+
+def applied_key(input_id: str) -> str:
+    """The memory key of a command id or a recharge result's request id."""
+    return f"a/{input_id}"
+
+
 @dataclass(slots=True)
 class TenantState:
     """Everything the rater knows about one tenant."""
@@ -88,10 +152,9 @@ class TenantState:
     debited_minor: int = 0
     expired_minor: int = 0
     now_us: int = 0
-    cdr_ids: dict[str, dict[str, str]] = field(default_factory=dict)
-    """Billing month → rated ``usage_id`` → fingerprint; dropped with the month."""
-    applied: dict[str, str] = field(default_factory=dict)
-    """Command / recharge-result id → fingerprint of what was applied."""
+    ids: IdMemory = field(default_factory=IdMemory, repr=False, compare=False)
+    """The ids applied (usage ids of the remembered months, command and request ids):
+    stored by the shell as records of their own, not in :meth:`to_dict`."""
     due_us: int = field(default=0, repr=False, compare=False)
     """A lower bound of the next instant time-driven work falls due (month end, grace
     end, lot expiry, recharge time-out or back-off): before it, passing time only moves
@@ -136,13 +199,12 @@ class TenantState:
             "debited_minor": self.debited_minor,
             "expired_minor": self.expired_minor,
             "now_us": self.now_us,
-            "cdr_ids": self.cdr_ids,
-            "applied": self.applied,
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TenantState:
-        """Inverse of :meth:`to_dict`; refuses a state of another version."""
+    def from_dict(cls, data: dict[str, Any], ids: IdMemory | None = None) -> TenantState:
+        """Inverse of :meth:`to_dict` (the ids come separately, as the shell's ``ids``
+        memory backed by its store); refuses a state of another version."""
         if data.get("v") != STATE_VERSION:
             raise ValueError(f"tenant state version {data.get('v')!r}, expected {STATE_VERSION}")
         lots = [Lot(*row) for row in data["lots"]]
@@ -167,8 +229,7 @@ class TenantState:
             debited_minor=data["debited_minor"],
             expired_minor=data["expired_minor"],
             now_us=data["now_us"],
-            cdr_ids={month: dict(ids) for month, ids in data["cdr_ids"].items()},
-            applied=dict(data["applied"]),
+            ids=ids if ids is not None else IdMemory(),
         )
         state.count_licences()
         return state

@@ -24,12 +24,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.partitioner import murmur2
 from rocksdict import Options, Rdict, WriteBatch
 
 from rater import edge
 from rater.core.context import RatingContext
 from rater.shell.settings import Settings
-from rater.shell.task import PARTITION_KEY, TICKS, PartitionTask, tick_value
+from rater.shell.task import TENANT_KEYS, TICKS, PartitionTask, tick_value
 
 log = logging.getLogger("rater.driver")
 
@@ -61,27 +62,107 @@ class LocalStore:
         raw = self.get(CHANGELOG_KEY)
         return int(raw) if raw is not None else 0
 
-    def tenant(self, tenant_id: str) -> bytes | None:
-        return self.get(tenant_id.encode())
-
-    def tenants(self) -> list[tuple[str, bytes]]:
-        found: list[tuple[str, bytes]] = []
-        for key, value in self.db.items():
+    def keys(self, prefix: bytes, limit: int) -> list[bytes]:
+        found: list[bytes] = []
+        for key in self.db.keys(from_key=prefix):
             assert isinstance(key, bytes)  # raw mode
-            assert isinstance(value, bytes)
-            if not key.startswith(b"~"):
-                found.append((key.decode(), value))
+            if not key.startswith(prefix) or len(found) >= limit:
+                break
+            found.append(key)
         return found
 
-    def write(self, records: dict[bytes, bytes], next_offset: int) -> None:
+    def tenants(self) -> list[tuple[str, bytes]]:
+        low, high = TENANT_KEYS
+        found: list[tuple[str, bytes]] = []
+        for key, value in self.db.items(from_key=low):
+            assert isinstance(key, bytes)  # raw mode
+            assert isinstance(value, bytes)
+            if key >= high:
+                break
+            found.append((key.decode(), value))
+        return found
+
+    def write(self, records: Iterable[tuple[bytes, bytes | None]], next_offset: int) -> None:
+        """Apply changelog records (None: a tombstone) and the offset they reach, atomically."""
         batch = WriteBatch(raw_mode=True)
-        for key, value in records.items():
-            batch.put(key, value)
+        for key, value in records:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
         batch.put(CHANGELOG_KEY, str(next_offset).encode())
         self.db.write(batch)
 
     def close(self) -> None:
         self.db.close()
+
+
+class _RecordBatches:
+    """A unit's records, one aiokafka record batch per topic partition, handed to the
+    transactional producer with ``send_batch`` — one call per batch instead of one
+    ``send`` per record (a unit holds thousands). Records of one topic partition keep
+    their order. A record goes to the partition Kafka's default partitioner would pick
+    for its key (murmur2, as every Kafka client does: consumers keyed by tenant see a
+    tenant on one partition); a record without a key goes to ``fallback``."""
+
+    def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, int], fallback: int) -> None:
+        self.producer = producer
+        self.partitions = partitions
+        """Topic → its partition count (filled by :meth:`count`)."""
+        self.fallback = fallback
+        self.open: dict[tuple[str, int], Any] = {}
+        self.sent: list[tuple[asyncio.Future[Any], int]] = []
+        """(future of the batch's RecordMetadata — its base offset —, records in it)."""
+
+    async def count(self, topic: str) -> int:
+        count = self.partitions.get(topic)
+        if count is None:
+            count = self.partitions[topic] = len(await self.producer.partitions_for(topic))
+        return count
+
+    async def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
+        if partition is None:
+            count = self.partitions.get(topic) or await self.count(topic)
+            partition = self.fallback % count if key is None else _key_partition(key, count)
+        where = (topic, partition)
+        builder = self.open.get(where)
+        if builder is None:
+            builder = self.open[where] = self.producer.create_batch()
+        if builder.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+            await self._send(where, builder)
+            builder = self.open[where] = self.producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch for {topic}")
+
+    async def _send(self, where: tuple[str, int], builder: Any) -> asyncio.Future[Any]:
+        builder.close()  # nothing else may join it
+        future: asyncio.Future[Any] = await self.producer.send_batch(builder, where[0], partition=where[1])
+        self.sent.append((future, builder.record_count()))
+        return future
+
+    async def send_all(self) -> None:
+        for where, builder in self.open.items():
+            await self._send(where, builder)
+        self.open.clear()
+
+    def check(self) -> None:
+        """After the commit: every batch was acknowledged (raises if one failed)."""
+        for future, _count in self.sent:
+            future.result()
+
+
+_KEY_PARTITIONS: dict[tuple[bytes, int], int] = {}
+
+
+def _key_partition(key: bytes, count: int) -> int:
+    """Kafka's default partition of ``key`` among ``count`` partitions (cached: the keys
+    are tenant ids, a few thousand per worker)."""
+    found = _KEY_PARTITIONS.get((key, count))
+    if found is None:
+        if len(_KEY_PARTITIONS) > 200_000:
+            _KEY_PARTITIONS.clear()
+        found = _KEY_PARTITIONS[(key, count)] = (murmur2(key) & 0x7FFFFFFF) % count
+    return found
 
 
 class _Owned:
@@ -107,6 +188,8 @@ class Driver:
         self.stopping = asyncio.Event()
         self.consumer: AIOKafkaConsumer | None = None
         self.ticker: AIOKafkaProducer | None = None
+        self.partition_counts: dict[str, int] = {}
+        """Output topic → its partition count (for the default partition of a key)."""
 
     def _topic(self, name: str) -> str:
         return self.prefix + name
@@ -124,9 +207,7 @@ class Driver:
             await producer.start()  # init_transactions: fences the previous owner of p
             store = LocalStore(self.settings.data_dir / f"tenants-{p}.db")
             caught_up = await self._restore(p, store)
-            task = PartitionTask(p, self.ctx, store.tenant,
-                                 partition_record=store.get(PARTITION_KEY), tenants=store.tenants(),
-                                 topic_prefix=self.prefix)
+            task = PartitionTask(p, self.ctx, store, topic_prefix=self.prefix)
             self.owned[p] = _Owned(task, producer, store)
             await self._seek(p, task)
             log.info("partition %d: %d changelog records caught up, offsets %s", p, caught_up, task.offsets)
@@ -156,12 +237,12 @@ class Driver:
                 start = 0
             reader.seek(tp, start)
             while await reader.position(tp) < end:
-                records: dict[bytes, bytes] = {}
+                records: dict[bytes, bytes | None] = {}
                 for message in (await reader.getmany(tp, timeout_ms=500)).get(tp, []):
-                    if message.key is not None and message.value is not None:
-                        records[message.key] = message.value
+                    if message.key is not None:
+                        records[message.key] = message.value  # None: a tombstone
                 count += len(records)
-                store.write(records, await reader.position(tp))
+                store.write(records.items(), await reader.position(tp))
         finally:
             await reader.stop()
         return count
@@ -244,26 +325,29 @@ class Driver:
         producer = owned.producer
         await producer.begin_transaction()
         try:
-            sends = [await producer.send(self._topic(out.topic), out.value, key=out.key) for out in batch.outputs]
-            state_topic = self._topic(STATE_TOPIC)
-            for tenant_id, value in batch.states.items():
-                sends.append(await producer.send(state_topic, value, key=tenant_id.encode(), partition=p))
-            sends.append(await producer.send(state_topic, batch.partition_record, key=PARTITION_KEY, partition=p))
-            offsets = {TopicPartition(self._topic(name), p): messages[-1].offset + 1
+            batches = _RecordBatches(producer, self.partition_counts, p)
+            topic = self._topic
+            for out in batch.outputs:
+                await batches.add(topic(out.topic), out.key, out.value)
+            state_topic = topic(STATE_TOPIC)
+            changelog = batch.changelog()  # the partition record last
+            for key, value in changelog:
+                await batches.add(state_topic, key, value, partition=p)
+            await batches.send_all()
+            offsets = {TopicPartition(topic(name), p): messages[-1].offset + 1
                        for name, messages in topics.items() if messages}
             await producer.send_offsets_to_transaction(offsets, self.group_id)
             await producer.commit_transaction()
-            for sent in sends:
-                sent.result()  # committed: every send was acknowledged (raises if one failed)
+            batches.check()
         except BaseException:
             with contextlib.suppress(Exception):
                 await producer.abort_transaction()
             raise
         # the unit is in Kafka: the local cache follows (a crash here only means the
-        # next assignment reads these records back from the changelog)
-        local = {tenant_id.encode(): value for tenant_id, value in batch.states.items()}
-        local[PARTITION_KEY] = batch.partition_record
-        owned.store.write(local, sends[-1].result().offset + 1)
+        # next assignment reads these records back from the changelog). The changelog's
+        # last batch ends with the partition record.
+        last, count = next((f, n) for f, n in reversed(batches.sent) if f.result().topic == state_topic)
+        owned.store.write(changelog, last.result().offset + count)
 
     async def _tick_loop(self) -> None:
         """Carry the wall clock into each owned partition of the tick topic."""

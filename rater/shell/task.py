@@ -12,14 +12,27 @@ without a broker and the driver stays small.
 The partition record is the second line of defence against replays: an input below the
 recorded offset of its topic was applied (and its outputs written) in an earlier unit,
 so it is skipped — whatever the consumer's committed offset says.
+
+The store's keys (the ``rater-state`` changelog's keys, and the RocksDB cache's):
+
+- ``{tenant_id}`` — the tenant's state (``TenantState.to_dict`` as JSON);
+- ``!{tenant_id}/u/{month}/{usage_id}`` and ``!{tenant_id}/a/{id}`` — one record per id
+  the tenant applied, its value the fingerprint of what was applied (the core's
+  :class:`~rater.core.state.IdMemory`). A forgotten month's ids are deleted with
+  tombstones, at most :data:`PURGE_PER_BATCH` per batch, the months still to purge kept
+  in the partition record;
+- ``~partition`` — the partition record.
+
+``!`` sorts before every character a tenant id may hold and ``~`` after, so the tenant
+states are one key range of the store.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -28,14 +41,64 @@ from rater.core.clock import PartitionClock
 from rater.core.context import RatingContext
 from rater.core.engine import Step, apply, balance_event, next_deadline, on_time
 from rater.core.inputs import Cdr
-from rater.core.state import TenantState
+from rater.core.state import IdMemory, IdReader, TenantState, usage_key
 from rater.core.times import TimeFormatError, parse_time_us
 
 TICKS = "rater-ticks"
 """The internal topic that carries the wall clock into each partition (SPEC §1.5)."""
 PARTITION_KEY = b"~partition"
 """The changelog key of the partition record; ``~`` can never start a tenant id."""
-PARTITION_RECORD_VERSION = 1
+PARTITION_RECORD_VERSION = 2
+ID_PREFIX = b"!"
+"""Every id record's key starts with it (and no tenant id can)."""
+TENANT_KEYS = (b"-", b"~")
+"""The key range of the tenant states: ``-`` is the lowest character a tenant id may
+start with, ``~`` above the highest."""
+PURGE_PER_BATCH = 5_000
+"""Tombstones for a forgotten month's ids a batch writes at most (the rest follow)."""
+
+
+def id_key(tenant_id: str, memory_key: str) -> bytes:
+    """The store key of one remembered id of a tenant."""
+    return b"%s%s/%s" % (ID_PREFIX, tenant_id.encode(), memory_key.encode("utf-8", "surrogatepass"))
+
+
+class Store(Protocol):
+    """What a task reads of the committed state (the driver's RocksDB cache)."""
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value stored under ``key``."""
+
+    def keys(self, prefix: bytes, limit: int) -> list[bytes]:
+        """Up to ``limit`` stored keys that start with ``prefix``, in key order."""
+
+    def tenants(self) -> list[tuple[str, bytes]]:
+        """Every stored tenant state."""
+
+
+class MemoryStore:
+    """A :class:`Store` in a dict, written from whole batches: what the driver's store
+    holds, for tests and the crash test's independent run."""
+
+    def __init__(self) -> None:
+        self.records: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.records.get(key)
+
+    def keys(self, prefix: bytes, limit: int) -> list[bytes]:
+        return sorted(k for k in self.records if k.startswith(prefix))[:limit]
+
+    def tenants(self) -> list[tuple[str, bytes]]:
+        low, high = TENANT_KEYS
+        return sorted((k.decode(), v) for k, v in self.records.items() if low <= k < high)
+
+    def write(self, batch: Batch) -> None:
+        for key, value in batch.changelog():
+            if value is None:
+                self.records.pop(key, None)
+            else:
+                self.records[key] = value
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +117,21 @@ class Batch:
     outputs: list[Produced] = field(default_factory=list)
     states: dict[str, bytes] = field(default_factory=dict)
     """tenant id → its state (``TenantState.to_dict`` as JSON), for each tenant the batch changed."""
+    ids: dict[bytes, bytes | None] = field(default_factory=dict)
+    """Id records: the ids the batch applied (key → fingerprint) and the tombstones
+    (None) of forgotten months' ids."""
     partition_record: bytes = b""
     """The clock and the next input offset per topic, as JSON (changelog key ``~partition``)."""
     applied: int = 0
     skipped: int = 0
     """Records below the recorded offsets: applied in an earlier unit, not again."""
+
+    def changelog(self) -> list[tuple[bytes, bytes | None]]:
+        """The records for the state changelog, the partition record last."""
+        records: list[tuple[bytes, bytes | None]] = list(self.ids.items())
+        records.extend((tenant_id.encode(), value) for tenant_id, value in self.states.items())
+        records.append((PARTITION_KEY, self.partition_record))
+        return records
 
 
 def tick_value(now_us: int) -> bytes:
@@ -71,43 +144,55 @@ def tick_value(now_us: int) -> bytes:
 class PartitionTask:
     """The rater's work for one input partition number."""
 
-    def __init__(self, partition: int, ctx: RatingContext, load: Callable[[str], bytes | None], *,
-                 partition_record: bytes | None = None, tenants: Iterable[tuple[str, bytes]] = (),
-                 topic_prefix: str = "") -> None:
-        """``load`` reads a tenant's stored state (None if unknown); ``partition_record``
-        is the stored partition record, ``tenants`` the stored states (to find what falls
-        due when ticks arrive); dead letters name the source topic with ``topic_prefix``."""
+    def __init__(self, partition: int, ctx: RatingContext, store: Store, *, topic_prefix: str = "") -> None:
+        """``store`` holds what earlier units committed (tenant states, ids, the
+        partition record); dead letters name the source topic with ``topic_prefix``."""
         self.partition = partition
         self.topic_prefix = topic_prefix
         self.ctx = ctx
-        self._load = load
+        self.store = store
         self.states: dict[str, TenantState] = {}
         self.clock = PartitionClock()
         self.offsets: dict[str, int] = {}
         """Per input topic, the next offset to apply."""
+        self.purging: list[tuple[str, str]] = []
+        """(tenant, billing month) whose forgotten usage ids still have records to delete."""
+        partition_record = store.get(PARTITION_KEY)
         if partition_record:
             record = orjson.loads(partition_record)
             if record.get("v") != PARTITION_RECORD_VERSION:
                 raise ValueError(f"partition record version {record.get('v')!r}, expected {PARTITION_RECORD_VERSION}")
             self.clock = PartitionClock(record["tick_us"], record["now_us"])
             self.offsets = dict(record["offsets"])
+            self.purging = [(tenant_id, month) for tenant_id, month in record["purging"]]
         self._due: list[tuple[int, str]] = []
         """(deadline, tenant) — a lazy heap: an entry whose deadline is no longer the
         tenant's scheduled one is stale and skipped when popped."""
         self._scheduled: dict[str, int] = {}
         """tenant → the deadline it is in the heap for (pushes only when it moves)."""
-        for tenant_id, raw in tenants:
+        for tenant_id, raw in store.tenants():
             self._schedule(tenant_id, self._state_of(tenant_id, raw))
 
     # -- state ---------------------------------------------------------------------------
     def _state_of(self, tenant_id: str, raw: bytes | None = None) -> TenantState | None:
         state = self.states.get(tenant_id)
         if state is None:
-            raw = raw if raw is not None else self._load(tenant_id)
+            raw = raw if raw is not None else self.store.get(tenant_id.encode())
             if raw is None:
                 return None
-            state = self.states[tenant_id] = TenantState.from_dict(orjson.loads(raw))
+            state = TenantState.from_dict(orjson.loads(raw), IdMemory(self._reader(tenant_id)))
+            self.states[tenant_id] = state
         return state
+
+    def _reader(self, tenant_id: str) -> IdReader:
+        """Reads a tenant's committed ids from the store."""
+        get = self.store.get
+
+        def reader(memory_key: str) -> str | None:
+            value = get(id_key(tenant_id, memory_key))
+            return None if value is None else value.decode()
+
+        return reader
 
     def _schedule(self, tenant_id: str, state: TenantState | None) -> None:
         deadline = None if state is None else next_deadline(state, self.ctx)
@@ -119,7 +204,10 @@ class PartitionTask:
 
     # -- the batch -------------------------------------------------------------------------
     def process(self, records: Iterable[edge.Record]) -> Batch:
-        """Apply a batch of records (each topic's in offset order) and say what to write."""
+        """Apply a batch of records (each topic's in offset order) and say what to write.
+
+        The batch must be in the store (:meth:`Store.get` answers with it) before the
+        next call: the ids it applied are read from there from then on."""
         batch = Batch()
         touched: dict[str, TenantState] = {}
         balances: dict[str, tuple[int, str]] = {}  # tenant → (now, cause) of its last balance change
@@ -138,14 +226,33 @@ class PartitionTask:
             batch.outputs.append(Produced(snapshot.stream, tenant_id.encode(), edge.encode(snapshot.payload)))
         for tenant_id, state in touched.items():
             batch.states[tenant_id] = orjson.dumps(state.to_dict())
+            fresh, forgotten = state.ids.drain()
+            for memory_key, digest in fresh.items():
+                batch.ids[id_key(tenant_id, memory_key)] = digest.encode()
+            self.purging.extend((tenant_id, month) for month in forgotten)
+        self._purge(batch)
         batch.partition_record = orjson.dumps({
             "v": PARTITION_RECORD_VERSION,
             "partition": self.partition,
             "tick_us": self.clock.tick_us,
             "now_us": self.clock.now_us,
             "offsets": self.offsets,
+            "purging": self.purging,
         })
         return batch
+
+    def _purge(self, batch: Batch) -> None:
+        """Tombstone the stored ids of forgotten months, up to :data:`PURGE_PER_BATCH`
+        (a month's ids are never written again once it is forgotten: its CDRs are late)."""
+        budget = PURGE_PER_BATCH
+        while self.purging and budget > 0:
+            tenant_id, month = self.purging[0]
+            keys = self.store.keys(id_key(tenant_id, usage_key(month, "")), budget)
+            for key in keys:
+                batch.ids[key] = None
+            budget -= len(keys)
+            if budget > 0:  # fewer than asked for: none of the month's ids are left
+                self.purging.pop(0)
 
     def _input(self, record: edge.Record, batch: Batch, touched: dict[str, TenantState],
                balances: dict[str, tuple[int, str]]) -> None:
@@ -195,6 +302,8 @@ class PartitionTask:
         if state is None:
             return
         if step.changed:
+            if state.ids.reader is None:  # a new tenant: its ids go to the store too
+                state.ids.reader = self._reader(tenant_id)
             self.states[tenant_id] = state
             touched[tenant_id] = state
             self._schedule(tenant_id, state)

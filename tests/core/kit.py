@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from rater.core.context import RatingContext
 from rater.core.countries import CountryPrefixes
 from rater.core.engine import Step, _pool_report, apply, balance_event, on_time
@@ -19,7 +21,7 @@ from rater.core.inputs import (
     UserRemoved,
 )
 from rater.core.plans import Allotment, Capability, Catalog
-from rater.core.state import TenantState, check_invariants
+from rater.core.state import IdMemory, TenantState, check_invariants, usage_key
 from rater.core.tariff import Rate, Tariff, Tariffs
 from rater.core.times import parse_time_us
 from rater.schemas import first_error
@@ -158,6 +160,29 @@ class Tenant:
     @property
     def balance(self) -> int:
         return self.s.balance_minor
+
+
+class IdStore:
+    """What the shell keeps of a tenant's ids: each drain's new ids, minus the months the
+    memory forgot — so a state saved and loaded through it behaves like the worker's."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, str] = {}
+
+    def save_and_load(self, state: TenantState) -> TenantState:
+        fresh, forgotten = state.ids.drain()
+        self.ids.update(fresh)
+        for month in forgotten:
+            prefix = usage_key(month, "")
+            for key in [key for key in self.ids if key.startswith(prefix)]:
+                del self.ids[key]
+        return TenantState.from_dict(orjson.loads(orjson.dumps(state.to_dict())), IdMemory(self.ids.get))
+
+    def everything(self, state: TenantState) -> dict[str, str]:
+        """Every id the tenant remembers: stored (less the months forgotten since the
+        last save), and new since the last save."""
+        gone = tuple(usage_key(month, "") for month in state.ids.forgotten)
+        return {**{k: v for k, v in self.ids.items() if not k.startswith(gone)}, **state.ids.recent}
 
 
 def rated(step: Step) -> dict[str, Any]:

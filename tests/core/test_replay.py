@@ -19,9 +19,8 @@ from rater.core.inputs import (
     UserRemoved,
 )
 from rater.core.money import format_decimal
-from rater.core.state import TenantState
 
-from .kit import CTX, GB, IN, US, US_PREMIUM, US_TOLL_FREE, t
+from .kit import CTX, GB, IN, US, US_PREMIUM, US_TOLL_FREE, IdStore, t
 
 START = t("2026-10-28T00:00:00Z")
 MINUTE = 60_000_000
@@ -59,10 +58,11 @@ def _run(sequence: list[Input | Tick], *, reload: bool) -> bytes:
     state = step.state
     assert state is not None
     now = START
+    store = IdStore()
     log = [out.payload for out in step.outputs]
     for n, item in enumerate(sequence, start=1):
         if reload:
-            state = TenantState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+            state = store.save_and_load(state)
         if isinstance(item, int):
             now += item * MINUTE
             result: Step = on_time(state, CTX, now)
@@ -74,7 +74,8 @@ def _run(sequence: list[Input | Tick], *, reload: bool) -> bytes:
         if result.balance_cause is not None:
             log.append(balance_event(state, CTX, result.now_us, result.balance_cause).payload)
         log.append({"rejection": None if result.rejection is None else result.rejection.reason})
-    return orjson.dumps({"events": log, "state": state.to_dict()}, option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps({"events": log, "state": state.to_dict(), "ids": store.everything(state)},
+                        option=orjson.OPT_SORT_KEYS)
 
 
 @settings(max_examples=150, deadline=None)

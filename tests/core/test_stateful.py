@@ -4,7 +4,6 @@ core's invariants hold and both agree on every balance, lot, pool, outcome and r
 
 from __future__ import annotations
 
-import orjson
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -24,7 +23,7 @@ from rater.core.money import format_decimal
 from rater.core.state import TenantState, check_invariants
 from rater.core.times import month_end_us, month_of
 
-from .kit import CTX, GB, GB_MOBILE, IN, US, US_PREMIUM, US_TOLL_FREE, t
+from .kit import CTX, GB, GB_MOBILE, IN, US, US_PREMIUM, US_TOLL_FREE, IdStore, t
 from .reference import DAY, HOUR, Model
 
 USERS = ("u1", "u2", "u3", "u4")
@@ -52,6 +51,7 @@ class CoreBesideModel(RuleBasedStateMachine):
         step = apply(None, TenantUpserted("t1", "create", "US", "USD", model_name, None), CTX, self.now, "p")
         assert step.state is not None
         self.state = step.state
+        self.store = IdStore()
         self.model = Model(CTX, postpaid, self.now)
 
     def _send(self, inp: Input) -> Step:
@@ -172,7 +172,7 @@ class CoreBesideModel(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         """The shell saves the state and a (new) worker loads it: nothing may be lost."""
-        self.state = TenantState.from_dict(orjson.loads(orjson.dumps(self.state.to_dict())))
+        self.state = self.store.save_and_load(self.state)
 
     @invariant()
     def agrees_with_the_model(self) -> None:
@@ -192,6 +192,8 @@ class CoreBesideModel(RuleBasedStateMachine):
             model.funded, model.debited, model.expired)
         assert state.auto_recharge.pending_request_id == model.pending
         kept = {state.open_month, *state.frozen}
+        remembered = {key.split("/")[1] for key in self.store.everything(state) if key.startswith("u/")}
+        assert remembered <= kept, f"usage ids of forgotten months {remembered - kept} are still kept"
         assert {k: u.used_s for k, u in state.pools.items() if u.used_s} == {
             k: used for k, used in model.used.items() if used and k[3] in kept}
 
