@@ -116,24 +116,27 @@ async def _pass_through(bootstrap: str, prefix: str, total: int) -> float:
 
 
 def _rater(bootstrap: str, prefix: str, setup: list[tuple[bytes, int]], cdrs: list[tuple[bytes, int]],
-           workdir: Path) -> float:
-    """Accounts first (a worker applies them and stops), then the CDRs are filled and a
-    worker restarted on them is timed."""
+           workdir: Path, *, workers: int) -> float:
+    """Accounts first (a worker applies them and stops), then the CDRs are filled and
+    ``workers`` worker processes started together on them are timed."""
     env = dict(os.environ, RATER_BOOTSTRAP=bootstrap, RATER_TOPIC_PREFIX=prefix, RATER_APP_ID=f"{prefix}rater",
-               RATER_DATA_DIR=str(workdir / "data"), RATER_SESSION_TIMEOUT="6", RATER_LOG_LEVEL="warn")
+               RATER_SESSION_TIMEOUT="6", RATER_LOG_LEVEL="warn")
     command = [sys.executable, "-m", "rater", "worker"]
+    workdir.mkdir(parents=True, exist_ok=True)
     asyncio.run(_fill(bootstrap, f"{prefix}account-commands", setup))
-    proc = spawn(command, log=workdir / "worker.log", env=env)
+    proc = spawn(command, log=workdir / "worker.log", env={**env, "RATER_DATA_DIR": str(workdir / "data0")})
     try:
         asyncio.run(_timed(bootstrap, f"{prefix}rater", f"{prefix}account-commands", len(setup)))
     finally:
         stop_process(proc)
     asyncio.run(_fill(bootstrap, f"{prefix}cdrs", cdrs))
-    proc = spawn(command, log=workdir / "worker.log", env=env)
+    procs = [spawn(command, log=workdir / f"worker{n}.log", env={**env, "RATER_DATA_DIR": str(workdir / f"data{n}")})
+             for n in range(workers)]
     try:
         return asyncio.run(_timed(bootstrap, f"{prefix}rater", f"{prefix}cdrs", len(cdrs)))
     finally:
-        stop_process(proc)
+        for proc in procs:
+            stop_process(proc)
 
 
 def main() -> int:
@@ -141,6 +144,8 @@ def main() -> int:
     parser.add_argument("--cdrs", type=int, default=100_000)
     parser.add_argument("--tenants", type=int, default=200)
     parser.add_argument("--users", type=int, default=5_000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="worker processes of each rater run (docker-compose.yml runs two)")
     args = parser.parse_args()
     print(f"rater streaming benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()},"
           f" {platform.machine()}, {os.cpu_count()} CPUs, {PARTITIONS} partitions, {args.cdrs} CDRs", flush=True)
@@ -153,18 +158,20 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="rater-bench-") as tmp:
             stamp = int(time.time())
-            pt, rt = f"bench{stamp}pt.", f"bench{stamp}r."
+            pt = f"bench{stamp}pt."
             quiet = lambda _line: None  # noqa: E731
             asyncio.run(ensure_topics(bootstrap, pt, partitions=PARTITIONS, report=quiet))
-            asyncio.run(ensure_topics(bootstrap, rt, partitions=PARTITIONS, report=quiet))
             placed = [(v, _partition(orjson.loads(v)["tenant_id"])) for v in cdrs]
             asyncio.run(_fill(bootstrap, f"{pt}cdrs", placed))
             passthrough = asyncio.run(_pass_through(bootstrap, pt, len(cdrs)))
-            print(f"pass-through {passthrough:>10,.0f} CDRs/s", flush=True)
+            print(f"pass-through          {passthrough:>10,.0f} CDRs/s", flush=True)
             accounts = [(v, _partition(orjson.loads(v)["tenant_id"])) for _, v in setup]
-            rater = _rater(bootstrap, rt, accounts, placed, Path(tmp))
-            print(f"rater        {rater:>10,.0f} CDRs/s   {rater / passthrough:.3f} × pass-through"
-                  f" (target ≥ 0.5)", flush=True)
+            for workers in args.workers:
+                rt = f"bench{stamp}r{workers}."
+                asyncio.run(ensure_topics(bootstrap, rt, partitions=PARTITIONS, report=quiet))
+                rater = _rater(bootstrap, rt, accounts, placed, Path(tmp) / rt, workers=workers)
+                print(f"rater, {workers} worker{'s' if workers > 1 else ' '}      {rater:>10,.0f} CDRs/s"
+                      f"   {rater / passthrough:.3f} × pass-through (target ≥ 0.5)", flush=True)
     finally:
         if kafka is not None:
             kafka.stop()
