@@ -254,3 +254,30 @@ def test_a_broker_restart_mid_stream_changes_no_money(tmp_path: Path) -> None:
 
         run.run(2, restart_broker)
         run.check()
+
+
+def test_sigterm_under_load_stops_cleanly_and_soon_and_changes_no_money(kafka_bootstrap: str, tmp_path: Path,
+                                                                        topic_prefix: str) -> None:
+    """SIGTERM while a backlog streams in: the worker finishes the unit in flight, leaves
+    the group and exits 0 within seconds (a busy worker must not ignore the signal, as
+    the Faust probe's did for minutes); restarted, it goes on where the last unit ended."""
+    run = _Run(kafka_bootstrap, topic_prefix, tmp_path, seed=555)
+    run.start("w")
+    stops: list[float] = []
+
+    def terminate(_n: int) -> None:
+        worker = run.workers["w"]
+        began = time.monotonic()
+        worker.proc.send_signal(signal.SIGTERM)
+        code = worker.proc.wait(timeout=30)
+        stops.append(time.monotonic() - began)
+        assert code == 0, worker.log.read_text(errors="replace")[-3000:]
+        seen = worker.log.stat().st_size  # the log is appended to by each worker of the folder
+        fresh = run.start("w")
+        # the next SIGTERM goes to a worker at work (one still importing dies of it, harmlessly)
+        run.wait(lambda: b"caught up" in fresh.log.read_bytes()[seen:])
+
+    run.run(3, terminate)
+    run.check()
+    assert len(stops) == 3
+    assert max(stops) < 10, f"SIGTERM took {max(stops):.1f} s"
