@@ -25,6 +25,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.partitioner import murmur2
 
@@ -35,7 +36,8 @@ from rater.shell.driver import STATE_TOPIC
 from rater.shell.task import PARTITION_KEY, MemoryStore, PartitionTask
 from rater.workload import Workload
 
-from .support import TEST_PARTITIONS, Worker, create_topics
+from .support import OUTPUT_TOPICS as OUTPUTS
+from .support import TEST_PARTITIONS, Worker, cdr, create_topics, event
 
 pytestmark = pytest.mark.kafka
 
@@ -281,3 +283,59 @@ def test_sigterm_under_load_stops_cleanly_and_soon_and_changes_no_money(kafka_bo
     run.check()
     assert len(stops) == 3
     assert max(stops) < 10, f"SIGTERM took {max(stops):.1f} s"
+
+
+async def _set_topic_config(bootstrap: str, topic: str, config: dict[str, str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
+    finally:
+        await admin.close()
+
+
+def test_a_unit_with_a_refused_batch_commits_nothing_and_the_worker_stops(kafka_bootstrap: str, tmp_path: Path,
+                                                                          topic_prefix: str) -> None:
+    """The broker refuses one batch of a unit (here: rated CDRs over the topic's size
+    limit). aiokafka would still commit the rest; the worker must not: no output, no
+    state, no offset of the unit may become visible, and the worker exits non-zero. Once
+    the topic takes the records again, a restarted worker rates the CDR exactly once."""
+    prefix = topic_prefix
+    create_topics(kafka_bootstrap, prefix)
+    tenant = "refused-1"
+    setup = [
+        event("tenant_upserted", tenant, "e1", command_id="c1", country="US", currency="USD",
+              billing_model="prepaid_credits"),
+        event("licenses_assigned", tenant, "e2", command_id="c2", user_id="alice", usage_location="US",
+              capabilities=["PAYG"]),
+        event("funds_added", tenant, "e3", command_id="c3", amount="5.00", currency="USD",
+              purchased_at="2026-11-01T00:00:00Z"),
+    ]
+    p = _partition(tenant)
+    run = _Run.__new__(_Run)  # only its offset helpers
+    run.bootstrap, run.prefix = kafka_bootstrap, prefix
+    worker = Worker(kafka_bootstrap, prefix, tmp_path / "w").start()
+    asyncio.run(_produce(kafka_bootstrap, prefix, [("account-commands", orjson.dumps(e), p) for e in setup]))
+    deadline = time.monotonic() + 90
+    while not run.all_applied("account-commands", 3):
+        worker.check_alive()
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    before = asyncio.run(_read_all(kafka_bootstrap, [f"{prefix}{t}" for t in (*OUTPUTS, STATE_TOPIC)]))
+    asyncio.run(_set_topic_config(kafka_bootstrap, f"{prefix}rated-cdrs", {"max.message.bytes": "300"}))
+    asyncio.run(_produce(kafka_bootstrap, prefix, [("cdrs", orjson.dumps(cdr(tenant, "call-1", 90)), p)]))
+    assert worker.proc.wait(timeout=60) != 0, "the worker went on after a refused batch"
+    after = asyncio.run(_read_all(kafka_bootstrap, [f"{prefix}{t}" for t in (*OUTPUTS, STATE_TOPIC)]))
+    assert sorted((r.topic, r.key, r.value) for r in after) == sorted((r.topic, r.key, r.value) for r in before)
+    assert run.applied("cdrs")[0] <= 0  # no offset committed for the CDR
+
+    asyncio.run(_set_topic_config(kafka_bootstrap, f"{prefix}rated-cdrs", {"max.message.bytes": "1048588"}))
+    worker = Worker(kafka_bootstrap, prefix, tmp_path / "w").start()
+    deadline = time.monotonic() + 90
+    while not run.all_applied("cdrs", 1):
+        worker.check_alive()
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    worker.stop()
+    final = asyncio.run(_read_all(kafka_bootstrap, [f"{prefix}rated-cdrs"]))
+    assert [orjson.loads(r.value)["status"] for r in final] == ["rated"]

@@ -24,6 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import RecordTooLargeError
 from aiokafka.partitioner import murmur2
 from rocksdict import Options, Rdict, WriteBatch
 
@@ -39,6 +40,10 @@ INPUTS = ("account-commands", "recharge-results", TICKS, "cdrs")
 the contract; commands first gives a tenant created in the same batch its calls)."""
 STATE_TOPIC = "rater-state"
 MAX_BATCH = 2000
+MAX_RECORD_BYTES = 8 * 1024 * 1024
+"""The largest record a unit may hold (a tenant state grows with its users: ~60 bytes a
+user). ``rater-state`` allows it (``max.message.bytes`` in topics/topics.toml); a record
+over it stops the worker with a clear error instead of a refused batch."""
 
 
 CHANGELOG_KEY = b"~changelog"
@@ -127,6 +132,11 @@ class _RecordBatches:
         builder = self.open.get(where)
         if builder is None:
             builder = self.open[where] = self.producer.create_batch()
+        size = len(key or b"") + len(value or b"")
+        if size > MAX_RECORD_BYTES:
+            shown = (key or b"")[:80]
+            raise RecordTooLargeError(f"a {size}-byte record for {topic} (key {shown!r}) is over the"
+                                      f" {MAX_RECORD_BYTES} bytes a produce request may carry")
         if builder.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
             await self._send(where, builder)
             builder = self.open[where] = self.producer.create_batch()
@@ -144,10 +154,10 @@ class _RecordBatches:
             await self._send(where, builder)
         self.open.clear()
 
-    def check(self) -> None:
-        """After the commit: every batch was acknowledged (raises if one failed)."""
+    async def acknowledged(self) -> None:
+        """Wait until the broker acknowledged every batch; raises if one failed."""
         for future, _count in self.sent:
-            future.result()
+            await future
 
 
 _KEY_PARTITIONS: dict[tuple[bytes, int], int] = {}
@@ -202,7 +212,8 @@ class Driver:
         for p in sorted(set(partitions) - set(self.owned)):
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.settings.bootstrap, transactional_id=f"{self.group_id}-{p}",
-                enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=256 * 1024)
+                enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=256 * 1024,
+                max_request_size=MAX_RECORD_BYTES + 64 * 1024)
             await producer.start()  # init_transactions: fences the previous owner of p
             store = LocalStore(self.settings.data_dir / f"tenants-{p}.db")
             caught_up = await self._restore(p, store)
@@ -333,11 +344,14 @@ class Driver:
             for key, value in changelog:
                 await batches.add(state_topic, key, value, partition=p)
             await batches.send_all()
-            offsets = {TopicPartition(topic(name), p): messages[-1].offset + 1
+            # Every batch acknowledged before the commit: aiokafka's commit does not look
+            # at failed batches (it sends EndTxn(COMMIT) anyway), so a unit with a refused
+            # batch would commit the rest of it — outputs and offsets without their state.
+            await batches.acknowledged()
+            offsets = {TopicPartition(topic(name), p): max(messages[-1].offset + 1, owned.task.offsets.get(name, 0))
                        for name, messages in topics.items() if messages}
             await producer.send_offsets_to_transaction(offsets, self.group_id)
             await producer.commit_transaction()
-            batches.check()
         except BaseException:
             with contextlib.suppress(Exception):
                 await producer.abort_transaction()
