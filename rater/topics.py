@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from rater.resources import data_dir
 
@@ -71,6 +72,38 @@ async def _wait_for_leaders(admin: Any, names: list[str], timeout_s: float = 30.
         await asyncio.sleep(0.1)
 
 
+CHECKED_CONFIGS = frozenset({"cleanup.policy", "max.message.bytes"})
+"""Settings an existing topic must have as declared: a changelog that deletes old
+records loses state, one that takes smaller records stops the worker. Other
+differences (retention, say) are the operator's to make and are only reported."""
+
+
+async def _config_mismatches(admin: AIOKafkaAdminClient, prefix: str, specs: list[TopicSpec],
+                             report: Any) -> list[str]:
+    """What differs between the existing topics' settings and the declared ones."""
+    wanted = [s for s in specs if s.config]
+    if not wanted:
+        return []
+    resources = [ConfigResource(ConfigResourceType.TOPIC, prefix + s.name, dict.fromkeys(s.config)) for s in wanted]
+    actual: dict[str, dict[str, str]] = {}
+    for response in await admin.describe_configs(resources):
+        for resource in response.to_object()["resources"]:
+            actual[resource["resource_name"]] = {
+                entry["config_names"]: entry["config_value"] for entry in resource["config_entries"]}
+    wrong: list[str] = []
+    for spec in wanted:
+        name = prefix + spec.name
+        for key, value in spec.config.items():
+            have = actual.get(name, {}).get(key)
+            if have != value:
+                line = f"{name} has {key}={have}, topics.toml says {value}"
+                if key in CHECKED_CONFIGS:
+                    wrong.append(line)
+                else:
+                    report(f"note: {line}")
+    return wrong
+
+
 async def ensure_topics(
     bootstrap: str,
     prefix: str = "",
@@ -79,11 +112,12 @@ async def ensure_topics(
     path: Path | None = None,
     report: Any = print,
 ) -> dict[str, str]:
-    """Create the missing topics and check the existing ones' partition counts.
+    """Create the missing topics and check the existing ones' partition counts and
+    the settings in :data:`CHECKED_CONFIGS`.
 
     ``partitions`` overrides the declared count for every topic (tests use small
     counts). Returns logical name → state (``created`` / ``exists``); raises
-    ``RuntimeError`` when an existing topic has the wrong partition count.
+    ``RuntimeError`` when an existing topic has the wrong partition count or setting.
     """
     specs = load_topics(path)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
@@ -114,6 +148,8 @@ async def ensure_topics(
             config = dict(spec.config, **{"min.insync.replicas": str(min_isr)})
             missing.append(NewTopic(name, want, rf, topic_configs=config))
             outcome[spec.name] = "created"
+        wrong += await _config_mismatches(admin, prefix, [s for s in specs.values() if outcome[s.name] == "exists"],
+                                          report)
         if missing:
             await admin.create_topics(missing)
             await _wait_for_leaders(admin, [t.name for t in missing])

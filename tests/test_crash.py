@@ -339,3 +339,24 @@ def test_a_unit_with_a_refused_batch_commits_nothing_and_the_worker_stops(kafka_
     worker.stop()
     final = asyncio.run(_read_all(kafka_bootstrap, [f"{prefix}rated-cdrs"]))
     assert [orjson.loads(r.value)["status"] for r in final] == ["rated"]
+
+
+def test_a_partition_that_cannot_be_made_ready_stops_the_worker_instead_of_stalling(
+        kafka_bootstrap: str, tmp_path: Path, topic_prefix: str) -> None:
+    """A partition record this version cannot read (a newer worker wrote it): the worker
+    must not go on without that partition (aiokafka swallows errors of rebalance
+    callbacks); it exits non-zero and says why."""
+    create_topics(kafka_bootstrap, topic_prefix)
+
+    async def newer_record() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(f"{topic_prefix}{STATE_TOPIC}", b'{"v": 99}', key=PARTITION_KEY, partition=2)
+        finally:
+            await producer.stop()
+
+    asyncio.run(newer_record())
+    worker = Worker(kafka_bootstrap, topic_prefix, tmp_path / "w").start()
+    assert worker.proc.wait(timeout=60) != 0
+    assert "partition record version 99" in worker.log.read_text(errors="replace")

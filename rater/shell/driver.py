@@ -97,6 +97,13 @@ class LocalStore:
         batch.put(CHANGELOG_KEY, str(next_offset).encode())
         self.db.write(batch)
 
+    def clear(self) -> None:
+        """Delete everything (the offset too)."""
+        batch = WriteBatch(raw_mode=True)
+        for key in self.db.keys():  # noqa: SIM118 - an Rdict is not iterable
+            batch.delete(key)
+        self.db.write(batch)
+
     def close(self) -> None:
         self.db.close()
 
@@ -199,36 +206,83 @@ class Driver:
         self.ticker: AIOKafkaProducer | None = None
         self.partition_counts: dict[str, int] = {}
         """Output topic → its partition count (for the default partition of a key)."""
+        self.preparing: dict[int, asyncio.Task[None]] = {}
+        """Assigned partitions being made ready (paused until they are)."""
+        self.failure: BaseException | None = None
+        """What stopped the worker from a callback or a preparing task."""
 
     def _topic(self, name: str) -> str:
         return self.prefix + name
 
     # -- assignment --------------------------------------------------------------------
-    async def assign(self, partitions: Iterable[int]) -> None:
-        async with self.lock:  # no unit runs while a partition is being set up
-            await self._assign(partitions)
+    # The rebalance callbacks return at once: a partition that arrives is paused and made
+    # ready by a task of its own (fence the old owner, restore the store from the
+    # changelog, seek to the partition record's offsets, resume). A restore can take
+    # minutes on a new machine; aiokafka sends no heartbeats while a callback runs, so a
+    # restore inside the callback would get the worker thrown out of the group again.
+    def _tps(self, p: int) -> list[TopicPartition]:
+        return [TopicPartition(self._topic(name), p) for name in INPUTS]
 
-    async def _assign(self, partitions: Iterable[int]) -> None:
-        for p in sorted(set(partitions) - set(self.owned)):
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.bootstrap, transactional_id=f"{self.group_id}-{p}",
-                enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=256 * 1024,
-                max_request_size=MAX_RECORD_BYTES + 64 * 1024)
+    def assigned(self, partitions: Iterable[int]) -> None:
+        """Partitions assigned: pause them and start making each ready."""
+        assert self.consumer is not None
+        for p in sorted(set(partitions) - set(self.owned) - set(self.preparing)):
+            self.consumer.pause(*self._tps(p))
+            self.preparing[p] = asyncio.create_task(self._prepare(p), name=f"prepare-{p}")
+            self.preparing[p].add_done_callback(self._prepared)
+
+    def _prepared(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.fail(task.exception())
+
+    async def _prepare(self, p: int) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap, transactional_id=f"{self.group_id}-{p}",
+            enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=256 * 1024,
+            max_request_size=MAX_RECORD_BYTES + 64 * 1024)
+        store: LocalStore | None = None
+        handed_over = False
+        try:
             await producer.start()  # init_transactions: fences the previous owner of p
             store = LocalStore(self.settings.data_dir / f"tenants-{p}.db")
             caught_up = await self._restore(p, store)
             task = PartitionTask(p, self.ctx, store, topic_prefix=self.prefix)
-            self.owned[p] = _Owned(task, producer, store)
-            await self._seek(p, task)
+            async with self.lock:  # after any unit in flight; FIFO, so after a fetch made before this
+                await self._seek(p, task)
+                self.owned[p] = _Owned(task, producer, store)
+                handed_over = True
+                del self.preparing[p]
+                assert self.consumer is not None
+                self.consumer.resume(*self._tps(p))
             log.info("partition %d: %d changelog records caught up, offsets %s", p, caught_up, task.offsets)
+        finally:
+            if not handed_over:  # cancelled by a revocation, or failed
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                if store is not None:
+                    store.close()
 
     async def revoke(self, partitions: Iterable[int]) -> None:
+        """Partitions taken away: stop making them ready, or let the unit in flight
+        commit and close them."""
+        for p in partitions:
+            preparing = self.preparing.pop(p, None)
+            if preparing is not None:
+                preparing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await preparing
         async with self.lock:  # the unit in flight commits first
             for p in partitions:
                 owned = self.owned.pop(p, None)
                 if owned is not None:
                     await owned.producer.stop()
                     owned.store.close()
+
+    def fail(self, exc: BaseException | None) -> None:
+        """Stop the worker with ``exc`` (``run`` raises it)."""
+        if self.failure is None:
+            self.failure = exc
+        self.stopping.set()
 
     async def _restore(self, p: int, store: LocalStore) -> int:
         """Bring the local store up to the end of changelog partition ``p`` (committed
@@ -243,7 +297,12 @@ class Driver:
             reader.assign([tp])
             end = (await reader.end_offsets([tp]))[tp]
             start = store.next_offset()
-            if start > end:  # the store is from a changelog that no longer exists: rebuild
+            if start > end:
+                # the store is from a changelog that no longer exists (the topic was
+                # deleted and made again): forget it all and rebuild from this one
+                log.warning("partition %d: the local store is at changelog offset %d, the changelog ends at"
+                            " %d: rebuilding the store from the changelog", p, start, end)
+                store.clear()
                 start = 0
             reader.seek(tp, start)
             while await reader.position(tp) < end:
@@ -298,11 +357,17 @@ class Driver:
             ticking.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticking
+            for preparing in list(self.preparing.values()):
+                preparing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await preparing
             await self.consumer.stop()
             for owned in self.owned.values():
                 await owned.producer.stop()
                 owned.store.close()
             await self.ticker.stop()
+        if self.failure is not None:
+            raise self.failure
 
     async def _process(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         assert self.consumer is not None
@@ -314,12 +379,8 @@ class Driver:
             for p, topics in by_partition.items():
                 owned = self.owned.get(p)
                 if owned is None:
-                    # fetched while p was being set up or taken away: read them again if
-                    # p is still ours (its assignment seeks to the unit's offsets anyway)
-                    for name, messages in topics.items():
-                        tp = TopicPartition(self._topic(name), p)
-                        if messages and tp in self.consumer.assignment():
-                            self.consumer.seek(tp, messages[0].offset)
+                    # fetched before p was taken away: dropped (if p comes back, making it
+                    # ready seeks to its partition record's offsets)
                     continue
                 records = [
                     edge.Record(name, p, m.offset, m.key, m.value, m.timestamp)
@@ -368,19 +429,29 @@ class Driver:
         while True:
             now_us = time.time_ns() // 1000
             for p in list(self.owned):
-                await self.ticker.send(self._topic(TICKS), tick_value(now_us), partition=p)
+                sent = await self.ticker.send(self._topic(TICKS), tick_value(now_us), partition=p)
+                await sent  # delivered (a failure stops the worker)
             await asyncio.sleep(self.settings.tick_interval_s)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """aiokafka logs and swallows what a rebalance callback raises; here it stops the
+    worker instead (a partition left half set up would stall unseen)."""
+
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.driver.revoke({tp.partition for tp in revoked})
+        try:
+            await self.driver.revoke({tp.partition for tp in revoked})
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the worker must stop
+            self.driver.fail(exc)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.driver.assign({tp.partition for tp in assigned})
+        try:
+            self.driver.assigned({tp.partition for tp in assigned})
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the worker must stop
+            self.driver.fail(exc)
 
 
 def run_worker(settings: Settings, ctx: RatingContext) -> None:

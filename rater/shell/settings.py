@@ -34,8 +34,10 @@ class Settings:
         partitions = env.get("RATER_PARTITIONS")
         return cls(
             bootstrap=env.get("RATER_BOOTSTRAP") or env.get("KAFKA_BOOTSTRAP") or default.bootstrap,
-            topic_prefix=env.get("RATER_TOPIC_PREFIX", default.topic_prefix),
-            app_id=env.get("RATER_APP_ID", default.app_id),
+            topic_prefix=(prefix := env.get("RATER_TOPIC_PREFIX", default.topic_prefix)),
+            # two deployments on one cluster, told apart by their prefix, must not share a
+            # consumer group or transactional ids (they would fence each other)
+            app_id=env.get("RATER_APP_ID") or prefix + default.app_id,
             data_dir=Path(env.get("RATER_DATA_DIR", str(default.data_dir))),
             web_port=int(env.get("RATER_WEB_PORT", default.web_port)),
             web_host=env.get("RATER_WEB_HOST", default.web_host),

@@ -1,0 +1,42 @@
+"""The worker's RocksDB store (rater/shell/driver.py ``LocalStore``): a real RocksDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rater.shell.driver import LocalStore
+from rater.shell.task import PARTITION_KEY, id_key
+
+
+def test_the_store_applies_changelog_records_tombstones_included_with_the_offset_they_reach(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "p" / "tenants-0.db")  # the parent is made too
+    assert store.next_offset() == 0
+    ids = [id_key("acme", f"u/2026-11/call-{n}") for n in range(5)]
+    store.write([*((k, b"digest") for k in ids), (b"acme", b"{state}"), (PARTITION_KEY, b"{record}")], 7)
+    assert store.next_offset() == 7
+    assert store.get(ids[0]) == b"digest"
+    store.write([(ids[0], None), (ids[1], None), (PARTITION_KEY, b"{record 2}")], 10)
+    assert (store.get(ids[0]), store.get(ids[2]), store.next_offset()) == (None, b"digest", 10)
+
+
+def test_keys_by_prefix_and_tenants_by_range_never_mix_id_records_and_states(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "tenants-0.db")
+    records: list[tuple[bytes, bytes | None]] = [(id_key(t, f"u/2026-11/{n}"), b"d") for t in ("a", "a.b", "b")
+                                                 for n in range(3)]
+    records += [(id_key("a", "a/cmd-1"), b"d"), (b"-dash", b"{s1}"), (b"a", b"{s2}"), (b"zz", b"{s3}"),
+                (PARTITION_KEY, b"{p}")]
+    store.write(records, 1)
+    assert store.keys(id_key("a", "u/2026-11/"), 10) == [id_key("a", f"u/2026-11/{n}") for n in range(3)]
+    assert store.keys(id_key("a", "u/2026-11/"), 2) == [id_key("a", f"u/2026-11/{n}") for n in range(2)]
+    assert store.keys(id_key("c", "u/"), 10) == []
+    assert store.tenants() == [("-dash", b"{s1}"), ("a", b"{s2}"), ("zz", b"{s3}")]
+
+
+def test_clearing_the_store_forgets_everything_even_the_offset(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "tenants-0.db")
+    store.write([(b"acme", b"{state}"), (PARTITION_KEY, b"{p}")], 42)
+    store.clear()
+    assert (store.get(b"acme"), store.get(PARTITION_KEY), store.next_offset(), store.tenants()) == (None, None, 0, [])
+    store.close()
+    reopened = LocalStore(tmp_path / "tenants-0.db")
+    assert reopened.next_offset() == 0

@@ -1,0 +1,55 @@
+"""``rater topics create`` (rater/topics.py) on a real broker: creates what is missing,
+checks what exists — partition counts and the settings money depends on."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from rater.topics import ensure_topics, load_topics
+
+pytestmark = pytest.mark.kafka
+
+
+async def _alter(bootstrap: str, topic: str, config: dict[str, str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
+        for _ in range(100):  # the broker applies it from the controller's metadata a moment later
+            wanted = ConfigResource(ConfigResourceType.TOPIC, topic, dict.fromkeys(config))
+            [response] = await admin.describe_configs([wanted])
+            entries = response.to_object()["resources"][0]["config_entries"]
+            if {e["config_names"]: e["config_value"] for e in entries} == config:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{topic} never showed {config}")
+    finally:
+        await admin.close()
+
+
+def test_topics_are_created_once_then_checked_and_a_changelog_that_deletes_is_refused(
+        kafka_bootstrap: str, topic_prefix: str) -> None:
+    lines: list[str] = []
+    created = asyncio.run(ensure_topics(kafka_bootstrap, topic_prefix, partitions=2, report=lines.append))
+    assert set(created) == set(load_topics())
+    assert set(created.values()) == {"created"}
+    again = asyncio.run(ensure_topics(kafka_bootstrap, topic_prefix, partitions=2, report=lines.append))
+    assert set(again.values()) == {"exists"}
+
+    # an operator's own retention is reported, not refused
+    asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}cdrs", {"retention.ms": "86400000"}))
+    lines.clear()
+    asyncio.run(ensure_topics(kafka_bootstrap, topic_prefix, partitions=2, report=lines.append))
+    assert any("cdrs has retention.ms=86400000" in line and line.startswith("note:") for line in lines), lines
+
+    # a state changelog that deletes old records would lose money: refused
+    asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rater-state",
+                       {"cleanup.policy": "delete", "max.message.bytes": "8388608"}))
+    with pytest.raises(RuntimeError, match=r"rater-state has cleanup.policy=delete, topics.toml says compact"):
+        asyncio.run(ensure_topics(kafka_bootstrap, topic_prefix, partitions=2, report=lines.append))
+    with pytest.raises(RuntimeError, match=r"cdrs has 2 partitions, expected 4"):
+        asyncio.run(ensure_topics(kafka_bootstrap, topic_prefix, partitions=4, report=lines.append))
