@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -26,7 +27,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import RecordTooLargeError
 from aiokafka.partitioner import murmur2
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
 from rater import edge
 from rater.core.context import RatingContext
@@ -50,6 +51,21 @@ CHANGELOG_KEY = b"~changelog"
 """Local store key: the next changelog offset the store reflects."""
 
 
+def _store_options() -> Options:
+    """RocksDB options of a partition store: raw bytes; Bloom filters on the tables and
+    the memtable, because nearly every lookup is a miss (a new CDR's usage id, looked up
+    in the open and the closed month) — they halve its cost."""
+    options = Options(raw_mode=True)
+    table = BlockBasedOptions()
+    table.set_bloom_filter(10, False)
+    table.set_block_cache(Cache(64 * 1024 * 1024))
+    table.set_cache_index_and_filter_blocks(True)
+    options.set_block_based_table_factory(table)
+    options.set_memtable_prefix_bloom_ratio(0.1)
+    options.set_memtable_whole_key_filtering(True)
+    return options
+
+
 class LocalStore:
     """RocksDB (rocksdict) cache of one changelog partition: tenant states, the partition
     record and the changelog offset it has reached. Written only after a unit committed;
@@ -57,7 +73,7 @@ class LocalStore:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = Rdict(str(path), options=Options(raw_mode=True))
+        self.db = Rdict(str(path), options=_store_options())
         self.get: Callable[[bytes], bytes | None] = self.db.get
         """The value stored under a key (RocksDB's own get: the id lookups of every CDR
         call it, a Python method around it would cost a third more)."""
@@ -459,6 +475,13 @@ def run_worker(settings: Settings, ctx: RatingContext) -> None:
     logging.basicConfig(level=getattr(logging, {"warn": "WARNING", "crit": "CRITICAL"}.get(
         settings.log_level.lower(), settings.log_level.upper()), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    # The catalog, the tariff and the prefix index are loaded for good: out of the cyclic
+    # collector's sight, and a collection every 50,000 allocations instead of 700 (a
+    # batch allocates ~20 objects a CDR, nearly all freed by reference counting).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
     async def main() -> None:
         driver = Driver(settings, ctx)
