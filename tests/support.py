@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,13 @@ class Worker:
 
     def stop(self) -> None:
         stop_process(self.proc, timeout_s=30)
+
+
+def fresh_worker(bootstrap: str, stem: str, workdir: Path) -> Worker:
+    """A started worker on topics of its own (prefix ``{stem}{random}.``)."""
+    prefix = f"{stem}{uuid.uuid4().hex[:8]}."
+    create_topics(bootstrap, prefix)
+    return Worker(bootstrap, prefix, workdir).start()
 
 
 def event(kind: str, tenant: str, event_id: str, at: str = "2026-11-02T09:00:00Z", **fields: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import pytest
 
 from rater.catalog import DEFAULT_TARIFF
 from rater.core.times import parse_time_us
-from tests.support import Worker, cdr, collect, create_topics, event, produce, send_events
+from tests.support import Worker, cdr, collect, create_topics, event, fresh_worker, produce, send_events
 
 pytestmark = pytest.mark.kafka
 
@@ -69,9 +69,7 @@ def rated(tenant: str, count: int):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def rater_worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    prefix = f"e2e{uuid.uuid4().hex[:8]}."
-    create_topics(kafka_bootstrap, prefix)
-    worker = Worker(kafka_bootstrap, prefix, tmp_path_factory.mktemp("worker")).start()
+    worker = fresh_worker(kafka_bootstrap, "e2e", tmp_path_factory.mktemp("worker"))
     yield worker
     worker.stop()
 

@@ -29,7 +29,17 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from rater.catalog import DEFAULT_CATALOG, DEFAULT_TARIFF
-from tests.support import TEST_PARTITIONS, Out, Worker, cdr, collect, create_topics, event, produce, send_events
+from tests.support import (
+    TEST_PARTITIONS,
+    Out,
+    Worker,
+    cdr,
+    collect,
+    event,
+    fresh_worker,
+    produce,
+    send_events,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -106,9 +116,7 @@ def money(text: str) -> Decimal:
 
 @pytest.fixture(scope="module")
 def worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    prefix = f"scn{uuid.uuid4().hex[:8]}."
-    create_topics(kafka_bootstrap, prefix)
-    started = Worker(kafka_bootstrap, prefix, tmp_path_factory.mktemp("scenarios")).start()
+    started = fresh_worker(kafka_bootstrap, "scn", tmp_path_factory.mktemp("scenarios"))
     yield started
     started.stop()
 
