@@ -360,3 +360,49 @@ def test_a_partition_that_cannot_be_made_ready_stops_the_worker_instead_of_stall
     worker = Worker(kafka_bootstrap, topic_prefix, tmp_path / "w").start()
     assert worker.proc.wait(timeout=60) != 0
     assert "partition record version 99" in worker.log.read_text(errors="replace")
+
+
+def test_a_big_changelog_restores_on_a_new_machine_beside_the_heartbeats_and_the_partition_then_rates(
+        kafka_bootstrap: str, tmp_path: Path, topic_prefix: str) -> None:
+    """A new machine (no RocksDB folder) takes a partition whose changelog holds
+    1,000,000 id records: the store catches up in a task beside the group's heartbeats
+    (aiokafka stops them while a rebalance callback runs), the worker joins the group
+    once, and the partition's CDRs are rated once it is ready."""
+    create_topics(kafka_bootstrap, topic_prefix)
+    tenant = next(t for t in (f"big-{n}" for n in range(100)) if _partition(t) == 0)
+
+    async def big_changelog() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks=1, linger_ms=20,
+                                    max_batch_size=512 * 1024)
+        await producer.start()
+        try:
+            topic = f"{topic_prefix}{STATE_TOPIC}"
+            for n in range(1_000_000):
+                await producer.send(topic, b"fingerprint-000000000000", key=b"!old/u/2026-10/call-%d" % n, partition=0)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(big_changelog())
+    worker = Worker(kafka_bootstrap, topic_prefix, tmp_path / "w").start()
+    setup = [
+        event("tenant_upserted", tenant, "e1", command_id="c1", country="US", currency="USD",
+              billing_model="prepaid_credits"),
+        event("licenses_assigned", tenant, "e2", command_id="c2", user_id="alice", usage_location="US",
+              capabilities=["PAYG"]),
+        event("funds_added", tenant, "e3", command_id="c3", amount="5.00", currency="USD",
+              purchased_at="2026-11-01T00:00:00Z"),
+    ]
+    asyncio.run(_produce(kafka_bootstrap, topic_prefix, [
+        *(("account-commands", orjson.dumps(e), 0) for e in setup), ("cdrs", orjson.dumps(cdr(tenant, "c-1", 90)), 0)]))
+    run = _Run.__new__(_Run)  # only its offset helpers
+    run.bootstrap, run.prefix = kafka_bootstrap, topic_prefix
+    deadline = time.monotonic() + 180
+    while not run.all_applied("cdrs", 1):
+        worker.check_alive()
+        assert time.monotonic() < deadline, "the CDR was not rated"
+        time.sleep(0.2)
+    worker.stop()
+    log = worker.log.read_text(errors="replace")
+    assert "partition 0: 1000000 changelog records caught up" in log
+    assert log.count("Joined group") == 1, "the worker lost its place in the group during the restore"
