@@ -474,8 +474,12 @@ def _new_tenant(cmd: TenantUpserted, ctx: RatingContext, now_us: int) -> Step:
     exponent = ctx.exponents.get(cmd.currency)
     if exponent is None:
         return Step(None, rejection=Rejection("schema", f"unknown ISO 4217 currency {cmd.currency!r}"))
+    open_month = month_of_fast(now_us)
+    # The month before is still rateable for a while (its grace): it is remembered — with
+    # no licences, so its pools are empty — and forgotten like any closed month. Without
+    # it, a usage id of that month would be looked up nowhere and charged again.
     state = TenantState(cmd.tenant_id, cmd.country, cmd.currency, exponent, cmd.billing_model,
-                        now_us=now_us, open_month=month_of_fast(now_us))
+                        now_us=now_us, open_month=open_month, frozen={previous_month(open_month): {}})
     events = _Work(state, ctx, now_us)
     rejection = _tenant_upserted(events, cmd)
     if rejection is not None:
@@ -692,18 +696,21 @@ class _Outcome:
         self.cost = 0
 
 
-def _seen(state: TenantState, usage_id: str) -> str | None:
+def _seen(state: TenantState, usage_id: str, month: str) -> str | None:
     """The fingerprint a usage id was rated with, if any. Ids are unique across every
     remembered month (the open one and the closed one in grace), not only the month a
     CDR starts in: the same id in another month is the same call sent again with other
-    content, never a new call."""
+    content, never a new call. The CDR's own billing ``month`` is always looked at too
+    (it is one of those whenever its ids can exist: a guard, not a rule)."""
     ids = state.ids
     seen = ids.get(usage_key(state.open_month, usage_id))
     if seen is None:
-        for month in state.frozen:
-            seen = ids.get(usage_key(month, usage_id))
+        for remembered in state.frozen:
+            seen = ids.get(usage_key(remembered, usage_id))
             if seen is not None:
-                break
+                return seen
+        if month != state.open_month and month not in state.frozen:
+            seen = ids.get(usage_key(month, usage_id))
     return seen
 
 
@@ -717,7 +724,7 @@ def _rate_cdr(work: _Work, cdr: Cdr, position: str) -> Rejection | None:
         return Rejection("late", f"billing month {month} closed more than {ctx.grace_us // US_PER_HOUR} h"
                                  f" before {format_time_us(end_us)}")
     digest = fingerprint(cdr)
-    seen = _seen(state, cdr.usage_id)
+    seen = _seen(state, cdr.usage_id, month)
     if seen is not None:
         if seen != digest:
             return Rejection("id_conflict", f"usage_id {cdr.usage_id!r} was rated with other content")

@@ -12,7 +12,7 @@ from rater.core.engine import apply
 from rater.core.inputs import Cdr, FundsAdded, TenantUpserted
 from rater.core.times import add_months_clamped, format_time_us
 
-from .kit import CTX, GB, US, Tenant, events, pools, rated, t
+from .kit import CTX, GB, US, IdStore, Tenant, events, pools, rated, t
 
 # --- §1.5 time, order, duplicates -----------------------------------------------------------
 
@@ -57,6 +57,26 @@ def test_1_5_a_repeated_usage_id_is_a_duplicate_no_second_charge() -> None:
     assert dup["event_id"] != first["event_id"]
     assert dup["event_id"] == f"t1/rated_cdr/call-1/duplicate/cdrs/0/{x.position}"
     assert len(step.outputs) == 1  # reported, nothing else
+
+
+def test_1_5_a_tenant_created_in_the_grace_of_the_month_before_charges_that_months_calls_once() -> None:
+    """Found by review: a tenant created on 2 December remembered only December, so a
+    repeated November CDR (still in grace) was charged again and again."""
+    x = Tenant(now="2026-12-02T00:00:00Z")
+    x.license("u1", "US", "PAYG")
+    x.fund("1.00", at="2026-12-01T00:00:00Z")
+    store = IdStore()
+    first = rated(x.call(60, US, usage_id="nov-1", start="2026-11-30T10:00:00Z"))
+    assert (first["status"], first["billing_month"]) == ("rated", "2026-11")
+    balance = x.balance
+    assert rated(x.call(60, US, usage_id="nov-1", start="2026-11-30T10:00:00Z"))["status"] == "duplicate"
+    x.state = store.save_and_load(x.s)  # the id now only in the store, as after a restart
+    assert rated(x.call(60, US, usage_id="nov-1", start="2026-11-30T10:00:00Z"))["status"] == "duplicate"
+    assert x.balance == balance
+    # November is forgotten when its grace ends, like any closed month
+    x.call(60, US, usage_id="dec-1", start="2026-12-08T10:00:00Z")
+    x.state = store.save_and_load(x.s)
+    assert [key for key in store.ids if key.startswith("u/")] == ["u/2026-12/dec-1"]
 
 
 def test_1_5_the_core_never_reads_the_clock_time_is_an_input() -> None:
