@@ -40,9 +40,11 @@ class CoreBesideModel(RuleBasedStateMachine):
     state: TenantState
     model: Model
 
-    @initialize(postpaid=st.booleans())
-    def create(self, postpaid: bool) -> None:
-        self.now = t("2026-10-25T00:00:00Z")
+    @initialize(postpaid=st.booleans(), in_grace=st.booleans())
+    def create(self, postpaid: bool, in_grace: bool) -> None:
+        # created late in a month, or early in one: the month before is still in grace
+        # then, and back-dated calls of it (and their repeats) arrive from the start
+        self.now = t("2026-11-03T00:00:00Z" if in_grace else "2026-10-25T00:00:00Z")
         self.position = 0
         self.counter = 0
         self.sent: list[Cdr] = []
