@@ -21,7 +21,18 @@ from rater.core.context import RatingContext
 from rater.core.state import TenantState, check_invariants
 from rater.core.times import parse_time_us
 from rater.schemas import first_error
-from rater.shell.task import PARTITION_KEY, TICKS, Batch, MemoryStore, PartitionTask, Produced, id_key, tick_value
+from rater.shell.task import (
+    PARTITION_KEY,
+    PURGE_PREFIX,
+    TICKS,
+    Batch,
+    MemoryStore,
+    PartitionTask,
+    Produced,
+    id_key,
+    purge_key,
+    tick_value,
+)
 from rater.workload import Workload
 
 from .support import cdr, event
@@ -154,6 +165,8 @@ def _run(records: list[edge.Record], cuts: list[int], restart: bool) -> Store:
         if restart:
             task = store.task()  # a new worker from the stored unit only
         store.write(task.process(records[lo:hi]))
+    while [k for k in store.records if k.startswith(PURGE_PREFIX)]:  # forgotten months: until they are gone
+        store.write(task.process([]))
     return store
 
 
@@ -185,7 +198,7 @@ def test_ids_are_records_of_their_own_so_a_state_write_does_not_grow_with_the_ca
     batch = task.process(_records(many, start=1))
     store.write(batch)
     assert len(batch.states["t1"]) <= small + 20  # the pools' counters grew a digit or two
-    assert set(batch.ids) == {id_key("t1", f"u/2026-11/c{n}") for n in range(1, 2001)}
+    assert {k for k in batch.ids if k.startswith(b"!")} == {id_key("t1", f"u/2026-11/c{n}") for n in range(1, 2001)}
     assert sum(k.startswith(b"!t1/u/") for k in store.records) == 2001
 
 
@@ -201,29 +214,50 @@ def test_a_cdr_sent_again_after_a_restart_finds_its_id_in_the_store_not_in_the_s
     assert _payloads(batch.outputs, "balances") == []  # the funds command repeated: nothing moved
     state = TenantState.from_dict(orjson.loads(store.records[b"t1"]))
     assert state.balance_minor == 500 - int(_payloads(store.outputs, "rated-cdrs")[0]["charge"].replace(".", ""))
-    assert batch.ids == {}
+    assert not [k for k in batch.ids if k.startswith(b"!")]  # no id written
 
 
 def test_a_month_past_its_grace_loses_its_ids_by_tombstones_a_bounded_number_per_batch(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("rater.shell.task.PURGE_PER_BATCH", 7)
+    monkeypatch.setattr("rater.shell.task.PURGE_PER_BATCH", 8)  # 7 ids and the month itself
     store = Store()
     store.write(store.task().process(_records(_setup())))
-    store.write(store.task().process(_records([("cdrs", cdr("t1", f"c{n}", 60)) for n in range(20)])))
-    assert sum(k.startswith(b"!t1/u/2026-11/") for k in store.records) == 20
+    store.write(store.task().process(_records([("cdrs", cdr("t1", f"c{n:02}", 60)) for n in range(20)])))
+    november = sorted(k for k in store.records if k.startswith(b"!t1/u/2026-11/"))
+    assert len(november) == 20
     # November's grace ends 7 days after it: the tenant's first input after that forgets November
     december = cdr("t1", "d1", 60, start="2026-12-08T00:00:00Z", end="2026-12-08T00:01:00Z")
     batch = store.task().process(_records([(TICKS, tick_value(parse_time_us("2026-12-08T00:00:00Z"))),
                                            ("cdrs", december)], start=20))
-    assert sorted(k for k, v in batch.ids.items() if v is None) == sorted(
-        k for k in store.records if k.startswith(b"!t1/u/2026-11/"))[:7]
+    assert batch.ids[purge_key("t1", "2026-11")] == b""  # queued; deleting starts with the next batch
+    assert not [k for k, v in batch.ids.items() if v is None and k.startswith(b"!")]
     store.write(batch)
-    assert orjson.loads(store.records[PARTITION_KEY])["purging"] == [["t1", "2026-11"], ["t1", "2026-10"]]
-    tombstones = 7
-    while orjson.loads(store.records[PARTITION_KEY])["purging"]:
+    deleted: list[bytes] = []
+    while [k for k in store.records if k.startswith(PURGE_PREFIX)]:
         batch = store.task().process([])  # every batch, even an empty one, purges (a restart between)
-        tombstones += sum(v is None for v in batch.ids.values())
+        gone = [k for k, v in batch.ids.items() if v is None and k.startswith(b"!")]
+        assert len(gone) <= 7
+        deleted += gone
         store.write(batch)
-    assert tombstones == 20
+    assert sorted(deleted) == november  # each id once, none of another month
     assert [k for k in store.records if k.startswith(b"!t1/u/")] == [id_key("t1", "u/2026-12/d1")]
     assert store.records.get(id_key("t1", "a/t1-buy")) is not None  # command ids are kept
+
+
+def test_the_purge_goes_on_from_its_cursor_and_looks_at_many_empty_months_within_its_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rater.shell.task.PURGE_PER_BATCH", 10)
+    store = Store()
+    for n in range(30):  # thirty tenants' forgotten months with no ids left, one with ids
+        store.records[purge_key(f"t{n:02}", "2026-10")] = b""
+    store.records.update({id_key("zz", f"u/2026-10/c{n}"): b"d" for n in range(5)})
+    store.records[purge_key("zz", "2026-10")] = id_key("zz", "u/2026-10/c1")  # c0 and c1 are gone already
+    del store.records[id_key("zz", "u/2026-10/c0")], store.records[id_key("zz", "u/2026-10/c1")]
+    batches = 0
+    while [k for k in store.records if k.startswith(PURGE_PREFIX)]:
+        batch = store.task().process([])
+        assert sum(1 for _ in batch.ids) <= 10
+        store.write(batch)
+        batches += 1
+    assert batches == 4
+    assert not [k for k in store.records if k.startswith(b"!zz/")]

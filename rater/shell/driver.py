@@ -41,10 +41,11 @@ INPUTS = ("account-commands", "recharge-results", TICKS, "cdrs")
 the contract; commands first gives a tenant created in the same batch its calls)."""
 STATE_TOPIC = "rater-state"
 MAX_BATCH = 2000
-MAX_RECORD_BYTES = 8 * 1024 * 1024
+MAX_RECORD_BYTES = 8 * 1024 * 1024 - 16 * 1024
 """The largest record a unit may hold (a tenant state grows with its users: ~60 bytes a
-user). ``rater-state`` allows it (``max.message.bytes`` in topics/topics.toml); a record
-over it stops the worker with a clear error instead of a refused batch."""
+user): what fits, with a record batch's own bytes, in the 8 MiB ``max.message.bytes``
+that topics/topics.toml gives ``rater-state`` and every output topic. A record over it
+stops the worker with a clear error instead of a refused batch."""
 
 
 CHANGELOG_KEY = b"~changelog"
@@ -82,9 +83,10 @@ class LocalStore:
         raw = self.get(CHANGELOG_KEY)
         return int(raw) if raw is not None else 0
 
-    def keys(self, prefix: bytes, limit: int) -> list[bytes]:
+    def keys(self, prefix: bytes, limit: int, after: bytes = b"") -> list[bytes]:
         found: list[bytes] = []
-        for key in self.db.keys(from_key=prefix):
+        start = after + b"\x00" if after > prefix else prefix  # the first key after ``after``
+        for key in self.db.keys(from_key=start):
             assert isinstance(key, bytes)  # raw mode
             if not key.startswith(prefix) or len(found) >= limit:
                 break

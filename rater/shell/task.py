@@ -19,8 +19,9 @@ The store's keys (the ``rater-state`` changelog's keys, and the RocksDB cache's)
 - ``!{tenant_id}/u/{month}/{usage_id}`` and ``!{tenant_id}/a/{id}`` — one record per id
   the tenant applied, its value the fingerprint of what was applied (the core's
   :class:`~rater.core.state.IdMemory`). A forgotten month's ids are deleted with
-  tombstones, at most :data:`PURGE_PER_BATCH` per batch, the months still to purge kept
-  in the partition record;
+  tombstones, at most :data:`PURGE_PER_BATCH` per batch;
+- ``~purge/{tenant_id}/{month}`` — a forgotten month whose ids are still being deleted;
+  its value is the last id key deleted (the cursor: each batch goes on from there);
 - ``~partition`` — the partition record.
 
 ``!`` sorts before every character a tenant id may hold and ``~`` after, so the tenant
@@ -55,12 +56,19 @@ TENANT_KEYS = (b"-", b"~")
 """The key range of the tenant states: ``-`` is the lowest character a tenant id may
 start with, ``~`` above the highest."""
 PURGE_PER_BATCH = 5_000
-"""Tombstones for a forgotten month's ids a batch writes at most (the rest follow)."""
+"""Work a batch spends at most on deleting forgotten months' ids: one unit per id
+tombstoned and per month looked at (the rest follows in the next batches)."""
+PURGE_PREFIX = b"~purge/"
 
 
 def id_key(tenant_id: str, memory_key: str) -> bytes:
     """The store key of one remembered id of a tenant."""
     return b"%s%s/%s" % (ID_PREFIX, tenant_id.encode(), memory_key.encode("utf-8", "surrogatepass"))
+
+
+def purge_key(tenant_id: str, month: str) -> bytes:
+    """The store key of a forgotten month whose ids are being deleted."""
+    return b"%s%s/%s" % (PURGE_PREFIX, tenant_id.encode(), month.encode())
 
 
 class Store(Protocol):
@@ -69,8 +77,9 @@ class Store(Protocol):
     def get(self, key: bytes) -> bytes | None:
         """The value stored under ``key``."""
 
-    def keys(self, prefix: bytes, limit: int) -> list[bytes]:
-        """Up to ``limit`` stored keys that start with ``prefix``, in key order."""
+    def keys(self, prefix: bytes, limit: int, after: bytes = b"") -> list[bytes]:
+        """Up to ``limit`` stored keys that start with ``prefix`` (and sort after
+        ``after``, if given), in key order."""
 
     def tenants(self) -> list[tuple[str, bytes]]:
         """Every stored tenant state."""
@@ -86,8 +95,8 @@ class MemoryStore:
     def get(self, key: bytes) -> bytes | None:
         return self.records.get(key)
 
-    def keys(self, prefix: bytes, limit: int) -> list[bytes]:
-        return sorted(k for k in self.records if k.startswith(prefix))[:limit]
+    def keys(self, prefix: bytes, limit: int, after: bytes = b"") -> list[bytes]:
+        return sorted(k for k in self.records if k.startswith(prefix) and k > after)[:limit]
 
     def tenants(self) -> list[tuple[str, bytes]]:
         low, high = TENANT_KEYS
@@ -119,7 +128,8 @@ class Batch:
     """tenant id → its state (``TenantState.to_dict`` as JSON), for each tenant the batch changed."""
     ids: dict[bytes, bytes | None] = field(default_factory=dict)
     """Id records: the ids the batch applied (key → fingerprint) and the tombstones
-    (None) of forgotten months' ids."""
+    (None) of forgotten months' ids; the purge records (``~purge/...`` → cursor, or a
+    tombstone when the month's ids are all gone)."""
     partition_record: bytes = b""
     """The clock and the next input offset per topic, as JSON (changelog key ``~partition``)."""
     applied: int = 0
@@ -155,8 +165,6 @@ class PartitionTask:
         self.clock = PartitionClock()
         self.offsets: dict[str, int] = {}
         """Per input topic, the next offset to apply."""
-        self.purging: list[tuple[str, str]] = []
-        """(tenant, billing month) whose forgotten usage ids still have records to delete."""
         partition_record = store.get(PARTITION_KEY)
         if partition_record:
             record = orjson.loads(partition_record)
@@ -164,7 +172,6 @@ class PartitionTask:
                 raise ValueError(f"partition record version {record.get('v')!r}, expected {PARTITION_RECORD_VERSION}")
             self.clock = PartitionClock(record["tick_us"], record["now_us"])
             self.offsets = dict(record["offsets"])
-            self.purging = [(tenant_id, month) for tenant_id, month in record["purging"]]
         self._due: list[tuple[int, str]] = []
         """(deadline, tenant) — a lazy heap: an entry whose deadline is no longer the
         tenant's scheduled one is stale and skipped when popped."""
@@ -229,7 +236,8 @@ class PartitionTask:
             fresh, forgotten = state.ids.drain()
             for memory_key, digest in fresh.items():
                 batch.ids[id_key(tenant_id, memory_key)] = digest.encode()
-            self.purging.extend((tenant_id, month) for month in forgotten)
+            for month in forgotten:
+                batch.ids[purge_key(tenant_id, month)] = b""  # purged from the next batch on
         self._purge(batch)
         batch.partition_record = orjson.dumps({
             "v": PARTITION_RECORD_VERSION,
@@ -237,22 +245,29 @@ class PartitionTask:
             "tick_us": self.clock.tick_us,
             "now_us": self.clock.now_us,
             "offsets": self.offsets,
-            "purging": self.purging,
         })
         return batch
 
     def _purge(self, batch: Batch) -> None:
-        """Tombstone the stored ids of forgotten months, up to :data:`PURGE_PER_BATCH`
-        (a month's ids are never written again once it is forgotten: its CDRs are late)."""
+        """Tombstone the stored ids of forgotten months, within :data:`PURGE_PER_BATCH`,
+        each month from its cursor on (a scan from the month's first key would step over
+        every tombstone already written). A month's ids are never written again once it
+        is forgotten: its CDRs are late."""
         budget = PURGE_PER_BATCH
-        while self.purging and budget > 0:
-            tenant_id, month = self.purging[0]
-            keys = self.store.keys(id_key(tenant_id, usage_key(month, "")), budget)
+        for entry in self.store.keys(PURGE_PREFIX, PURGE_PER_BATCH):
+            budget -= 1  # looking at a month costs too: a thousand empty ones are work
+            if budget <= 0:
+                break
+            tenant_id, month = entry[len(PURGE_PREFIX):].decode().split("/")
+            cursor = self.store.get(entry) or b""
+            keys = self.store.keys(id_key(tenant_id, usage_key(month, "")), budget, after=cursor)
             for key in keys:
                 batch.ids[key] = None
+            if len(keys) < budget:
+                batch.ids[entry] = None  # fewer than asked for: the month's ids are all gone
+            else:
+                batch.ids[entry] = keys[-1]  # go on from here in the next batch
             budget -= len(keys)
-            if budget > 0:  # fewer than asked for: none of the month's ids are left
-                self.purging.pop(0)
 
     def _input(self, record: edge.Record, batch: Batch, touched: dict[str, TenantState],
                balances: dict[str, tuple[int, str]]) -> None:
