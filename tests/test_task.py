@@ -261,3 +261,24 @@ def test_the_purge_goes_on_from_its_cursor_and_looks_at_many_empty_months_within
         batches += 1
     assert batches == 4
     assert not [k for k in store.records if k.startswith(b"!zz/")]
+
+
+def test_a_forgotten_month_without_stored_ids_queues_no_purge() -> None:
+    store = Store()
+    # a tenant made before any tick: its clock's months (1969-12, 1970-01) are forgotten
+    # at its first call, and they hold no ids
+    store.write(store.task().process(_records(_setup())))
+    batch = store.task().process(_records([("cdrs", cdr("t1", "c1", 60))]))
+    assert not [k for k in batch.ids if k.startswith(PURGE_PREFIX)]
+    store.write(batch)
+    # November's ids written and forgotten in one batch never reach the store
+    december = cdr("t1", "d1", 60, start="2026-12-08T00:00:00Z", end="2026-12-08T00:01:00Z")
+    batch = store.task().process(_records([("cdrs", cdr("t1", "c2", 60)),
+                                           (TICKS, tick_value(parse_time_us("2026-12-08T00:00:00Z"))),
+                                           ("cdrs", december)], start=1))
+    assert purge_key("t1", "2026-11") in batch.ids  # c1 is in the store
+    assert id_key("t1", "u/2026-11/c2") not in batch.ids
+    store.write(batch)
+    while [k for k in store.records if k.startswith(PURGE_PREFIX)]:
+        store.write(store.task().process([]))
+    assert [k for k in store.records if k.startswith(b"!t1/u/")] == [id_key("t1", "u/2026-12/d1")]

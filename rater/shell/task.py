@@ -237,7 +237,11 @@ class PartitionTask:
             for memory_key, digest in fresh.items():
                 batch.ids[id_key(tenant_id, memory_key)] = digest.encode()
             for month in forgotten:
-                batch.ids[purge_key(tenant_id, month)] = b""  # purged from the next batch on
+                # purged from the next batch on; a month with no stored id (the tenant made
+                # no call in it, or only in this batch: those ids were never written) has
+                # nothing to purge
+                if self.store.keys(id_key(tenant_id, usage_key(month, "")), 1):
+                    batch.ids[purge_key(tenant_id, month)] = b""
         self._purge(batch)
         batch.partition_record = orjson.dumps({
             "v": PARTITION_RECORD_VERSION,
