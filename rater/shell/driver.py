@@ -129,8 +129,10 @@ class LocalStore:
 class _RecordBatches:
     """A unit's records, one aiokafka record batch per topic partition, handed to the
     transactional producer with ``send_batch`` — one call per batch instead of one
-    ``send`` per record (a unit holds thousands). Records of one topic partition keep
-    their order. A record goes to the partition Kafka's default partitioner would pick
+    ``send`` per record (a unit holds thousands). Records are added without an await
+    (the partition counts of their topics are looked up first, :meth:`count`); batches
+    go out in the order they were started, so records of one topic partition keep their
+    order. A record goes to the partition Kafka's default partitioner would pick
     for its key (murmur2, as every Kafka client does: consumers keyed by tenant see a
     tenant on one partition); a record without a key goes to ``fallback``."""
 
@@ -140,6 +142,8 @@ class _RecordBatches:
         """Topic → its partition count (filled by :meth:`count`)."""
         self.fallback = fallback
         self.open: dict[tuple[str, int], Any] = {}
+        self.full: list[tuple[tuple[str, int], Any]] = []
+        """Batches that filled up, in the order they were started, not yet sent."""
         self.sent: list[tuple[asyncio.Future[Any], int]] = []
         """(future of the batch's RecordMetadata — its base offset —, records in it)."""
 
@@ -149,9 +153,11 @@ class _RecordBatches:
             count = self.partitions[topic] = len(await self.producer.partitions_for(topic))
         return count
 
-    async def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
+    def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
+        """Add a record (its topic's partition count looked up with :meth:`count` first,
+        unless ``partition`` is given)."""
         if partition is None:
-            count = self.partitions.get(topic) or await self.count(topic)
+            count = self.partitions[topic]
             partition = self.fallback % count if key is None else _key_partition(key, count)
         where = (topic, partition)
         builder = self.open.get(where)
@@ -162,19 +168,21 @@ class _RecordBatches:
             shown = (key or b"")[:80]
             raise RecordTooLargeError(f"a {size}-byte record for {topic} (key {shown!r}) is over the"
                                       f" {MAX_RECORD_BYTES} bytes a produce request may carry")
-        if builder.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-            await self._send(where, builder)
+        if builder.append(key=key, value=value, timestamp=None) is None:  # full: start another
+            self.full.append((where, builder))
             builder = self.open[where] = self.producer.create_batch()
             if builder.append(key=key, value=value, timestamp=None) is None:
                 raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch for {topic}")
 
-    async def _send(self, where: tuple[str, int], builder: Any) -> asyncio.Future[Any]:
+    async def _send(self, where: tuple[str, int], builder: Any) -> None:
         builder.close()  # nothing else may join it
         future: asyncio.Future[Any] = await self.producer.send_batch(builder, where[0], partition=where[1])
         self.sent.append((future, builder.record_count()))
-        return future
 
     async def send_all(self) -> None:
+        for where, builder in self.full:
+            await self._send(where, builder)
+        self.full.clear()
         for where, builder in self.open.items():
             await self._send(where, builder)
         self.open.clear()
@@ -416,12 +424,15 @@ class Driver:
         try:
             batches = _RecordBatches(producer, self.partition_counts, p)
             topic = self._topic
+            for name in {out.topic for out in batch.outputs}:
+                await batches.count(topic(name))
+            add, prefix = batches.add, self.prefix
             for out in batch.outputs:
-                await batches.add(topic(out.topic), out.key, out.value)
+                add(prefix + out.topic, out.key, out.value)
             state_topic = topic(STATE_TOPIC)
             changelog = batch.changelog()  # the partition record last
             for key, value in changelog:
-                await batches.add(state_topic, key, value, partition=p)
+                add(state_topic, key, value, p)
             await batches.send_all()
             # Every batch acknowledged before the commit: aiokafka's commit does not look
             # at failed batches (it sends EndTxn(COMMIT) anyway), so a unit with a refused

@@ -110,9 +110,10 @@ class MemoryStore:
                 self.records[key] = value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Produced:
-    """One record to produce: a logical output topic, its key and its JSON bytes."""
+    """One record to produce: a logical output topic, its key and its JSON bytes (not
+    changed once made; not ``frozen``, which would double the cost of making one)."""
 
     topic: str
     key: bytes | None

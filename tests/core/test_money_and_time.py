@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rater.core.money import MoneyFormatError, div_round_half_up, format_decimal, parse_decimal
-from rater.core.times import TimeFormatError, add_months_clamped, format_time_us, month_of, parse_time_us
+from rater.core.times import (
+    TimeFormatError,
+    add_months_clamped,
+    format_time_us,
+    month_of,
+    parse_time_us,
+    parse_time_us_rfc3339,
+)
 
 
 @pytest.mark.parametrize(("text", "digits", "units"), [
@@ -53,6 +61,59 @@ def test_times_normalise_offsets_to_utc_and_keep_microseconds() -> None:
 def test_a_time_without_offset_or_invalid_is_refused(text: str) -> None:
     with pytest.raises(TimeFormatError):
         parse_time_us(text)
+
+
+_DIGITS = st.sampled_from("0123456789")
+_PART = st.text(_DIGITS, min_size=1, max_size=3) | st.sampled_from(["٣", "²", " 1", "+1", "1_0", ""])
+
+
+@st.composite
+def _times(draw: st.DrawFn) -> str:
+    """Times near the CDR form: valid ones and every way a part can be off by a little."""
+    year = draw(st.sampled_from(["2026", "2028", "1970", "0000", "9999", "202", "2O26"]))
+    month, day = draw(st.integers(0, 13)), draw(st.integers(0, 32))
+    clock = [draw(st.integers(0, 61)) for _ in range(3)]
+    text = f"{year}-{month:02d}-{day:02d}" + draw(st.sampled_from("Tt T"))
+    text += ":".join(f"{n:02d}" for n in clock) if draw(st.booleans()) else draw(_PART) + ":00:" + draw(_PART)
+    if draw(st.booleans()):
+        text += draw(st.sampled_from([".", ".x", ".٣"])) + draw(st.text(_DIGITS, max_size=11))
+    return text + draw(st.sampled_from(["Z", "z", "+02:00", "-00:30", "", "ZZ", "Z\n", "+24:00"]))
+
+
+@pytest.mark.parametrize("text", [
+    "2026-11-02T07:54:54Z", "2026-11-02T07:54:54.005Z", "2026-11-02T07:54:54.123456789Z", "2028-02-29T00:00:00Z",
+    "2026-02-29T00:00:00Z", "2026-11-02T24:00:00Z", "2026-11-02T23:59:60Z", "2026-11-02T07:54:54.Z",
+    "2026-11-02T07:54:54.1234567890Z", "2026-11-02T7:54:54Z", "2026-11-02T07:54:54.-1Z",
+])
+def test_cdr_times_read_fast_or_refused_as_the_rfc_3339_parser_does(text: str) -> None:
+    _agree(text)
+
+
+@settings(max_examples=1000)
+@given(_times())
+def test_the_fast_reading_of_cdr_times_agrees_with_the_rfc_3339_parser(text: str) -> None:
+    _agree(text)
+
+
+def _agree(text: str) -> None:
+    try:
+        want: int | None = parse_time_us_rfc3339(text)  # also caches a valid date: the fast path is taken next
+    except TimeFormatError:
+        want = None
+    try:
+        got: int | None = parse_time_us(text)
+    except TimeFormatError:
+        got = None
+    assert got == want
+
+
+@settings(max_examples=1000)
+@given(st.integers(min_value=-(10**15), max_value=253_402_300_799_999_999))  # 1938 .. 9999-12-31T23:59:59.999999
+def test_times_format_like_datetime_isoformat(at_us: int) -> None:
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=at_us)
+    want = moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{moment.microsecond:06d}" if moment.microsecond else "") + "Z"
+    assert format_time_us(at_us) == want
+    assert parse_time_us(want) == at_us
 
 
 def test_billing_month_is_the_utc_month_of_the_start() -> None:
