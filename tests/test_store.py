@@ -31,6 +31,10 @@ def test_keys_by_prefix_and_tenants_by_range_never_mix_id_records_and_states(tmp
     assert store.keys(id_key("c", "u/"), 10) == []
     after = id_key("a", "u/2026-11/0")  # a cursor: the scan goes on after it
     assert store.keys(id_key("a", "u/2026-11/"), 10, after=after) == [id_key("a", f"u/2026-11/{n}") for n in (1, 2)]
+    store.write([(id_key("a", "u/2026-11/"), b"d")], 1)  # a key equal to the prefix: only "after" skips it
+    prefix = id_key("a", "u/2026-11/")
+    assert store.keys(prefix, 10, after=prefix) == [id_key("a", f"u/2026-11/{n}") for n in range(3)]
+    assert store.keys(prefix, 10)[0] == prefix
     assert store.tenants() == [("-dash", b"{s1}"), ("a", b"{s2}"), ("zz", b"{s3}")]
 
 

@@ -282,3 +282,19 @@ def test_a_forgotten_month_without_stored_ids_queues_no_purge() -> None:
     while [k for k in store.records if k.startswith(PURGE_PREFIX)]:
         store.write(store.task().process([]))
     assert [k for k in store.records if k.startswith(b"!t1/u/")] == [id_key("t1", "u/2026-12/d1")]
+
+
+def test_a_version_2_partition_record_s_months_to_purge_become_purge_records() -> None:
+    store = Store()
+    store.write(store.task().process(_records([*_setup(), ("cdrs", cdr("t1", "c1", 60))])))
+    record = orjson.loads(store.records[PARTITION_KEY])
+    assert record["v"] == 3
+    # what the previous version wrote: the months still to purge inside the partition record
+    store.records[PARTITION_KEY] = orjson.dumps({**record, "v": 2, "purging": [["t1", "2026-11"]]})
+    batch = store.task().process([])
+    assert batch.ids == {purge_key("t1", "2026-11"): b""}
+    assert orjson.loads(batch.partition_record)["v"] == 3
+    store.write(batch)
+    while [k for k in store.records if k.startswith(PURGE_PREFIX)]:
+        store.write(store.task().process([]))
+    assert not [k for k in store.records if k.startswith(b"!t1/u/")]

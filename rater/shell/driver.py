@@ -85,7 +85,7 @@ class LocalStore:
 
     def keys(self, prefix: bytes, limit: int, after: bytes = b"") -> list[bytes]:
         found: list[bytes] = []
-        start = after + b"\x00" if after > prefix else prefix  # the first key after ``after``
+        start = after + b"\x00" if after else prefix  # the first key after ``after``
         for key in self.db.keys(from_key=start):
             assert isinstance(key, bytes)  # raw mode
             if not key.startswith(prefix) or len(found) >= limit:

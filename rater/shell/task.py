@@ -49,7 +49,9 @@ TICKS = "rater-ticks"
 """The internal topic that carries the wall clock into each partition (SPEC §1.5)."""
 PARTITION_KEY = b"~partition"
 """The changelog key of the partition record; ``~`` can never start a tenant id."""
-PARTITION_RECORD_VERSION = 2
+PARTITION_RECORD_VERSION = 3
+"""3: forgotten months are ``~purge/...`` records; 2 listed them in the partition record
+(``purging``), read once and turned into purge records by the first batch."""
 ID_PREFIX = b"!"
 """Every id record's key starts with it (and no tenant id can)."""
 TENANT_KEYS = (b"-", b"~")
@@ -166,13 +168,17 @@ class PartitionTask:
         self.clock = PartitionClock()
         self.offsets: dict[str, int] = {}
         """Per input topic, the next offset to apply."""
+        self._queued: list[tuple[str, str]] = []
+        """Forgotten months a version 2 partition record listed: queued as purge records
+        by the next batch."""
         partition_record = store.get(PARTITION_KEY)
         if partition_record:
             record = orjson.loads(partition_record)
-            if record.get("v") != PARTITION_RECORD_VERSION:
+            if record.get("v") not in (2, PARTITION_RECORD_VERSION):
                 raise ValueError(f"partition record version {record.get('v')!r}, expected {PARTITION_RECORD_VERSION}")
             self.clock = PartitionClock(record["tick_us"], record["now_us"])
             self.offsets = dict(record["offsets"])
+            self._queued = [(str(tenant_id), str(month)) for tenant_id, month in record.get("purging", [])]
         self._due: list[tuple[int, str]] = []
         """(deadline, tenant) — a lazy heap: an entry whose deadline is no longer the
         tenant's scheduled one is stale and skipped when popped."""
@@ -195,9 +201,10 @@ class PartitionTask:
     def _reader(self, tenant_id: str) -> IdReader:
         """Reads a tenant's committed ids from the store."""
         get = self.store.get
+        prefix = id_key(tenant_id, "")  # id_key, its constant part made once
 
         def reader(memory_key: str) -> str | None:
-            value = get(id_key(tenant_id, memory_key))
+            value = get(prefix + memory_key.encode("utf-8", "surrogatepass"))
             return None if value is None else value.decode()
 
         return reader
@@ -243,6 +250,9 @@ class PartitionTask:
                 # nothing to purge
                 if self.store.keys(id_key(tenant_id, usage_key(month, "")), 1):
                     batch.ids[purge_key(tenant_id, month)] = b""
+        for tenant_id, month in self._queued:  # from a version 2 partition record
+            batch.ids.setdefault(purge_key(tenant_id, month), b"")
+        self._queued = []
         self._purge(batch)
         batch.partition_record = orjson.dumps({
             "v": PARTITION_RECORD_VERSION,
@@ -259,6 +269,7 @@ class PartitionTask:
         every tombstone already written). A month's ids are never written again once it
         is forgotten: its CDRs are late."""
         budget = PURGE_PER_BATCH
+        assert budget >= 2, "a batch's purge looks at a month (1) and deletes ids (1 or more)"
         for entry in self.store.keys(PURGE_PREFIX, PURGE_PER_BATCH):
             budget -= 1  # looking at a month costs too: a thousand empty ones are work
             if budget <= 0:
