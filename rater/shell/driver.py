@@ -402,6 +402,7 @@ class Driver:
         for tp, messages in fetched.items():
             by_partition.setdefault(tp.partition, {})[tp.topic.removeprefix(self.prefix)] = messages
         async with self.lock:
+            units = []
             for p, topics in by_partition.items():
                 owned = self.owned.get(p)
                 if owned is None:
@@ -412,7 +413,14 @@ class Driver:
                     edge.Record(name, p, m.offset, m.key, m.value, m.timestamp)
                     for name in INPUTS for m in topics.get(name, [])
                 ]
-                await self._commit_unit(p, owned, records, topics)
+                units.append(self._commit_unit(p, owned, records, topics))
+            # The partitions' units run side by side: while one waits for the broker (its
+            # acknowledgements, its transaction's round trips) the next one is rated. Each
+            # has its own producer and transaction, so each commits or fails on its own;
+            # all of them end before a failure stops the worker.
+            for result in await asyncio.gather(*units, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    raise result
 
     async def _commit_unit(self, p: int, owned: _Owned, records: list[edge.Record],
                            topics: dict[str, list[Any]]) -> None:
