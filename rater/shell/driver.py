@@ -388,8 +388,11 @@ class Driver:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await preparing
             await self.consumer.stop()
-            for owned in self.owned.values():
-                await owned.producer.stop()
+            for owned in self.owned.values():  # each closed whatever another's stop raised
+                try:
+                    await owned.producer.stop()
+                except Exception:
+                    log.exception("stopping a partition's producer failed")
                 owned.store.close()
             await self.ticker.stop()
         if self.failure is not None:
@@ -418,9 +421,12 @@ class Driver:
             # acknowledgements, its transaction's round trips) the next one is rated. Each
             # has its own producer and transaction, so each commits or fails on its own;
             # all of them end before a failure stops the worker.
-            for result in await asyncio.gather(*units, return_exceptions=True):
-                if isinstance(result, BaseException):
-                    raise result
+            failed = [result for result in await asyncio.gather(*units, return_exceptions=True)
+                      if isinstance(result, BaseException)]
+            for other in failed[1:]:  # the first one stops the worker; the others are said here
+                log.error("another partition's unit failed too: %r", other)
+            if failed:
+                raise failed[0]
 
     async def _commit_unit(self, p: int, owned: _Owned, records: list[edge.Record],
                            topics: dict[str, list[Any]]) -> None:
