@@ -7,7 +7,8 @@ the same number of partitions:
 
 * ``pass-through`` — an aiokafka consumer group reads ``cdrs`` and produces every value
   unchanged to an output topic, committing offsets per batch (no transactions): the
-  ceiling the rater is measured against;
+  ceiling the rater is measured against, run before and after the rater runs of a
+  round (a new group each time), their mean the round's baseline;
 * ``rater`` — a real ``rater worker`` process with its production settings (one
   transaction per batch unit, state changelog, RocksDB, ticks) rates the same CDRs for
   tenants whose accounts were set up first.
@@ -88,8 +89,8 @@ async def _timed(bootstrap: str, group: str, topic: str, total: int) -> float:
         await asyncio.sleep(0.05)
 
 
-async def _pass_through(bootstrap: str, prefix: str, total: int) -> float:
-    group = f"{prefix}pass"
+async def _pass_through(bootstrap: str, prefix: str, total: int, run: str) -> float:
+    group = f"{prefix}pass{run}"  # a group of its own: each run reads the topic from the start
 
     async def run() -> None:
         consumer = AIOKafkaConsumer(f"{prefix}cdrs", bootstrap_servers=bootstrap, group_id=group,
@@ -173,15 +174,25 @@ def main() -> int:
                 pt = f"bench{stamp}pt."
                 asyncio.run(ensure_topics(bootstrap, pt, partitions=PARTITIONS, report=quiet))
                 asyncio.run(_fill(bootstrap, f"{pt}cdrs", placed))
-                passthrough = asyncio.run(_pass_through(bootstrap, pt, len(cdrs)))
-                print(f"round {round_}  pass-through          {passthrough:>10,.0f} CDRs/s", flush=True)
+                # the pass-through before and after the rater runs, their mean the baseline:
+                # the VM's drift during a round counts on both sides
+                before = asyncio.run(_pass_through(bootstrap, pt, len(cdrs), "a"))
+                print(f"round {round_}  pass-through          {before:>10,.0f} CDRs/s", flush=True)
+                raters: dict[int, float] = {}
                 for workers in args.workers:
                     rt = f"bench{stamp}r{workers}."
                     asyncio.run(ensure_topics(bootstrap, rt, partitions=PARTITIONS, report=quiet))
-                    rater = _rater(bootstrap, rt, accounts, placed, Path(tmp) / rt, workers=workers)
+                    raters[workers] = _rater(bootstrap, rt, accounts, placed, Path(tmp) / rt, workers=workers)
+                    print(f"round {round_}  rater, {workers} worker{'s' if workers > 1 else ' '}      "
+                          f"{raters[workers]:>10,.0f} CDRs/s", flush=True)
+                after = asyncio.run(_pass_through(bootstrap, pt, len(cdrs), "b"))
+                passthrough = (before + after) / 2
+                print(f"round {round_}  pass-through again    {after:>10,.0f} CDRs/s   (mean {passthrough:,.0f})",
+                      flush=True)
+                for workers, rater in raters.items():
                     ratios[workers].append(rater / passthrough)
-                    print(f"round {round_}  rater, {workers} worker{'s' if workers > 1 else ' '}      {rater:>10,.0f}"
-                          f" CDRs/s   {rater / passthrough:.3f} × pass-through", flush=True)
+                    print(f"round {round_}  rater, {workers} worker{'s' if workers > 1 else ' '}:"
+                          f" {rater / passthrough:.3f} × the mean pass-through", flush=True)
     finally:
         if kafka is not None:
             kafka.stop()
