@@ -74,8 +74,15 @@ async def _wait_for_leaders(admin: Any, names: list[str], timeout_s: float = 30.
 
 CHECKED_CONFIGS = frozenset({"cleanup.policy", "max.message.bytes"})
 """Settings an existing topic must have as declared: a changelog that deletes old
-records loses state, one that takes smaller records stops the worker. Other
-differences (retention, say) are the operator's to make and are only reported."""
+records loses state, a topic that takes smaller records stops the worker (a larger
+limit is fine: ``max.message.bytes`` is checked as a minimum). Other differences
+(retention, say) are the operator's to make and are only reported."""
+AT_LEAST = frozenset({"max.message.bytes"})
+
+
+def _enough(have: str | None, want: str) -> bool:
+    """Whether a limit ``have`` is at least ``want``."""
+    return have is not None and have.isdigit() and int(have) >= int(want)
 
 
 async def _config_mismatches(admin: AIOKafkaAdminClient, prefix: str, specs: list[TopicSpec],
@@ -97,7 +104,9 @@ async def _config_mismatches(admin: AIOKafkaAdminClient, prefix: str, specs: lis
             have = actual.get(name, {}).get(key)
             if have != value:
                 line = f"{name} has {key}={have}, topics.toml says {value}"
-                if key in CHECKED_CONFIGS:
+                if key in AT_LEAST and _enough(have, value):
+                    report(f"note: {line} (a larger limit is fine)")
+                elif key in CHECKED_CONFIGS:
                     wrong.append(line)
                 else:
                     report(f"note: {line}")

@@ -46,6 +46,17 @@ def test_topics_are_created_once_then_checked_and_a_changelog_that_deletes_is_re
     asyncio.run(ensure_topics(kafka_bootstrap, topic_prefix, partitions=2, report=lines.append))
     assert any("cdrs has retention.ms=86400000" in line and line.startswith("note:") for line in lines), lines
 
+    # a larger record limit on an output is fine; a smaller one would stop the worker: refused
+    declared = load_topics()["rated-cdrs"].config
+    asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rated-cdrs", {**declared, "max.message.bytes": "16777216"}))
+    lines.clear()
+    asyncio.run(ensure_topics(kafka_bootstrap, topic_prefix, partitions=2, report=lines.append))
+    assert any("rated-cdrs has max.message.bytes=16777216" in line and line.startswith("note:") for line in lines)
+    asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rated-cdrs", {**declared, "max.message.bytes": "1048588"}))
+    with pytest.raises(RuntimeError, match=r"rated-cdrs has max.message.bytes=1048588, topics.toml says 8388608"):
+        asyncio.run(ensure_topics(kafka_bootstrap, topic_prefix, partitions=2, report=lines.append))
+    asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rated-cdrs", declared))
+
     # a state changelog that deletes old records would lose money: refused
     asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rater-state",
                        {"cleanup.policy": "delete", "max.message.bytes": "8388608"}))
