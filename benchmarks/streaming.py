@@ -151,8 +151,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="worker processes of each rater run (docker-compose.yml runs two)")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds of pass-through then rater runs; the ratio is each round's, and their median"
-                             " (a shared VM's speed drifts by a third within minutes)")
+                        help="rounds of a pass-through, the rater runs and a pass-through again; the ratio is each"
+                             " round's (against the mean pass-through), and their median (a shared VM's speed"
+                             " drifts by a third within minutes)")
     args = parser.parse_args()
     print(f"rater streaming benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()},"
           f" {platform.machine()}, {os.cpu_count()} CPUs, {PARTITIONS} partitions, {args.cdrs} CDRs,"
