@@ -28,10 +28,15 @@ from rater.core.inputs import (
     TenantUpserted,
     UserRemoved,
 )
-from rater.core.times import TimeFormatError, format_time_us, parse_time_us
+from rater.core.times import MAX_TIME_US, MIN_TIME_US, TimeFormatError, format_time_us, parse_time_us
 
 MAX_VALUE_BYTES = 64 * 1024
-_TENANT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+MAX_DEPTH = 32
+"""How deeply an input may nest arrays and objects (the contract's own events nest 2
+levels; an unknown extra field may nest more, up to this). Deeper is a ``schema`` dead
+letter, decided the same way on every run — not left to where a recursive decoder
+happens to run out of stack."""
+_TENANT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch: ``$`` would take a final newline
 
 
 @dataclass(slots=True)
@@ -75,30 +80,69 @@ def decode(record: Record) -> Input | Refusal:
         key = (record.key or b"").decode("utf-8")
     except UnicodeDecodeError:
         return Refusal("bad_key", "the key is not UTF-8")
-    if not _TENANT_ID.match(key):
+    if not _TENANT_ID.fullmatch(key):
         return Refusal("bad_key", f"the key {key[:80]!r} is not a tenant id (1-64 of A-Za-z0-9._-)")
+    if value.count(b"[") + value.count(b"{") > MAX_DEPTH:  # only then can it nest that deep
+        too_deep = _too_deep(value)
+        if too_deep is not None:
+            return Refusal("schema", too_deep, key)
     decoder = wire.DECODERS.get(record.topic)
-    if decoder is not None:
-        try:
-            message = decoder.decode(value)
-        except msgspec.MsgspecError:
-            message = None  # the JSON Schema path decides, and says why
-        if type(message) not in _FROM_WIRE:
-            message = None
-        if message is not None:
-            # the reference path's order: schema, then the key, then rules past the schema
-            invalid: Exception | None = None
-            try:
-                built: Input | None = _FROM_WIRE[type(message)](message)
-            except (TimeFormatError, _Invalid) as exc:
-                built, invalid = None, exc
-            if built is not None or invalid is not None:
-                if message.tenant_id != key:
-                    return Refusal("key_mismatch", f"key {key!r} but tenant_id {message.tenant_id!r}", key)
-                if built is not None:
-                    return built
-                return Refusal("schema", f"{message.__struct_config__.tag}: {invalid}", key)
-    return decode_with_schema(record, key, value)
+    if decoder is None:
+        return decode_with_schema(record, key, value)
+    fast = _decode_fast(decoder, key, value)
+    if not isinstance(fast, str):
+        return fast
+    reference = decode_with_schema(record, key, value)
+    if isinstance(reference, Refusal):
+        return reference
+    # The stricter path wins: the fast one refused what the schema path would take (a
+    # whole number written as 60.0, say). Never applied: a refusal, in the fast path's words.
+    return Refusal("schema", f"{type(reference).__name__}: {fast}"[:500], key)
+
+
+def _decode_fast(decoder: msgspec.json.Decoder[Any], key: str, value: bytes) -> Input | Refusal | str:
+    """The msgspec path: the input, a refusal it can word itself (key mismatch, rules past
+    the schema), or why it refused (a ``str``: the JSON Schema path then decides)."""
+    try:
+        message = decoder.decode(value)
+    except msgspec.MsgspecError as exc:
+        return str(exc)
+    if type(message) not in _FROM_WIRE:
+        return "not an input of this topic"
+    # the reference path's order: schema, then the key, then rules past the schema
+    invalid: Exception | None = None
+    try:
+        built: Input | None = _FROM_WIRE[type(message)](message)
+    except (TimeFormatError, _Invalid) as exc:
+        built, invalid = None, exc
+    if built is None and invalid is None:
+        return "repeated capabilities"
+    if message.tenant_id != key:
+        return Refusal("key_mismatch", f"key {key!r} but tenant_id {message.tenant_id!r}", key)
+    if built is not None:
+        return built
+    return Refusal("schema", f"{message.__struct_config__.tag}: {invalid}", key)
+
+
+def _too_deep(value: bytes) -> str | None:
+    """Why ``value`` nests deeper than :data:`MAX_DEPTH`, or None (also for what is not
+    JSON at all: the decoders say so). Without recursion: a walk with a stack."""
+    try:
+        document = orjson.loads(value)  # refuses over 1,024 levels by itself
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):
+            return f"nested deeper than {MAX_DEPTH} levels of arrays and objects"
+        return None
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > MAX_DEPTH:
+                    return f"nested deeper than {MAX_DEPTH} levels of arrays and objects"
+                stack.append((child, depth + 1))
+    return None
 
 
 def decode_with_schema(record: Record, key: str, value: bytes) -> Input | Refusal:
@@ -208,14 +252,15 @@ _FROM_WIRE: dict[type, Callable[[Any], Input | None]] = {
 def dead_letter(record: Record, source_topic: str, refusal: Refusal) -> dict[str, Any]:
     """The ``dead_letter`` event for a refused record. It keeps the original key and value
     (a too-large value: its first 64 KiB and its size). ``occurred_at`` is the record's
-    own Kafka timestamp, so a replay repeats the same bytes."""
+    own Kafka timestamp (clamped into the years 1970–8999: a producer may set any 64-bit
+    value), so a replay repeats the same bytes."""
     value = record.value
     event: dict[str, Any] = {
         "type": "dead_letter",
         "schema_version": SCHEMA_VERSION,
         "event_id": f"dead_letter/{record.position}",
         "tenant_id": refusal.tenant_id,
-        "occurred_at": format_time_us(max(record.timestamp_ms, 0) * 1000),
+        "occurred_at": format_time_us(min(max(record.timestamp_ms * 1000, MIN_TIME_US), MAX_TIME_US - 1)),
         "source_topic": source_topic,
         "partition": record.partition,
         "offset": record.offset,

@@ -6,11 +6,13 @@ Every event type has one file named after it (``cdr.json``, ``rated_cdr.json``, 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
 import orjson
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError, validators
 from referencing import Registry, Resource
 
 from rater.resources import data_dir
@@ -46,10 +48,44 @@ def schema_names() -> list[str]:
 
 
 @cache
-def validator(event_type: str) -> Draft202012Validator:
+def ecma_pattern(pattern: str) -> re.Pattern[str]:
+    """A schema ``pattern`` (ECMA-262, as JSON Schema says) as a Python regex. One
+    difference matters: ECMA's ``$`` ends the string, Python's also matches before a final
+    newline — ``"^[A-Z]{2}$"`` would take ``"US\\n"``. An unescaped ``$`` outside a
+    character class becomes ``\\Z``."""
+    out: list[str] = []
+    escaped = in_class = False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "$":
+            out.append("\\Z")
+            continue
+        out.append(char)
+    return re.compile("".join(out))
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, _schema: dict[str, Any]) -> Iterator[ValidationError]:
+    """The ``pattern`` keyword with ECMA-262's ``$`` (:func:`ecma_pattern`)."""
+    if validator.is_type(instance, "string") and not ecma_pattern(pattern).search(instance):
+        yield ValidationError(f"{instance[:200]!r} does not match {pattern!r}")
+
+
+Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})
+"""Draft 2020-12 with JSON Schema's own (ECMA-262) meaning of ``$`` in patterns."""
+
+
+@cache
+def validator(event_type: str) -> Any:
     """A compiled validator for ``event_type``; ``KeyError`` if it has no schema."""
     registry, schemas = _registry()
-    return Draft202012Validator(schemas[event_type], registry=registry)
+    return Validator(schemas[event_type], registry=registry)
 
 
 def first_error(event_type: str, payload: Any) -> str | None:

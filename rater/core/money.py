@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 MICRO_DIGITS = 6
-_DECIMAL = re.compile(r"^(0|[1-9][0-9]*)(?:\.([0-9]+))?$")
+_DECIMAL = re.compile(r"(0|[1-9][0-9]*)(?:\.([0-9]+))?")  # fullmatch: ``$`` would take a final newline
 
 
 class MoneyFormatError(ValueError):
@@ -25,7 +25,7 @@ def parse_decimal(text: object, digits: int) -> int:
     """
     if not isinstance(text, str):
         raise MoneyFormatError(f"amount must be a decimal string, got {type(text).__name__}")
-    match = _DECIMAL.match(text)
+    match = _DECIMAL.fullmatch(text)
     if match is None:
         raise MoneyFormatError(f"not a non-negative decimal amount: {text!r}")
     whole, fraction = match.group(1), match.group(2) or ""

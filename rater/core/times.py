@@ -13,10 +13,16 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_RFC3339 = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+_RFC3339 = re.compile(  # used with fullmatch: ``$`` would also take a final newline
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]([0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 US_PER_S = 1_000_000
+MIN_TIME_US = 0
+"""The earliest instant an input may carry: 1970-01-01T00:00:00Z."""
+MAX_TIME_US = 221_845_392_000_000_000
+"""The first instant an input may no longer carry: 9000-01-01T00:00:00Z. Far enough from
+``datetime``'s end (year 9999) that what the core adds to an input's time (a lot's 12
+months, a grace period, a recharge time-out) always stays inside it."""
 
 
 class TimeFormatError(ValueError):
@@ -54,21 +60,25 @@ _DAY_US: dict[str, int] = {}
 
 def parse_time_us_rfc3339(text: str) -> int:
     """:func:`parse_time_us` for every RFC 3339 form (any offset, ``t``/``z``)."""
-    match = _RFC3339.match(text) if isinstance(text, str) else None
+    match = _RFC3339.fullmatch(text) if isinstance(text, str) else None
     if match is None:
-        raise TimeFormatError(f"not an RFC 3339 time with offset: {text!r}")
+        raise TimeFormatError(f"not an RFC 3339 time with offset: {text[:80]!r}")
     date, clock, fraction, offset = match.groups()
     offset = "+00:00" if offset in ("Z", "z") else offset
     try:
         moment = datetime.fromisoformat(f"{date}T{clock}{offset}")
-    except ValueError as exc:
+        at = _to_us(moment) + int((fraction or "0")[:6].ljust(6, "0"))
+    except (ValueError, OverflowError) as exc:  # 0001-01-01T00:00:00+00:01 is in year 0 in UTC
         raise TimeFormatError(f"not a valid time: {text!r} ({exc})") from None
-    micros = int((fraction or "0")[:6].ljust(6, "0"))
-    at = _to_us(moment) + micros
-    if date not in _DAY_US and date.isascii():  # [0-9] only: ``\d`` also takes other scripts' digits
-        if len(_DAY_US) >= 100_000:
-            _DAY_US.clear()
-        _DAY_US[date] = _to_us(datetime.fromisoformat(f"{date}T00:00:00+00:00"))
+    if not MIN_TIME_US <= at < MAX_TIME_US:
+        raise TimeFormatError(f"{text!r} is outside the times the rater takes,"
+                              f" 1970-01-01T00:00:00Z to 8999-12-31T23:59:59.999999Z")
+    if date not in _DAY_US:
+        midnight = _to_us(datetime.fromisoformat(f"{date}T00:00:00+00:00"))
+        if MIN_TIME_US <= midnight < MAX_TIME_US:  # then so is every time of the day
+            if len(_DAY_US) >= 100_000:
+                _DAY_US.clear()
+            _DAY_US[date] = midnight
     return at
 
 

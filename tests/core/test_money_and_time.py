@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from rater.core.money import MoneyFormatError, div_round_half_up, format_decimal, parse_decimal
 from rater.core.times import (
+    MAX_TIME_US,
+    MIN_TIME_US,
     TimeFormatError,
     add_months_clamped,
     format_time_us,
@@ -113,7 +115,35 @@ def test_times_format_like_datetime_isoformat(at_us: int) -> None:
     moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=at_us)
     want = moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{moment.microsecond:06d}" if moment.microsecond else "") + "Z"
     assert format_time_us(at_us) == want
-    assert parse_time_us(want) == at_us
+    if MIN_TIME_US <= at_us < MAX_TIME_US:
+        assert parse_time_us(want) == at_us
+    else:  # formats (the shell clamps what it formats), but no input may carry it
+        with pytest.raises(TimeFormatError, match="outside the times"):
+            parse_time_us(want)
+
+
+@pytest.mark.parametrize(("text", "at_us"), [
+    ("1970-01-01T00:00:00Z", MIN_TIME_US),
+    ("1970-01-01T01:00:00+01:00", MIN_TIME_US),
+    ("8999-12-31T23:59:59.999999Z", MAX_TIME_US - 1),
+    ("8999-12-31T23:59:59.999999+00:00", MAX_TIME_US - 1),
+    ("1969-12-31T23:59:59.999999Z", None),
+    ("1970-01-01T00:30:00+01:00", None),
+    ("9000-01-01T00:00:00Z", None),
+    ("8999-12-31T23:00:00-23:59", None),
+    ("0001-01-01T00:00:00+00:01", None),  # year 0 in UTC: past datetime's start
+    ("9999-12-31T23:59:59-00:01", None),  # year 10000 in UTC: past datetime's end
+    ("9999-12-31T00:00:00Z", None),  # in range for datetime, but a lot bought then would expire in 10000
+    ("2026-11-23T10:00:00Z\n", None),
+    ("2026-11-23T10:00:00+01:00\n", None),
+])
+def test_input_times_lie_between_1970_and_the_year_9000_and_end_where_they_end(text: str, at_us: int | None) -> None:
+    for parse in (parse_time_us, parse_time_us_rfc3339):
+        if at_us is None:
+            with pytest.raises(TimeFormatError):
+                parse(text)
+        else:
+            assert parse(text) == at_us
 
 
 def test_billing_month_is_the_utc_month_of_the_start() -> None:
@@ -127,3 +157,9 @@ def test_billing_month_is_the_utc_month_of_the_start() -> None:
 ])
 def test_lot_expiry_is_twelve_calendar_months_clamped_to_month_end(purchase: str, expiry: str) -> None:
     assert format_time_us(add_months_clamped(parse_time_us(purchase), 12)) == expiry
+
+
+@pytest.mark.parametrize("text", ["5.00\n", "5\n", "5.00 ", " 5.00", "5\n.00", "٥.00", "5.00\r\n"])
+def test_an_amount_with_whitespace_or_other_digits_is_refused(text: str) -> None:
+    with pytest.raises(MoneyFormatError):
+        parse_decimal(text, 2)
