@@ -31,19 +31,23 @@ states are one key range of the store.
 from __future__ import annotations
 
 import heapq
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
 import orjson
 
 from rater import edge
 from rater.core.clock import PartitionClock
 from rater.core.context import RatingContext
 from rater.core.engine import Step, apply, balance_event, next_deadline, on_time
-from rater.core.inputs import Cdr
+from rater.core.inputs import Cdr, Input
 from rater.core.state import IdMemory, IdReader, TenantState, usage_key
 from rater.core.times import TimeFormatError, parse_time_us
+
+log = logging.getLogger("rater.task")
 
 TICKS = "rater-ticks"
 """The internal topic that carries the wall clock into each partition (SPEC §1.5)."""
@@ -147,6 +151,22 @@ class Batch:
         return records
 
 
+_STATE_ENCODER = msgspec.json.Encoder()
+_STATE_DECODER = msgspec.json.Decoder(dict[str, Any])
+
+
+def encode_state(state: TenantState) -> bytes:
+    """A tenant's state record. msgspec, not orjson: the ledger's totals are integers of
+    any size (a CLF balance of 18 integer digits is 22 digits of minor units), which
+    orjson refuses to write past 64 bits and reads back as floats."""
+    return _STATE_ENCODER.encode(state.to_dict())
+
+
+def decode_state(raw: bytes, ids: IdMemory | None = None) -> TenantState:
+    """A tenant's state from its record (:func:`encode_state`)."""
+    return TenantState.from_dict(_STATE_DECODER.decode(raw), ids)
+
+
 def tick_value(now_us: int) -> bytes:
     """The value of a tick message carrying wall-clock ``now_us``."""
     from rater.core.times import format_time_us  # noqa: PLC0415 - one small helper
@@ -179,6 +199,13 @@ class PartitionTask:
             self.clock = PartitionClock(record["tick_us"], record["now_us"])
             self.offsets = dict(record["offsets"])
             self._queued = [(str(tenant_id), str(month)) for tenant_id, month in record.get("purging", [])]
+        self._journal: dict[str, list[tuple[Input | None, int, str]]] = {}
+        """Per tenant, the inputs of the batch in flight applied to it (None: time work),
+        with the "now" and position each was applied at: what a roll-back applies again."""
+        self._touched: dict[str, TenantState] = {}
+        """The tenants the batch in flight changed (written with it)."""
+        self._balances: dict[str, tuple[int, str]] = {}
+        """Per tenant the batch changed what a balance shows: (now, cause) of the last change."""
         self._due: list[tuple[int, str]] = []
         """(deadline, tenant) — a lazy heap: an entry whose deadline is no longer the
         tenant's scheduled one is stale and skipped when popped."""
@@ -194,7 +221,7 @@ class PartitionTask:
             raw = raw if raw is not None else self.store.get(tenant_id.encode())
             if raw is None:
                 return None
-            state = TenantState.from_dict(orjson.loads(raw), IdMemory(self._reader(tenant_id)))
+            state = decode_state(raw, IdMemory(self._reader(tenant_id)))
             self.states[tenant_id] = state
         return state
 
@@ -224,8 +251,8 @@ class PartitionTask:
         The batch must be in the store (:meth:`Store.get` answers with it) before the
         next call: the ids it applied are read from there from then on."""
         batch = Batch()
-        touched: dict[str, TenantState] = {}
-        balances: dict[str, tuple[int, str]] = {}  # tenant → (now, cause) of its last balance change
+        self._journal, self._touched, self._balances = {}, {}, {}
+        touched, balances = self._touched, self._balances
         for record in records:
             if record.offset < self.offsets.get(record.topic, 0):
                 batch.skipped += 1
@@ -233,14 +260,20 @@ class PartitionTask:
             self.offsets[record.topic] = record.offset + 1
             batch.applied += 1
             if record.topic == TICKS:
-                self._tick(record, batch, touched, balances)
+                self._tick(record, batch)
             else:
-                self._input(record, batch, touched, balances)
+                self._input(record, batch)
         for tenant_id, (now_us, cause) in balances.items():
-            snapshot = balance_event(touched[tenant_id], self.ctx, now_us, cause)
-            batch.outputs.append(Produced(snapshot.stream, tenant_id.encode(), edge.encode(snapshot.payload)))
+            try:
+                snapshot = balance_event(touched[tenant_id], self.ctx, now_us, cause)
+                value = edge.encode(snapshot.payload)
+            except Exception:  # a bug: the money moved and is on the rated CDRs; the next snapshot shows it
+                log.exception("partition %d: the balance snapshot of tenant %s (caused by %s) failed;"
+                              " none is sent for this batch", self.partition, tenant_id, cause)
+                continue
+            batch.outputs.append(Produced(snapshot.stream, tenant_id.encode(), value))
         for tenant_id, state in touched.items():
-            batch.states[tenant_id] = orjson.dumps(state.to_dict())
+            batch.states[tenant_id] = encode_state(state)
             fresh, forgotten = state.ids.drain()
             for memory_key, digest in fresh.items():
                 batch.ids[id_key(tenant_id, memory_key)] = digest.encode()
@@ -285,29 +318,35 @@ class PartitionTask:
                 batch.ids[entry] = keys[-1]  # go on from here in the next batch
             budget -= len(keys)
 
-    def _input(self, record: edge.Record, batch: Batch, touched: dict[str, TenantState],
-               balances: dict[str, tuple[int, str]]) -> None:
-        decoded = edge.decode(record)
-        if isinstance(decoded, edge.Refusal):
-            self._dead_letter(record, decoded, batch)
-            return
-        if isinstance(decoded, Cdr):
-            future = self.clock.refuses(decoded.end_us, self.ctx)
-            if future is not None:
-                self._dead_letter(record, edge.Refusal("future", future, decoded.tenant_id), batch)
+    def _input(self, record: edge.Record, batch: Batch) -> None:
+        applying: str | None = None  # the tenant whose state the core may have changed
+        try:
+            decoded = edge.decode(record)
+            if isinstance(decoded, edge.Refusal):
+                self._dead_letter(record, decoded, batch)
                 return
-        tenant_id = decoded.tenant_id
-        step = apply(self._state_of(tenant_id), decoded, self.ctx, self.clock.now_us, record.position)
+            if isinstance(decoded, Cdr):
+                future = self.clock.refuses(decoded.end_us, self.ctx)
+                if future is not None:
+                    self._dead_letter(record, edge.Refusal("future", future, decoded.tenant_id), batch)
+                    return
+            applying = tenant_id = decoded.tenant_id
+            now_us = self.clock.now_us
+            step = apply(self._state_of(tenant_id), decoded, self.ctx, now_us, record.position)
+            outputs = self._encoded(tenant_id, step)
+        except Exception as exc:  # noqa: BLE001 - containment: one input's failure is its dead letter
+            self._internal_error(record, batch, exc, applying)
+            return
+        self._journal.setdefault(tenant_id, []).append((decoded, now_us, record.position))
         if isinstance(decoded, Cdr) and step.rejection is None:
             # the tenant's "now" after the step: a CDR's end, but nothing for a duplicate
             self.clock = self.clock.accept(step.now_us)
-        self._took(tenant_id, step, batch, touched, balances)
+        self._took(tenant_id, step, outputs, batch)
         if step.rejection is not None:
             refusal = edge.Refusal(step.rejection.reason, step.rejection.message, tenant_id)
             self._dead_letter(record, refusal, batch)
 
-    def _tick(self, record: edge.Record, batch: Batch, touched: dict[str, TenantState],
-              balances: dict[str, tuple[int, str]]) -> None:
+    def _tick(self, record: edge.Record, batch: Batch) -> None:
         try:
             tick = orjson.loads(record.value or b"")
             now_us = parse_time_us(tick["now"])
@@ -321,28 +360,84 @@ class PartitionTask:
             if self._scheduled.get(tenant_id) != deadline:
                 continue  # stale: the tenant's deadline moved since it was pushed
             del self._scheduled[tenant_id]
-            state = self._state_of(tenant_id)
-            if state is not None:
-                self._took(tenant_id, on_time(state, self.ctx, now), batch, touched, balances)
-                self._schedule(tenant_id, state)
+            try:
+                state = self._state_of(tenant_id)
+                if state is None:
+                    continue
+                step = on_time(state, self.ctx, now)
+                outputs = self._encoded(tenant_id, step)
+            except Exception as exc:  # noqa: BLE001 - containment: this tenant's time work only
+                # its time work is tried again with its next input (not at every tick)
+                self._internal_error(record, batch, exc, tenant_id, reschedule=False)
+                continue
+            self._journal.setdefault(tenant_id, []).append((None, now, record.position))
+            self._took(tenant_id, step, outputs, batch)
 
-    def _took(self, tenant_id: str, step: Step, batch: Batch, touched: dict[str, TenantState],
-              balances: dict[str, tuple[int, str]]) -> None:
-        """Collect what a step changed and emitted."""
+    def _encoded(self, tenant_id: str, step: Step) -> list[Produced]:
+        """A step's outputs as records, and its new deadline checked — everything of a step
+        that can fail, done before any of it is kept."""
+        key = tenant_id.encode()
+        outputs = [Produced(out.stream, key, edge.encode(out.payload)) for out in step.outputs]
+        if step.changed and step.state is not None:
+            next_deadline(step.state, self.ctx)
+        return outputs
+
+    def _took(self, tenant_id: str, step: Step, outputs: list[Produced], batch: Batch) -> None:
+        """Keep what a step changed and emitted (``outputs``: its :meth:`_encoded` records)."""
         state = step.state
         if state is None:
             return
         if step.changed:
-            if state.ids.reader is None:  # a new tenant: its ids go to the store too
-                state.ids.reader = self._reader(tenant_id)
-            self.states[tenant_id] = state
-            touched[tenant_id] = state
-            self._schedule(tenant_id, state)
-        key = tenant_id.encode()
-        for out in step.outputs:
-            batch.outputs.append(Produced(out.stream, key, edge.encode(out.payload)))
+            self._keep(tenant_id, state)
+        batch.outputs.extend(outputs)
         if step.balance_cause is not None:
-            balances[tenant_id] = (step.now_us, step.balance_cause)
+            self._balances[tenant_id] = (step.now_us, step.balance_cause)
+
+    def _keep(self, tenant_id: str, state: TenantState) -> None:
+        """A tenant's state changed in this batch: it is written with the batch."""
+        if state.ids.reader is None:  # a new tenant: its ids go to the store too
+            state.ids.reader = self._reader(tenant_id)
+        self.states[tenant_id] = state
+        self._touched[tenant_id] = state
+        self._schedule(tenant_id, state)
+
+    # -- containment -------------------------------------------------------------------------
+    def _internal_error(self, record: edge.Record, batch: Batch, exc: Exception, tenant_id: str | None, *,
+                        reschedule: bool = True) -> None:
+        """Deciding ``record`` raised (a bug, never bad input: bad input is a refusal): the
+        record becomes an ``internal_error`` dead letter with its bytes, and the tenant's
+        state goes back to where it was before the record, its outputs from it dropped."""
+        log.error("partition %d: %s raised deciding %s (tenant %s): the record is dead-lettered"
+                  " internal_error", self.partition, type(exc).__name__, record.position, tenant_id,
+                  exc_info=exc)
+        if tenant_id is not None:
+            self._roll_back(tenant_id, reschedule=reschedule)
+        message = f"the rater failed deciding this input ({type(exc).__name__}: {exc})"
+        self._dead_letter(record, edge.Refusal("internal_error", message[:500], tenant_id), batch)
+
+    def _roll_back(self, tenant_id: str, *, reschedule: bool) -> None:
+        """Rebuild a tenant's state as it was before the input that failed: its committed
+        state (the store) with its inputs of this batch applied again — the core is
+        deterministic, so they decide as before; their outputs are already in the batch.
+        Costs the tenant's inputs so far in this batch, and only when something failed."""
+        self.states.pop(tenant_id, None)  # ``_touched`` and ``_balances`` keep their order: overwritten below
+        state = self._state_of(tenant_id)
+        for inp, now_us, position in self._journal.get(tenant_id, []):
+            if inp is None:
+                if state is None:
+                    continue
+                step = on_time(state, self.ctx, now_us)
+            else:
+                step = apply(state, inp, self.ctx, now_us, position)
+            if step.state is not None and step.changed:
+                state = step.state
+                self._keep(tenant_id, state)
+            if step.balance_cause is not None:
+                self._balances[tenant_id] = (step.now_us, step.balance_cause)
+        if reschedule:
+            self._schedule(tenant_id, state)
+        else:
+            self._scheduled.pop(tenant_id, None)
 
     def _dead_letter(self, record: edge.Record, refusal: edge.Refusal, batch: Batch) -> None:
         event: dict[str, Any] = edge.dead_letter(record, self.topic_prefix + record.topic, refusal)
