@@ -41,6 +41,7 @@ from rater.core.state import (
     TenantState,
     User,
     applied_key,
+    is_request_id,
     request_id,
     usage_key,
 )
@@ -57,6 +58,9 @@ SCHEMA_VERSION = 1
 LOT_LIFETIME_MONTHS = 12
 MAX_WIRE_DIGITS = 18
 """Integer digits an amount may have on the wire (common.json ``money``)."""
+MAX_LOTS = 1_000
+"""Lots with money left a tenant may hold (a year of daily purchases, three times over):
+one more is a ``tenant_limit`` dead letter."""
 INBOUND = frozenset({"user_in", "conf_in", "ucap_in"})
 USER_OUT = frozenset({"user_out", "user_out_conf", "user_out_transfer", "user_out_forwarding"})
 PREPAID = "prepaid_credits"
@@ -174,6 +178,11 @@ def apply(state: TenantState | None, inp: Input, ctx: RatingContext, now_us: int
     that fell due by ``now_us`` (lot expiry, recharge time-outs and back-off) is done
     first, so its outputs precede the input's.
     """
+    if not isinstance(inp, Cdr | RechargeResult) and is_request_id(inp.tenant_id, inp.command_id):
+        # one id space for commands and the rater's own requests: a funds lot named like a
+        # request would make the succeeded result of that request an ``id_conflict``
+        return Step(None, rejection=Rejection("schema", f"command_id {inp.command_id!r} has the form of the"
+                                                        f" rater's recharge request ids ({inp.tenant_id}/recharge/N)"))
     if state is None:
         if isinstance(inp, TenantUpserted):
             return _new_tenant(inp, ctx, now_us)
@@ -464,9 +473,13 @@ def _amount(state: TenantState, text: str, what: str) -> int | Rejection:
 def _lot_fits(state: TenantState, amount: int, what: str) -> Rejection | None:
     """Every amount on the wire has at most 18 integer digits (common.json ``money``):
     a lot that would take the balance past that is refused, not emitted as a balance no
-    consumer can read."""
+    consumer can read. A tenant holds at most :data:`MAX_LOTS` lots with money left:
+    every balance snapshot lists them, and a debit walks them."""
     if state.balance_minor + amount >= 10 ** (MAX_WIRE_DIGITS + state.exponent):
         return Rejection("schema", f"{what} would take the balance past {MAX_WIRE_DIGITS} integer digits")
+    if amount and len(state.lots) >= MAX_LOTS:
+        return Rejection("tenant_limit", f"{what} would be lot {len(state.lots) + 1} with money left;"
+                                         f" a tenant holds at most {MAX_LOTS}")
     return None
 
 

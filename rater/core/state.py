@@ -266,6 +266,12 @@ def _licence_counts(users: dict[str, User]) -> dict[tuple[str, str], int]:
     return counts
 
 
+def is_request_id(tenant_id: str, input_id: str) -> bool:
+    """Whether ``input_id`` has the form of the tenant's recharge request ids (which no
+    command id may have)."""
+    return input_id.startswith(f"{tenant_id}/recharge/")
+
+
 def request_id(tenant_id: str, sequence: int) -> str:
     """The deterministic id of a tenant's ``sequence``-th recharge request."""
     return f"{tenant_id}/recharge/{sequence}"

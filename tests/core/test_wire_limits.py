@@ -5,6 +5,9 @@ the input schemas allow and the longest Kafka position."""
 
 from __future__ import annotations
 
+from rater.core.engine import MAX_LOTS
+from rater.core.inputs import AutoRechargeConfigured, TenantUpserted
+
 from .kit import US, Tenant, events, rated
 
 LONG_TENANT = "t" * 64  # common.json tenant_id: at most 64
@@ -37,3 +40,38 @@ def test_2_a_lot_that_would_take_the_balance_past_18_integer_digits_is_refused()
     assert (step.rejection.reason, x.balance) == ("schema", 99999999999999999900)
     assert "18 integer digits" in step.rejection.message
     assert x.fund("0.99").rejection is None  # the largest balance the wire can carry
+
+
+def test_2_a_command_id_of_the_form_of_the_raters_request_ids_is_refused_so_a_recharge_always_lands() -> None:
+    x = Tenant("acme")
+    x.license("u1", "US", "PAYG")
+    step = x.fund("5.00", lot="acme/recharge/1")
+    assert step.rejection is not None
+    assert (step.rejection.reason, x.balance) == ("schema", 0)
+    assert "acme/recharge/N" in step.rejection.message
+    assert x.fund("5.00", lot="other/recharge/1").rejection is None  # another tenant's form is an ordinary id
+    x.auto_recharge("5.00", "10.00")
+    (request,) = events(x.call(60, US), "recharge_request")
+    assert request["request_id"] == "acme/recharge/1"
+    landed = x.result("acme/recharge/1", "succeeded", "10.00")
+    assert landed.rejection is None
+    assert events(landed, "recharge_succeeded")
+    for bad in (AutoRechargeConfigured("acme", "acme/recharge/7", True, "1.00", "1.00"),
+                TenantUpserted("acme", "acme/recharge/", "US", "USD", "prepaid_credits", None)):
+        refused = x.send(bad)
+        assert refused.rejection is not None
+        assert refused.rejection.reason == "schema"
+
+
+def test_a_tenant_holds_at_most_max_lots_lots_with_money_and_one_more_is_a_tenant_limit() -> None:
+    x = Tenant()
+    for n in range(MAX_LOTS):
+        assert x.fund("0.01", lot=f"lot-{n}").rejection is None
+    step = x.fund("0.01", lot="one-too-many")
+    assert step.rejection is not None
+    assert (step.rejection.reason, len(x.s.lots)) == ("tenant_limit", MAX_LOTS)
+    assert x.result("t1/recharge/9", "succeeded", "1.00").rejection.reason == "tenant_limit"  # type: ignore[union-attr]
+    assert x.fund("0.00", lot="empty").rejection is None  # an empty lot holds nothing
+    x.license("u1", "US", "PAYG")
+    x.call(60, US)  # spends 0.02: two lots are gone
+    assert x.fund("0.01", lot="fits-again").rejection is None
