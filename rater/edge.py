@@ -175,6 +175,7 @@ class _Invalid(ValueError):
 
 def _cdr(p: dict[str, Any]) -> Cdr:
     start_us, end_us = parse_time_us(p["start_time"]), parse_time_us(p["end_time"])
+    parse_time_us(p["occurred_at"])  # checked like every envelope's, not used
     if end_us < start_us:
         raise _Invalid("end_time is before start_time")
     duration = p["duration_seconds"]
@@ -201,27 +202,32 @@ _BUILDERS: dict[str, Any] = {
     "cdr": _cdr,
     "tenant_upserted": lambda p: TenantUpserted(
         p["tenant_id"], p["command_id"], p["country"], p["currency"], p["billing_model"],
-        p.get("low_balance_threshold"),
+        p.get("low_balance_threshold"), parse_time_us(p["occurred_at"]),
     ),
     "licenses_assigned": lambda p: LicensesAssigned(
-        p["tenant_id"], p["command_id"], p["user_id"], p["usage_location"], tuple(p["capabilities"])
+        p["tenant_id"], p["command_id"], p["user_id"], p["usage_location"], tuple(p["capabilities"]),
+        parse_time_us(p["occurred_at"]),
     ),
-    "user_removed": lambda p: UserRemoved(p["tenant_id"], p["command_id"], p["user_id"]),
+    "user_removed": lambda p: UserRemoved(p["tenant_id"], p["command_id"], p["user_id"],
+                                          parse_time_us(p["occurred_at"])),
     "funds_added": lambda p: FundsAdded(
-        p["tenant_id"], p["command_id"], p["amount"], p["currency"], parse_time_us(p["purchased_at"])
+        p["tenant_id"], p["command_id"], p["amount"], p["currency"], parse_time_us(p["purchased_at"]),
+        parse_time_us(p["occurred_at"]),
     ),
     "auto_recharge_configured": lambda p: AutoRechargeConfigured(
-        p["tenant_id"], p["command_id"], p["enabled"], p["trigger_amount"], p["recharge_amount"]
+        p["tenant_id"], p["command_id"], p["enabled"], p["trigger_amount"], p["recharge_amount"],
+        parse_time_us(p["occurred_at"]),
     ),
     "recharge_result": lambda p: RechargeResult(
         p["tenant_id"], p["request_id"], p["status"], p["amount"], p["currency"], p.get("reason"),
-        parse_time_us(p["processed_at"]),
+        parse_time_us(p["processed_at"]), parse_time_us(p["occurred_at"]),
     ),
 }
 
 
 def _cdr_from(m: wire.CdrIn) -> Cdr:
     start_us, end_us = parse_time_us(m.start_time), parse_time_us(m.end_time)
+    parse_time_us(m.occurred_at)  # checked like every envelope's, not used
     if end_us < start_us:
         raise _Invalid("end_time is before start_time")
     return Cdr(m.tenant_id, m.usage_id, m.call_id, m.conference_id, m.user_id, m.user_location, m.call_type,
@@ -231,21 +237,25 @@ def _cdr_from(m: wire.CdrIn) -> Cdr:
 def _licenses_from(m: wire.LicensesAssignedIn) -> LicensesAssigned | None:
     if len(set(m.capabilities)) != len(m.capabilities):
         return None  # repeated capabilities: the schema's uniqueItems words the refusal
-    return LicensesAssigned(m.tenant_id, m.command_id, m.user_id, m.usage_location, tuple(m.capabilities))
+    return LicensesAssigned(m.tenant_id, m.command_id, m.user_id, m.usage_location, tuple(m.capabilities),
+                            parse_time_us(m.occurred_at))
 
 
 _FROM_WIRE: dict[type, Callable[[Any], Input | None]] = {
     wire.CdrIn: _cdr_from,
     wire.TenantUpsertedIn: lambda m: TenantUpserted(m.tenant_id, m.command_id, m.country, m.currency,
-                                                     m.billing_model, m.low_balance_threshold),
+                                                     m.billing_model, m.low_balance_threshold,
+                                                     parse_time_us(m.occurred_at)),
     wire.LicensesAssignedIn: _licenses_from,
-    wire.UserRemovedIn: lambda m: UserRemoved(m.tenant_id, m.command_id, m.user_id),
+    wire.UserRemovedIn: lambda m: UserRemoved(m.tenant_id, m.command_id, m.user_id, parse_time_us(m.occurred_at)),
     wire.FundsAddedIn: lambda m: FundsAdded(m.tenant_id, m.command_id, m.amount, m.currency,
-                                             parse_time_us(m.purchased_at)),
+                                             parse_time_us(m.purchased_at), parse_time_us(m.occurred_at)),
     wire.AutoRechargeConfiguredIn: lambda m: AutoRechargeConfigured(m.tenant_id, m.command_id, m.enabled,
-                                                                     m.trigger_amount, m.recharge_amount),
+                                                                     m.trigger_amount, m.recharge_amount,
+                                                                     parse_time_us(m.occurred_at)),
     wire.RechargeResultIn: lambda m: RechargeResult(m.tenant_id, m.request_id, m.status, m.amount, m.currency,
-                                                     m.reason, parse_time_us(m.processed_at)),
+                                                     m.reason, parse_time_us(m.processed_at),
+                                                     parse_time_us(m.occurred_at)),
 }
 
 

@@ -298,3 +298,35 @@ def test_a_version_2_partition_record_s_months_to_purge_become_purge_records() -
     while [k for k in store.records if k.startswith(PURGE_PREFIX)]:
         store.write(store.task().process([]))
     assert not [k for k in store.records if k.startswith(b"!t1/u/")]
+
+
+def test_before_its_first_tick_a_partition_applies_commands_at_their_occurred_at_never_at_1970() -> None:
+    # issue 11, finding 7: a recharge requested "at 1970" timed out at the next input
+    # with a real time and was requested again — a card charged twice
+    store = Store()
+    items = [
+        ("account-commands", event("tenant_upserted", "t1", "e1", at="2026-11-05T09:00:00Z", command_id="up",
+                                   country="US", currency="USD", billing_model="prepaid_credits")),
+        ("account-commands", event("licenses_assigned", "t1", "e2", at="2026-11-05T09:01:00Z", command_id="lic",
+                                   user_id="alice", usage_location="US", capabilities=["PAYG"])),
+        ("account-commands", event("funds_added", "t1", "e3", at="2026-11-05T09:02:00Z", command_id="buy",
+                                   amount="1.00", currency="USD", purchased_at="2026-11-05T09:02:00Z")),
+        ("account-commands", event("auto_recharge_configured", "t1", "e4", at="2026-11-05T09:05:00Z",
+                                   command_id="ar", enabled=True, trigger_amount="5.00", recharge_amount="10.00")),
+    ]
+    first = store.task().process(_records(items))
+    store.write(first)
+    (request,) = _payloads(first.outputs, "recharge-requests")
+    (balance,) = _payloads(first.outputs, "balances")
+    assert request["occurred_at"] == balance["occurred_at"] == "2026-11-05T09:05:00Z"
+    state = TenantState.from_dict(orjson.loads(first.states["t1"]))
+    assert (state.open_month, state.auto_recharge.pending_since_us) == ("2026-11", parse_time_us("2026-11-05T09:05:00Z"))
+    assert orjson.loads(first.partition_record)["now_us"] == 0  # the partition's clock is not moved by commands
+    call = cdr("t1", "c1", 60, start="2026-11-05T10:00:00Z", end="2026-11-05T10:01:00Z")
+    later = store.task().process(_records([("cdrs", call)]))
+    assert [p["type"] for p in _payloads(later.outputs, "notifications")] == []  # no time-out, no second request
+    assert _payloads(later.outputs, "recharge-requests") == []
+    # a re-sent command with another occurred_at is the same command: counted, nothing changes
+    again = store.task().process(_records([("account-commands", {**items[2][1], "occurred_at": "2026-11-06T00:00:00Z"})],
+                                          start=4))
+    assert (again.applied, _payloads(again.outputs)) == (1, [])  # no id_conflict dead letter, no balance

@@ -2,6 +2,11 @@
 
 Times are already µs UTC integers; money is still the wire's decimal string, because
 its precision depends on the tenant's currency, which only the core's state knows.
+
+Commands and recharge results carry their envelope's ``occurred_at`` as ``occurred_us``:
+"now" for them on a partition that has no tick yet (SPEC §1.6 decisions in the README).
+It is not part of their content: a command re-sent with another ``occurred_at`` is the
+same command (``fingerprint`` leaves it out).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class TenantUpserted:
     currency: str
     billing_model: str
     low_balance_threshold: str | None
+    occurred_us: int = 0  # the envelope's occurred_at (see the module's docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,7 @@ class LicensesAssigned:
     user_id: str
     usage_location: str
     capabilities: tuple[str, ...]
+    occurred_us: int = 0  # the envelope's occurred_at (see the module's docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,7 @@ class UserRemoved:
     tenant_id: str
     command_id: str
     user_id: str
+    occurred_us: int = 0  # the envelope's occurred_at (see the module's docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,7 @@ class FundsAdded:
     amount: str
     currency: str
     purchased_us: int
+    occurred_us: int = 0  # the envelope's occurred_at (see the module's docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +91,7 @@ class AutoRechargeConfigured:
     enabled: bool
     trigger_amount: str
     recharge_amount: str
+    occurred_us: int = 0  # the envelope's occurred_at (see the module's docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +105,7 @@ class RechargeResult:
     currency: str
     reason: str | None
     processed_us: int
+    occurred_us: int = 0  # the envelope's occurred_at (see the module's docstring)
 
 
 Command = TenantUpserted | LicensesAssigned | UserRemoved | FundsAdded | AutoRechargeConfigured
@@ -110,5 +121,6 @@ def fingerprint(inp: Input) -> str:
                      f"\x1f{c.number_type}\x1f{c.caller_number}\x1f{c.destination_number}\x1f{c.start_us}"
                      f"\x1f{c.end_us}\x1f{c.duration_s}")
         return hashlib.blake2b(canonical.encode(), digest_size=12).hexdigest()
-    canonical = "\x1f".join([type(inp).__name__, *(repr(getattr(inp, f.name)) for f in fields(inp))])
+    canonical = "\x1f".join([type(inp).__name__,
+                              *(repr(getattr(inp, f.name)) for f in fields(inp) if f.name != "occurred_us")])
     return hashlib.blake2b(canonical.encode(), digest_size=12).hexdigest()
