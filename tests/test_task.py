@@ -320,13 +320,14 @@ def test_before_its_first_tick_a_partition_applies_commands_at_their_occurred_at
     (balance,) = _payloads(first.outputs, "balances")
     assert request["occurred_at"] == balance["occurred_at"] == "2026-11-05T09:05:00Z"
     state = TenantState.from_dict(orjson.loads(first.states["t1"]))
-    assert (state.open_month, state.auto_recharge.pending_since_us) == ("2026-11", parse_time_us("2026-11-05T09:05:00Z"))
+    requested_at = parse_time_us("2026-11-05T09:05:00Z")
+    assert (state.open_month, state.auto_recharge.pending_since_us) == ("2026-11", requested_at)
     assert orjson.loads(first.partition_record)["now_us"] == 0  # the partition's clock is not moved by commands
     call = cdr("t1", "c1", 60, start="2026-11-05T10:00:00Z", end="2026-11-05T10:01:00Z")
     later = store.task().process(_records([("cdrs", call)]))
     assert [p["type"] for p in _payloads(later.outputs, "notifications")] == []  # no time-out, no second request
     assert _payloads(later.outputs, "recharge-requests") == []
     # a re-sent command with another occurred_at is the same command: counted, nothing changes
-    again = store.task().process(_records([("account-commands", {**items[2][1], "occurred_at": "2026-11-06T00:00:00Z"})],
-                                          start=4))
+    resent = {**items[2][1], "occurred_at": "2026-11-06T00:00:00Z"}
+    again = store.task().process(_records([("account-commands", resent)], start=4))
     assert (again.applied, _payloads(again.outputs)) == (1, [])  # no id_conflict dead letter, no balance
