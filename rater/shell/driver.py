@@ -497,11 +497,25 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             self.driver.fail(exc)
 
 
+class _TransientAsWarning(logging.Filter):
+    """aiokafka logs a group coordinator that is not ready yet — a new group, a broker
+    starting or moving its coordinator — at ERROR, then retries and goes on. An ERROR
+    line when nothing is wrong teaches operators to ignore ERROR lines: these are warnings."""
+
+    TRANSIENT = ("GroupCoordinatorNotAvailableError", "NotCoordinatorForGroupError", "CoordinatorLoadInProgressError")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and any(name in record.getMessage() for name in self.TRANSIENT):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def run_worker(settings: Settings, ctx: RatingContext) -> None:
     """Run a worker until SIGTERM/SIGINT (a clean stop) or a failure (exit non-zero)."""
     logging.basicConfig(level=getattr(logging, {"warn": "WARNING", "crit": "CRITICAL"}.get(
         settings.log_level.lower(), settings.log_level.upper()), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka.consumer.group_coordinator").addFilter(_TransientAsWarning())
 
     # The catalog, the tariff and the prefix index are loaded for good: out of the cyclic
     # collector's sight, and a collection every 50,000 allocations instead of 700 (a
