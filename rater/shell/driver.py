@@ -45,8 +45,7 @@ MAX_RECORD_BYTES = 8 * 1024 * 1024 - 16 * 1024
 """The largest record a unit may hold: what fits, with a record batch's own bytes, in the
 8 MiB ``max.message.bytes`` that topics/topics.toml gives ``rater-state`` and every
 output topic. A record over it stops the worker with a clear error instead of a refused
-batch. Users and ids are records of their own; what still grows a tenant's state is
-its lots with money left."""
+batch (a tenant's users and ids are records of their own, not part of its state)."""
 
 
 CHANGELOG_KEY = b"~changelog"

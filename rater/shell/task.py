@@ -242,6 +242,14 @@ class PartitionTask:
 
         return reader
 
+    def _drain_users(self, tenant_id: str, state: TenantState, batch: Batch) -> None:
+        """The users a tenant changed in the batch, as records; read from the store from
+        then on."""
+        if state.users.reader is None:  # a new tenant: its users go to the store too
+            state.users.reader = self._user_reader(tenant_id)
+        for user_id, user in state.users.drain().items():
+            batch.users[user_key(tenant_id, user_id)] = user_value(user)
+
     def _schedule(self, tenant_id: str, state: TenantState | None) -> None:
         deadline = None if state is None else next_deadline(state, self.ctx)
         if deadline is None:
@@ -283,10 +291,7 @@ class PartitionTask:
                 # nothing to purge
                 if self.store.keys(id_key(tenant_id, usage_key(month, "")), 1):
                     batch.ids[purge_key(tenant_id, month)] = b""
-            if state.users.reader is None:  # a new tenant: its users go to the store too
-                state.users.reader = self._user_reader(tenant_id)
-            for user_id, user in state.users.drain().items():
-                batch.users[user_key(tenant_id, user_id)] = user_value(user)
+            self._drain_users(tenant_id, state, batch)
         for tenant_id, month in self._queued:  # from a version 2 partition record
             batch.ids.setdefault(purge_key(tenant_id, month), b"")
         self._queued = []
