@@ -32,6 +32,7 @@ from rater.shell.task import (
     id_key,
     purge_key,
     tick_value,
+    user_key,
 )
 from rater.workload import Workload
 
@@ -331,3 +332,149 @@ def test_before_its_first_tick_a_partition_applies_commands_at_their_occurred_at
     resent = {**items[2][1], "occurred_at": "2026-11-06T00:00:00Z"}
     again = store.task().process(_records([("account-commands", resent)], start=4))
     assert (again.applied, _payloads(again.outputs)) == (1, [])  # no id_conflict dead letter, no balance
+
+
+# --- users as records of their own ----------------------------------------------------------------
+
+
+def _licence(tenant: str, command_id: str, user: str, location: str, *caps: str) -> tuple[str, dict[str, Any]]:
+    return ("account-commands", event("licenses_assigned", tenant, f"e-{command_id}", command_id=command_id,
+                                      user_id=user, usage_location=location, capabilities=list(caps)))
+
+
+def _removal(tenant: str, command_id: str, user: str) -> tuple[str, dict[str, Any]]:
+    return ("account-commands", event("user_removed", tenant, f"e-{command_id}", command_id=command_id,
+                                      user_id=user))
+
+
+def _stored_users(store: Store, tenant: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    prefix = user_key(tenant, "")
+    return {k[len(prefix):].decode(): (v_loc, tuple(v_caps)) for k, v in store.records.items()
+            if k.startswith(prefix) for v_loc, v_caps in [orjson.loads(v)]}
+
+
+def _counts(users: dict[str, tuple[str, tuple[str, ...]]]) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for location, caps in users.values():
+        for cap in caps:
+            counts[(cap, location)] = counts.get((cap, location), 0) + 1
+    return counts
+
+
+def test_a_user_is_a_record_of_its_own_written_once_when_assigned_and_the_state_does_not_grow_with_users() -> None:
+    store = Store()
+    task = store.task()
+    batch = task.process(_records([*_setup(), _licence("t1", "lic", "user-0", "US", "MCOPSTN1", "MCOPSTNPP")]))
+    assert batch.users == {user_key("t1", "alice"): b'["US",["PAYG"]]',
+                           user_key("t1", "user-0"): b'["US",["MCOPSTN1","MCOPSTNPP"]]'}
+    assert (user_key("t1", "alice"), b'["US",["PAYG"]]') in batch.changelog()
+    store.write(batch)
+    assert b"alice" not in store.records[b"t1"]
+    batch = task.process(_records([("cdrs", cdr("t1", "c1", 60)), ("cdrs", cdr("t1", "c2", 60))]))
+    assert batch.users == {}  # calls read the user; nothing to write
+    store.write(batch)
+    small = len(store.records[b"t1"])
+    many = [_licence("t1", f"lic{n}", f"user-{n}", "US", "MCOPSTN1", "MCOPSTNPP") for n in range(1, 2001)]
+    batch = task.process(_records(many, start=4))
+    assert len(batch.users) == 2000
+    store.write(batch)
+    assert len(store.records[b"t1"]) <= small + 10  # two counts grew to four digits
+    state = TenantState.from_dict(orjson.loads(store.records[b"t1"]))
+    assert state.licences == {("PAYG", "US"): 1, ("MCOPSTN1", "US"): 2001, ("MCOPSTNPP", "US"): 2001}
+    assert _counts(_stored_users(store, "t1")) == state.licences
+
+
+def test_a_restart_between_batches_reads_users_back_from_the_store() -> None:
+    store = Store()
+    store.write(store.task().process(_records([*_setup(), _licence("t1", "lic-bob", "bob", "US", "MCOPSTN1")])))
+    task = store.task()  # a new worker: the users are only in the store
+    batch = task.process(_records([("cdrs", cdr("t1", "c1", 60)), ("cdrs", cdr("t1", "c2", 60, user_id="bob")),
+                                   ("cdrs", cdr("t1", "c3", 60, user_id="carol"))]))
+    assert [(p["usage_id"], p["status"]) for p in _payloads(batch.outputs, "rated-cdrs")] == [
+        ("c1", "rated"), ("c2", "rated")]
+    assert [p["reason"] for p in _payloads(batch.outputs, "dead-letters")] == ["unknown_user"]
+    (alice, bob) = _payloads(batch.outputs, "rated-cdrs")
+    assert (alice["capability"], bob["capability"]) == ("MCOPSTNPP", "MCOPSTN1")  # PAYG: credits paid
+    store.write(batch)
+    del store.records[user_key("t1", "bob")]  # the record is what the rater knows of bob
+    batch = store.task().process(_records([("cdrs", cdr("t1", "c4", 60, user_id="bob"))], start=3))
+    assert [p["reason"] for p in _payloads(batch.outputs, "dead-letters")] == ["unknown_user"]
+
+
+def test_a_removed_user_stays_known_with_no_licences() -> None:
+    store = Store()
+    store.write(store.task().process(_records(_setup())))
+    batch = store.task().process(_records([_removal("t1", "rm1", "alice"), _removal("t1", "rm2", "nobody")], start=3))
+    assert batch.users == {user_key("t1", "alice"): b'["US",[]]'}  # never licensed: stays unknown
+    store.write(batch)
+    assert TenantState.from_dict(orjson.loads(store.records[b"t1"])).licences == {}
+    batch = store.task().process(_records([("cdrs", cdr("t1", "c1", 60)),
+                                           ("cdrs", cdr("t1", "c2", 60, user_id="nobody"))]))
+    assert [(p["status"], p["reason"]) for p in _payloads(batch.outputs, "rated-cdrs")] == [("blocked", "no_license")]
+    assert [p["reason"] for p in _payloads(batch.outputs, "dead-letters")] == ["unknown_user"]
+
+
+def test_a_forgotten_month_s_purge_never_touches_user_records() -> None:
+    store = Store()
+    store.write(store.task().process(_records([*_setup(), _licence("t1", "l2", "2026-11", "US", "PAYG"),
+                                               ("cdrs", cdr("t1", "c1", 60))])))
+    december = cdr("t1", "d1", 60, start="2026-12-08T00:00:00Z", end="2026-12-08T00:01:00Z")
+    store.write(store.task().process(_records([(TICKS, tick_value(parse_time_us("2026-12-08T00:00:00Z"))),
+                                               ("cdrs", december)], start=1)))
+    while [k for k in store.records if k.startswith(PURGE_PREFIX)]:
+        store.write(store.task().process([]))
+    assert id_key("t1", "u/2026-11/c1") not in store.records
+    assert set(_stored_users(store, "t1")) == {"alice", "2026-11"}
+
+
+@settings(max_examples=20, deadline=None)
+@given(commands=st.lists(st.tuples(st.sampled_from(("u1", "u2", "u3", "u4", "u5")),
+                                   st.sampled_from(("US", "GB", "DE")),
+                                   st.lists(st.sampled_from(("MCOPSTN1", "MCOPSTN2", "PAYG", "MCOPSTNPP")),
+                                            max_size=3, unique=True),
+                                   st.booleans()), min_size=1, max_size=60),
+       cuts=st.lists(st.integers(0, 60), max_size=6))
+def test_licence_counts_stay_right_across_assigns_reassigns_removals_and_restarts(
+        commands: list[tuple[str, str, list[str], bool]], cuts: list[int]) -> None:
+    items = [_licence("t1", f"c{n}", user, location, *caps) if not remove else _removal("t1", f"c{n}", user)
+             for n, (user, location, caps, remove) in enumerate(commands)]
+    records = _records([*_setup(), *items])
+    store = Store()
+    bounds = [0, *sorted({c % len(records) + 1 for c in cuts}), len(records)]  # the tenant is in the first
+    for lo, hi in itertools.pairwise(bounds):
+        store.write(store.task().process(records[lo:hi]))  # a restart between every two batches
+        state = TenantState.from_dict(orjson.loads(store.records[b"t1"]))
+        assert state.licences == _counts(_stored_users(store, "t1"))
+    expected: dict[str, tuple[str, tuple[str, ...]]] = {"alice": ("US", ("PAYG",))}
+    for user, location, caps, remove in commands:
+        if not remove:
+            expected[user] = (location, tuple(dict.fromkeys(caps)))
+        elif user in expected:
+            expected[user] = (expected[user][0], ())
+    assert _stored_users(store, "t1") == expected
+
+
+def test_a_version_3_state_s_users_become_records_at_the_tenant_s_next_write() -> None:
+    store = Store()
+    store.write(store.task().process(_records([*_setup(), _licence("t1", "l2", "bob", "GB", "MCOPSTN1"),
+                                               ("cdrs", cdr("t1", "c1", 60))])))
+    # what version 3 wrote: the users inside the state, no licence counts, no user records
+    current = orjson.loads(store.records[b"t1"])
+    users = {uid: [loc, list(caps)] for uid, (loc, caps) in _stored_users(store, "t1").items()}
+    old = {k: v for k, v in current.items() if k != "licences"} | {"v": 3, "users": users}
+    for key in [k for k in store.records if k.startswith(user_key("t1", ""))]:
+        del store.records[key]
+    store.records[b"t1"] = orjson.dumps(old)
+    task = store.task()
+    assert task.states["t1"].licences == {("PAYG", "US"): 1, ("MCOPSTN1", "GB"): 1}
+    batch = task.process(_records([("cdrs", cdr("t1", "c2", 60))], start=1))
+    assert [p["status"] for p in _payloads(batch.outputs, "rated-cdrs")] == ["rated"]
+    assert batch.users == {user_key("t1", "alice"): b'["US",["PAYG"]]',
+                           user_key("t1", "bob"): b'["GB",["MCOPSTN1"]]'}
+    store.write(batch)
+    written = orjson.loads(store.records[b"t1"])
+    assert (written["v"], written["licences"], "users" in written) == (4, current["licences"], False)
+    batch = store.task().process(_records([("cdrs", cdr("t1", "c3", 60, user_id="bob", user_location="GB",
+                                                                  destination="+442071234567"))], start=2))
+    assert [p["status"] for p in _payloads(batch.outputs, "rated-cdrs")] == ["rated"]
+    assert batch.users == {}

@@ -540,8 +540,7 @@ def _licenses_assigned(events: _Work, cmd: LicensesAssigned) -> Rejection | None
     unknown = [cap for cap in cmd.capabilities if cap not in ctx.catalog.by_id]
     if unknown:
         return Rejection("schema", f"capabilities not in catalog {ctx.catalog.version}: {', '.join(unknown)}")
-    state.users[cmd.user_id] = User(cmd.usage_location, tuple(dict.fromkeys(cmd.capabilities)))
-    state.count_licences()
+    state.set_user(cmd.user_id, User(cmd.usage_location, tuple(dict.fromkeys(cmd.capabilities))))
     events.balance(cmd.command_id)
     return None
 
@@ -553,8 +552,7 @@ def _user_removed(events: _Work, cmd: UserRemoved) -> Rejection | None:
         return None  # never licensed: nothing to remove, they stay unknown
     # The user stays known (their later CDRs are ``blocked``, not ``unknown_user``) but
     # holds nothing, so their licences stop counting in pool sizes at once.
-    state.users[cmd.user_id] = User(user.usage_location, ())
-    state.count_licences()
+    state.set_user(cmd.user_id, User(user.usage_location, ()))
     events.balance(cmd.command_id)
     return None
 

@@ -5,7 +5,10 @@ versioned by ``STATE_VERSION`` so a worker refuses a store it cannot read.
 
 The ids a tenant applied are not in that form: they live in an :class:`IdMemory`, one
 record per id in the shell's store, so a state write costs the same whether the tenant
-made ten calls this month or ten million (SPEC §4: the duplicate memory is bounded).
+made ten calls this month or ten million (SPEC §4: the duplicate memory is bounded). Its
+users are not in it either: a :class:`UserDirectory`, one record per user, so a state
+write and a licence command cost the same at ten users and at a million; the state keeps
+only the licence counts, updated by each command.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-STATE_VERSION = 3
+STATE_VERSION = 4
+"""4: users are records of their own (:class:`UserDirectory`), the state keeps the licence
+counts; 3 held the users inside the state (still read: see :meth:`TenantState.from_dict`)."""
 
 PoolKey = tuple[str, str, str, str]
 """(capability, location, scope, month)."""
@@ -115,6 +120,68 @@ class IdMemory:
         return recent, forgotten
 
 
+UserReader = Callable[[str], User | None]
+"""Reads one user's record from the shell's store, by user id."""
+
+USER_CACHE = 1_000
+"""Users a directory with a reader keeps in memory between drains at most (read or
+written): beyond it the read cache is emptied at the drain."""
+
+
+class UserDirectory:
+    """A tenant's users by id (SPEC §1.1: where each uses the service and what it holds).
+
+    Users changed since the last :meth:`drain` are in memory; the others are read from
+    the shell's store through ``reader`` and kept in a small read cache (at most
+    :data:`USER_CACHE` of them between drains). With no reader, as in the core's own
+    tests and the benchmarks, the directory holds every user in memory (``complete``
+    is False for one that holds none of a stored tenant's users: read without them)."""
+
+    __slots__ = ("changed", "complete", "held", "reader")
+
+    def __init__(self, reader: UserReader | None = None, *, complete: bool = True) -> None:
+        self.reader = reader
+        self.complete = complete
+        self.changed: dict[str, User] = {}
+        """Users put since the last drain (not yet handed to the store)."""
+        self.held: dict[str, User | None] = {}
+        """With a reader: users read (None: not in the store) or drained, a cache; with
+        none: every user drained so far."""
+
+    def get(self, user_id: str) -> User | None:
+        """The user, if the tenant ever licensed them."""
+        user = self.changed.get(user_id)
+        if user is None:
+            held = self.held
+            user = held.get(user_id)
+            if user is None and self.reader is not None and user_id not in held:
+                user = self.reader(user_id)
+                if len(held) >= USER_CACHE:  # calls of ever new (unknown) users read, never drained
+                    held.clear()
+                held[user_id] = user
+        return user
+
+    def put(self, user_id: str, user: User) -> None:
+        self.changed[user_id] = user
+
+    def drain(self) -> dict[str, User]:
+        """Hand over the users changed since the last drain, for the store, which then
+        answers ``reader``."""
+        changed = self.changed
+        self.changed = {}
+        if self.reader is None or len(self.held) + len(changed) <= USER_CACHE:
+            self.held.update(changed)
+        else:
+            self.held = {}
+        return changed
+
+    def everyone(self) -> dict[str, User] | None:
+        """Every user, when the directory holds them all (no reader); else None."""
+        if self.reader is not None or not self.complete:
+            return None
+        return {**{uid: user for uid, user in self.held.items() if user is not None}, **self.changed}
+
+
 def usage_key(month: str, usage_id: str) -> str:
     """The memory key of a usage id rated in billing ``month``."""
     return f"u/{month}/{usage_id}"
@@ -135,9 +202,9 @@ class TenantState:
     exponent: int
     billing_model: str
     low_balance_threshold_minor: int | None = None
-    users: dict[str, User] = field(default_factory=dict)
     licences: dict[tuple[str, str], int] = field(default_factory=dict)
-    """(capability, usage location) → users holding it now; derived from ``users``."""
+    """(capability, usage location) → users holding it now (no zero counts); kept up to
+    date by :meth:`set_user`, not recounted."""
     lots: list[Lot] = field(default_factory=list)
     """Lots with money left, oldest first (purchase time, then id)."""
     balance_minor: int = 0
@@ -152,6 +219,9 @@ class TenantState:
     debited_minor: int = 0
     expired_minor: int = 0
     now_us: int = 0
+    users: UserDirectory = field(default_factory=UserDirectory, repr=False, compare=False)
+    """The tenant's users: stored by the shell as records of their own, not in
+    :meth:`to_dict` (which keeps their ``licences`` counts)."""
     ids: IdMemory = field(default_factory=IdMemory, repr=False, compare=False)
     """The ids applied (usage ids of the remembered months, command and request ids):
     stored by the shell as records of their own, not in :meth:`to_dict`."""
@@ -163,9 +233,23 @@ class TenantState:
     """Pool sizes already computed (not stored: derived from licences and months, and
     emptied whenever either changes)."""
 
-    def count_licences(self) -> None:
-        """Rebuild ``licences`` from ``users`` (and forget the pool sizes they gave)."""
-        self.licences = _licence_counts(self.users)
+    def set_user(self, user_id: str, user: User) -> None:
+        """Give a user their licences (none: removed): the counts lose the user's old
+        capabilities and gain the new ones, and the pool sizes they gave are forgotten."""
+        counts = self.licences
+        old = self.users.get(user_id)
+        if old is not None:
+            for cap in old.capabilities:
+                key = (cap, old.usage_location)
+                left = counts[key] - 1
+                if left:
+                    counts[key] = left
+                else:
+                    del counts[key]
+        for cap in user.capabilities:
+            key = (cap, user.usage_location)
+            counts[key] = counts.get(key, 0) + 1
+        self.users.put(user_id, user)
         self.sizes = {}
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,7 +263,7 @@ class TenantState:
             "exponent": self.exponent,
             "billing_model": self.billing_model,
             "low_balance_threshold_minor": self.low_balance_threshold_minor,
-            "users": {uid: [u.usage_location, list(u.capabilities)] for uid, u in self.users.items()},
+            "licences": [[cap, loc, n] for (cap, loc), n in self.licences.items()],
             "lots": [
                 [lot.lot_id, lot.amount_minor, lot.remaining_minor, lot.purchased_us, lot.expires_us]
                 for lot in self.lots
@@ -202,20 +286,33 @@ class TenantState:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], ids: IdMemory | None = None) -> TenantState:
-        """Inverse of :meth:`to_dict` (the ids come separately, as the shell's ``ids``
-        memory backed by its store); refuses a state of another version."""
-        if data.get("v") != STATE_VERSION:
-            raise ValueError(f"tenant state version {data.get('v')!r}, expected {STATE_VERSION}")
+    def from_dict(cls, data: dict[str, Any], ids: IdMemory | None = None,
+                  users: UserDirectory | None = None) -> TenantState:
+        """Inverse of :meth:`to_dict` (the ids and the users come separately, as the
+        shell's memories backed by its store); refuses a state of another version.
+
+        Without ``users`` a version 4 state knows its counts, not its users. A version 3
+        state holds its users: they go into ``users`` as changes, so the tenant's next
+        write stores them as records, and the counts are made from them."""
+        version = data.get("v")
+        if version not in (3, STATE_VERSION):
+            raise ValueError(f"tenant state version {version!r}, expected {STATE_VERSION}")
+        directory = users if users is not None else UserDirectory(complete=version == 3)
+        if version == 3:
+            for uid, (loc, caps) in data["users"].items():
+                directory.put(uid, User(loc, tuple(caps)))
+            licences = _licence_counts(directory.changed)
+        else:
+            licences = {(cap, loc): n for cap, loc, n in data["licences"]}
         lots = [Lot(*row) for row in data["lots"]]
-        state = cls(
+        return cls(
             tenant_id=data["tenant_id"],
             country=data["country"],
             currency=data["currency"],
             exponent=data["exponent"],
             billing_model=data["billing_model"],
             low_balance_threshold_minor=data["low_balance_threshold_minor"],
-            users={uid: User(loc, tuple(caps)) for uid, (loc, caps) in data["users"].items()},
+            licences=licences,
             lots=lots,
             balance_minor=sum(lot.remaining_minor for lot in lots),
             pools={(c, loc, s, m): PoolUse(used, peak) for c, loc, s, m, used, peak in data["pools"]},
@@ -229,10 +326,9 @@ class TenantState:
             debited_minor=data["debited_minor"],
             expired_minor=data["expired_minor"],
             now_us=data["now_us"],
+            users=directory,
             ids=ids if ids is not None else IdMemory(),
         )
-        state.count_licences()
-        return state
 
 
 def check_invariants(state: TenantState) -> None:
@@ -254,7 +350,10 @@ def check_invariants(state: TenantState) -> None:
     ar = state.auto_recharge
     if ar.pending_request_id is not None:
         assert ar.pending_request_id == request_id(state.tenant_id, ar.sequence), "pending is not the last request"
-    assert state.licences == _licence_counts(state.users), "licence counts drifted from the users"
+    assert all(n > 0 for n in state.licences.values()), "a licence count is zero or negative"
+    everyone = state.users.everyone()
+    if everyone is not None:  # the directory holds every user (no store behind it)
+        assert state.licences == _licence_counts(everyone), "licence counts drifted from the users"
 
 
 def _licence_counts(users: dict[str, User]) -> dict[tuple[str, str], int]:

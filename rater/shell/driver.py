@@ -42,10 +42,10 @@ the contract; commands first gives a tenant created in the same batch its calls)
 STATE_TOPIC = "rater-state"
 MAX_BATCH = 2000
 MAX_RECORD_BYTES = 8 * 1024 * 1024 - 16 * 1024
-"""The largest record a unit may hold (a tenant state grows with its users: ~60 bytes a
-user): what fits, with a record batch's own bytes, in the 8 MiB ``max.message.bytes``
-that topics/topics.toml gives ``rater-state`` and every output topic. A record over it
-stops the worker with a clear error instead of a refused batch."""
+"""The largest record a unit may hold: what fits, with a record batch's own bytes, in the
+8 MiB ``max.message.bytes`` that topics/topics.toml gives ``rater-state`` and every
+output topic. A record over it stops the worker with a clear error instead of a refused
+batch (a tenant's users and ids are records of their own, not part of its state)."""
 
 
 CHANGELOG_KEY = b"~changelog"

@@ -4,10 +4,11 @@ produce and the state to write out.
 A worker owns partition *p* of every input topic (they are co-partitioned by tenant) and
 runs one :class:`PartitionTask` for it. ``process(records)`` applies a batch in order and
 returns a :class:`Batch`: the output records, the new state of every tenant the batch
-touched (one write per tenant per batch) and the partition's own record — its clock and
-the next input offset per topic. The Kafka driver writes all of it, and commits the input
-offsets, as one unit; this module only decides what the unit holds, so it is tested
-without a broker and the driver stays small.
+touched (one write per tenant per batch), the ids and users it changed (records of their
+own) and the partition's own record — its clock and the next input offset per topic.
+The Kafka driver writes all of it, and commits the input offsets, as one unit; this
+module only decides what the unit holds, so it is tested without a broker and the
+driver stays small.
 
 The partition record is the second line of defence against replays: an input below the
 recorded offset of its topic was applied (and its outputs written) in an earlier unit,
@@ -20,6 +21,10 @@ The store's keys (the ``rater-state`` changelog's keys, and the RocksDB cache's)
   the tenant applied, its value the fingerprint of what was applied (the core's
   :class:`~rater.core.state.IdMemory`). A forgotten month's ids are deleted with
   tombstones, at most :data:`PURGE_PER_BATCH` per batch;
+- ``!{tenant_id}/user/{user_id}`` — one record per user the tenant ever licensed, its
+  value ``[usage_location, [capabilities...]]`` (the core's
+  :class:`~rater.core.state.UserDirectory`; a removed user keeps a record with no
+  capabilities). ``user/`` is neither ``u/`` nor ``a/``: no purge prefix reaches it;
 - ``~purge/{tenant_id}/{month}`` — a forgotten month whose ids are still being deleted;
   its value is the last id key deleted (the cursor: each batch goes on from there);
 - ``~partition`` — the partition record.
@@ -44,7 +49,7 @@ from rater.core.clock import PartitionClock
 from rater.core.context import RatingContext
 from rater.core.engine import Step, apply, balance_event, next_deadline, on_time
 from rater.core.inputs import Cdr, Input
-from rater.core.state import IdMemory, IdReader, TenantState, usage_key
+from rater.core.state import IdMemory, IdReader, TenantState, User, UserReader, usage_key
 from rater.core.times import TimeFormatError, parse_time_us
 
 log = logging.getLogger("rater.task")
@@ -57,7 +62,7 @@ PARTITION_RECORD_VERSION = 3
 """3: forgotten months are ``~purge/...`` records; 2 listed them in the partition record
 (``purging``), read once and turned into purge records by the first batch."""
 ID_PREFIX = b"!"
-"""Every id record's key starts with it (and no tenant id can)."""
+"""Every id and user record's key starts with it (and no tenant id can)."""
 TENANT_KEYS = (b"-", b"~")
 """The key range of the tenant states: ``-`` is the lowest character a tenant id may
 start with, ``~`` above the highest."""
@@ -70,6 +75,16 @@ PURGE_PREFIX = b"~purge/"
 def id_key(tenant_id: str, memory_key: str) -> bytes:
     """The store key of one remembered id of a tenant."""
     return b"%s%s/%s" % (ID_PREFIX, tenant_id.encode(), memory_key.encode("utf-8", "surrogatepass"))
+
+
+def user_key(tenant_id: str, user_id: str) -> bytes:
+    """The store key of one of a tenant's users."""
+    return id_key(tenant_id, f"user/{user_id}")
+
+
+def user_value(user: User) -> bytes:
+    """A user's record: ``[usage_location, [capabilities...]]``."""
+    return orjson.dumps([user.usage_location, user.capabilities])
 
 
 def purge_key(tenant_id: str, month: str) -> bytes:
@@ -137,6 +152,8 @@ class Batch:
     """Id records: the ids the batch applied (key → fingerprint) and the tombstones
     (None) of forgotten months' ids; the purge records (``~purge/...`` → cursor, or a
     tombstone when the month's ids are all gone)."""
+    users: dict[bytes, bytes] = field(default_factory=dict)
+    """User records: the users the batch changed (key → :func:`user_value`)."""
     partition_record: bytes = b""
     """The clock and the next input offset per topic, as JSON (changelog key ``~partition``)."""
     applied: int = 0
@@ -146,6 +163,7 @@ class Batch:
     def changelog(self) -> list[tuple[bytes, bytes | None]]:
         """The records for the state changelog, the partition record last."""
         records: list[tuple[bytes, bytes | None]] = list(self.ids.items())
+        records.extend(self.users.items())
         records.extend((tenant_id.encode(), value) for tenant_id, value in self.states.items())
         records.append((PARTITION_KEY, self.partition_record))
         return records
@@ -223,6 +241,7 @@ class PartitionTask:
                 return None
             state = decode_state(raw, IdMemory(self._reader(tenant_id)))
             self.states[tenant_id] = state
+            state.users.reader = self._user_reader(tenant_id)
         return state
 
     def _reader(self, tenant_id: str) -> IdReader:
@@ -235,6 +254,28 @@ class PartitionTask:
             return None if value is None else value.decode()
 
         return reader
+
+    def _user_reader(self, tenant_id: str) -> UserReader:
+        """Reads a tenant's committed users from the store."""
+        get = self.store.get
+        prefix = user_key(tenant_id, "")
+
+        def reader(user_id: str) -> User | None:
+            value = get(prefix + user_id.encode("utf-8", "surrogatepass"))
+            if value is None:
+                return None
+            location, capabilities = orjson.loads(value)
+            return User(location, tuple(capabilities))
+
+        return reader
+
+    def _drain_users(self, tenant_id: str, state: TenantState, batch: Batch) -> None:
+        """The users a tenant changed in the batch, as records; read from the store from
+        then on."""
+        if state.users.reader is None:  # a new tenant: its users go to the store too
+            state.users.reader = self._user_reader(tenant_id)
+        for user_id, user in state.users.drain().items():
+            batch.users[user_key(tenant_id, user_id)] = user_value(user)
 
     def _schedule(self, tenant_id: str, state: TenantState | None) -> None:
         deadline = None if state is None else next_deadline(state, self.ctx)
@@ -283,6 +324,7 @@ class PartitionTask:
                 # nothing to purge
                 if self.store.keys(id_key(tenant_id, usage_key(month, "")), 1):
                     batch.ids[purge_key(tenant_id, month)] = b""
+            self._drain_users(tenant_id, state, batch)
         for tenant_id, month in self._queued:  # from a version 2 partition record
             batch.ids.setdefault(purge_key(tenant_id, month), b"")
         self._queued = []

@@ -21,7 +21,7 @@ from rater.core.inputs import (
     UserRemoved,
 )
 from rater.core.plans import Allotment, Capability, Catalog
-from rater.core.state import IdMemory, TenantState, check_invariants, usage_key
+from rater.core.state import IdMemory, TenantState, User, UserDirectory, check_invariants, usage_key
 from rater.core.tariff import Rate, Tariff, Tariffs
 from rater.core.times import parse_time_us
 from rater.schemas import first_error
@@ -163,11 +163,13 @@ class Tenant:
 
 
 class IdStore:
-    """What the shell keeps of a tenant's ids: each drain's new ids, minus the months the
-    memory forgot — so a state saved and loaded through it behaves like the worker's."""
+    """What the shell keeps of a tenant's ids and users: each drain's new ids, minus the
+    months the memory forgot, and each drain's changed users — so a state saved and
+    loaded through it behaves like the worker's (ids and users read through readers)."""
 
     def __init__(self) -> None:
         self.ids: dict[str, str] = {}
+        self.users: dict[str, User] = {}
 
     def save_and_load(self, state: TenantState) -> TenantState:
         fresh, forgotten = state.ids.drain()
@@ -176,7 +178,9 @@ class IdStore:
             prefix = usage_key(month, "")
             for key in [key for key in self.ids if key.startswith(prefix)]:
                 del self.ids[key]
-        return TenantState.from_dict(orjson.loads(orjson.dumps(state.to_dict())), IdMemory(self.ids.get))
+        self.users.update(state.users.drain())
+        return TenantState.from_dict(orjson.loads(orjson.dumps(state.to_dict())), IdMemory(self.ids.get),
+                                     UserDirectory(self.users.get))
 
     def everything(self, state: TenantState) -> dict[str, str]:
         """Every id the tenant remembers: stored (less the months forgotten since the
