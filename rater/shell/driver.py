@@ -381,8 +381,12 @@ class Driver:
                     ticking.result()  # a tick send failed: stop
         finally:
             ticking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await ticking
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - it failed after the last look: it stops the worker
+                self.fail(exc)  # (raised here, it skipped the rest: clients left unclosed)
             for preparing in list(self.preparing.values()):
                 preparing.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
