@@ -14,6 +14,7 @@ once in the log.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -181,15 +182,17 @@ def test_a_tick_topic_made_before_cannot_measure_the_clock_and_a_refused_stamp_s
 
 def test_a_unit_refused_for_its_timestamp_stops_the_worker_cleanly_and_a_restart_rates_it_once(
         kafka_bootstrap: str, tmp_path: Path, topic_prefix: str) -> None:
-    """Stamps the broker refuses although the clock was measured (its clock jumped, or,
-    as here, a topic takes no stamp but its own millisecond): the unit is aborted,
-    nothing of it shows, the worker stops non-zero with one line saying what it measured
-    — no traceback, nothing left unclosed; restarted, it rates every CDR once."""
+    """The broker refuses the stamps of a unit although the clock was measured: the
+    clocks moved apart since (here the worker's clocks, wall and monotonic, jump 4 s
+    ahead, and ``rated-cdrs`` takes stamps at most 1 s ahead; no ticks measure again).
+    The unit is aborted, nothing of it shows, the worker stops non-zero with one line
+    saying what it measured — no traceback, nothing left unclosed; restarted (its
+    clocks still 4 s ahead), it measures afresh and rates the CDR once."""
+    assert LIBFAKETIME is not None, "install Debian's faketime package (.ci/run does)"
     create_topics(kafka_bootstrap, topic_prefix)
     declared = load_topics()["rated-cdrs"].config
-    rated_cdrs = f"{topic_prefix}rated-cdrs"
-    asyncio.run(_alter(kafka_bootstrap, rated_cdrs, {
-        **declared, "message.timestamp.before.max.ms": "0", "message.timestamp.after.max.ms": "0"}))
+    asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rated-cdrs",
+                       {**declared, "message.timestamp.after.max.ms": "1000"}))
     tenant = "refused"
     send_events(kafka_bootstrap, topic_prefix, [
         ("account-commands", event("tenant_upserted", tenant, "e1", command_id="c1", country="US",
@@ -199,27 +202,33 @@ def test_a_unit_refused_for_its_timestamp_stops_the_worker_cleanly_and_a_restart
         ("account-commands", event("funds_added", tenant, "e3", command_id="lot", amount="10.00",
                                    currency="USD", purchased_at="2026-11-01T00:00:00Z")),
     ])
-    worker = Worker(kafka_bootstrap, topic_prefix, tmp_path / "w").start()
-    sent: list[str] = []
+    clock = tmp_path / "clock"
+    clock.write_text("+0\n")
+    jumping = {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME_TIMESTAMP_FILE": str(clock), "FAKETIME_NO_CACHE": "1",
+               "RATER_TICK_INTERVAL": "0"}
+    worker = Worker(kafka_bootstrap, topic_prefix, tmp_path / "w", jumping).start()
     try:
-        # one CDR a unit until one is refused (a stamp may hit the broker's millisecond)
-        while worker.proc.poll() is None and len(sent) < 30:
-            sent.append(f"u{len(sent)}")
-            send_events(kafka_bootstrap, topic_prefix, [("cdrs", cdr(tenant, sent[-1], 60))])
-            time.sleep(0.5)
+        collect(kafka_bootstrap, topic_prefix, lambda o: any(x.event.get("caused_by") == "lot" for x in o), worker)
+        clock.write_text("+4\n")  # read at the worker's next clock reading
+        send_events(kafka_bootstrap, topic_prefix, [("cdrs", cdr(tenant, "u1", 60))])
         assert worker.proc.wait(timeout=60) != 0
     finally:
         worker.stop()
     lines = worker.log.read_text(errors="replace").splitlines()
-    assert [line for line in lines if " ERROR " in line and "refused a record's timestamp" in line
-            and "broker clock − host clock" in line], lines
+    errors = [line for line in lines if " ERROR " in line]
+    assert len(errors) == 1, lines
+    assert re.search(r"refused a record's timestamp \(broker clock − host clock: [+-]0\.0\d\d s at the previous"
+                     r" measurement, -4\.0\d\d s now", errors[0]), errors[0]
     assert not [line for line in lines if "Traceback" in line or "Unclosed" in line], lines
+    shown = asyncio.run(_read_all(kafka_bootstrap, [topic_prefix + t for t in OUTPUT_TOPICS]))
+    assert shown[f"{topic_prefix}balances"]  # the commands' unit, before the jump
+    assert not [r for found in shown.values() for r in found if b"u1" in r.value]
 
-    asyncio.run(_alter(kafka_bootstrap, rated_cdrs, declared))
-    again = Worker(kafka_bootstrap, topic_prefix, tmp_path / "w").start()
+    again = Worker(kafka_bootstrap, topic_prefix, tmp_path / "w2", {
+        **jumping, "RATER_DATA_DIR": str(tmp_path / "w" / "data")}).start()
     try:
-        outs = collect(kafka_bootstrap, topic_prefix, lambda o: {x.event.get("usage_id") for x in o
-                                                                 if x.topic == "rated-cdrs"} >= set(sent), again)
+        outs = collect(kafka_bootstrap, topic_prefix, lambda o: any(x.topic == "rated-cdrs" for x in o), again)
+        again.check_alive()
     finally:
         again.stop()
-    assert sorted(o.event["usage_id"] for o in outs if o.topic == "rated-cdrs") == sorted(sent)
+    assert [o.event["usage_id"] for o in outs if o.topic == "rated-cdrs"] == ["u1"]

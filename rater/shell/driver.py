@@ -556,8 +556,9 @@ class Driver:
         was = "not measured" if before is None else f"{before / 1000:+.3f} s"
         assert self.clock.offset_ms is not None
         return (f"the broker refused a record's timestamp (broker clock − host clock: {was} at the previous"
-                f" measurement, {self.clock.offset_ms / 1000:+.3f} s now: the broker's clock jumped, or a topic's"
-                f" message.timestamp.*.max.ms is tighter than the round trip of a measurement); {stops}")
+                f" measurement, {self.clock.offset_ms / 1000:+.3f} s now: the clocks moved apart since — the broker's"
+                " stepped, or this host's ran off — or a topic's message.timestamp.*.max.ms is tighter than the"
+                f" round trip of a measurement); {stops}")
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
