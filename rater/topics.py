@@ -72,11 +72,13 @@ async def _wait_for_leaders(admin: Any, names: list[str], timeout_s: float = 30.
         await asyncio.sleep(0.1)
 
 
-CHECKED_CONFIGS = frozenset({"cleanup.policy", "max.message.bytes"})
+CHECKED_CONFIGS = frozenset({"cleanup.policy", "max.message.bytes", "message.timestamp.type"})
 """Settings an existing topic must have as declared: a changelog that deletes old
 records loses state, a topic that takes smaller records stops the worker (a larger
-limit is fine: ``max.message.bytes`` is checked as a minimum). Other differences
-(retention, say) are the operator's to make and are only reported."""
+limit is fine: ``max.message.bytes`` is checked as a minimum), a tick topic that keeps
+the producer's timestamps (``CreateTime``) gives the worker no measure of the broker's
+clock. Other differences (retention, say) are the operator's to make and are only
+reported."""
 AT_LEAST = frozenset({"max.message.bytes"})
 
 

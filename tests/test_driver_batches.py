@@ -11,12 +11,15 @@ from aiokafka.record.default_records import DefaultRecordBatch
 
 from rater.shell.driver import MAX_RECORD_BYTES, _key_partition, _RecordBatches
 
+STAMP = 1_796_346_656_523
+"""The unit's timestamp (the broker's clock, as the worker measured it)."""
+
 
 def _batches(max_batch_size: int = 16 * 1024) -> _RecordBatches:
     async def make() -> AIOKafkaProducer:  # never started: it only builds batches here
         return AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", max_batch_size=max_batch_size)
 
-    return _RecordBatches(asyncio.run(make()), {"out": 4, "state": 8}, fallback=3)
+    return _RecordBatches(asyncio.run(make()), {"out": 4, "state": 8}, fallback=3, timestamp_ms=STAMP)
 
 
 def test_a_record_too_large_for_a_produce_request_stops_the_unit_before_anything_is_sent() -> None:
@@ -27,7 +30,7 @@ def test_a_record_too_large_for_a_produce_request_stops_the_unit_before_anything
     assert batches.sent == []
 
 
-def test_records_go_to_their_key_s_partition_and_keep_their_order_across_full_batches() -> None:
+def test_records_go_to_their_key_s_partition_keep_their_order_and_carry_the_unit_s_stamp() -> None:
     batches = _batches(max_batch_size=4096)
     for n in range(300):
         batches.add("out", b"tenant-%d" % (n % 5), b"%06d" % n + b"v" * 100)
@@ -36,7 +39,9 @@ def test_records_go_to_their_key_s_partition_and_keep_their_order_across_full_ba
     assert len(batches.full) > 5
     sent: dict[tuple[str, int], list[bytes]] = {}
     for where, builder in [*batches.full, *batches.open.items()]:  # the order send_all sends them in
-        sent.setdefault(where, []).extend(r.value for r in DefaultRecordBatch(builder._build()))
+        records = list(DefaultRecordBatch(builder._build()))
+        assert {r.timestamp for r in records} == {STAMP}  # never the host's clock
+        sent.setdefault(where, []).extend(r.value for r in records)
     assert set(sent) == {("state", 2), ("out", 3)} | {("out", _key_partition(b"tenant-%d" % n, 4)) for n in range(5)}
     assert [v[:6] for v in sent[("state", 2)]] == [b"%06d" % n for n in range(300)]
     for n in range(5):

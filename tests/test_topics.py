@@ -57,6 +57,17 @@ def test_topics_are_created_once_then_checked_and_a_changelog_that_deletes_is_re
         asyncio.run(ensure_topics(kafka_bootstrap, topic_prefix, partitions=2, report=lines.append))
     asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rated-cdrs", declared))
 
+    # a tick topic made before ticks measured the broker's clock keeps the producer's
+    # timestamps: refused (the worker could not measure the broker's clock on it)
+    ticks = load_topics()["rater-ticks"].config
+    assert ticks["message.timestamp.type"] == "LogAppendTime"
+    made_before = {**ticks, "message.timestamp.type": "CreateTime"}
+    asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rater-ticks", made_before))
+    with pytest.raises(RuntimeError, match=r"rater-ticks has message.timestamp.type=CreateTime, topics.toml says"
+                                           r" LogAppendTime"):
+        asyncio.run(ensure_topics(kafka_bootstrap, topic_prefix, partitions=2, report=lines.append))
+    asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rater-ticks", ticks))
+
     # a state changelog that deletes old records would lose money: refused
     asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rater-state",
                        {"cleanup.policy": "delete", "max.message.bytes": "8388608"}))

@@ -8,6 +8,10 @@ unit's outputs, its state records on the compacted ``rater-state`` changelog (pa
 *p*) and the input offsets. On assignment a task is rebuilt from the changelog alone
 (read_committed, to its end), and the inputs are read from the partition record's
 offsets. Any send or commit error stops the worker: nothing is logged and skipped.
+
+Every record the worker produces is stamped with the broker's clock as the ticks measure
+it (:mod:`rater.shell.clock`), never with the host's: Kafka refuses timestamps more
+than an hour ahead of the broker's clock.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import contextlib
 import gc
 import logging
 import signal
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -25,14 +28,15 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import RecordTooLargeError
+from aiokafka.errors import InvalidTimestampError, RecordTooLargeError
 from aiokafka.partitioner import murmur2
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
 from rater import edge
 from rater.core.context import RatingContext
+from rater.shell.clock import BrokerClock
 from rater.shell.settings import Settings
-from rater.shell.task import TENANT_KEYS, TICKS, PartitionTask, tick_value
+from rater.shell.task import TENANT_KEYS, TICKS, PartitionTask, probe_value, tick_value
 
 log = logging.getLogger("rater.driver")
 
@@ -46,6 +50,16 @@ MAX_RECORD_BYTES = 8 * 1024 * 1024 - 16 * 1024
 8 MiB ``max.message.bytes`` that topics/topics.toml gives ``rater-state`` and every
 output topic. A record over it stops the worker with a clear error instead of a refused
 batch (a tenant's users and ids are records of their own, not part of its state)."""
+
+
+LOG_APPEND_TIME = 1
+"""A produce acknowledgement's ``timestamp_type`` when the broker stamped the record
+(the topic is ``message.timestamp.type=LogAppendTime``); 0 is the producer's own stamp."""
+
+
+class ClockRefused(RuntimeError):
+    """The broker refused a record's timestamp: the worker stops (the message says why
+    and what was measured); a restart measures the broker's clock afresh."""
 
 
 CHANGELOG_KEY = b"~changelog"
@@ -134,13 +148,17 @@ class _RecordBatches:
     go out in the order they were started, so records of one topic partition keep their
     order. A record goes to the partition Kafka's default partitioner would pick
     for its key (murmur2, as every Kafka client does: consumers keyed by tenant see a
-    tenant on one partition); a record without a key goes to ``fallback``."""
+    tenant on one partition); a record without a key goes to ``fallback``. Every record
+    is stamped ``timestamp_ms`` (the broker's clock when the unit was made: aiokafka's
+    own stamp would be the host's clock, which Kafka refuses an hour ahead of its own)."""
 
-    def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, int], fallback: int) -> None:
+    def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, int], fallback: int, *,
+                 timestamp_ms: int) -> None:
         self.producer = producer
         self.partitions = partitions
         """Topic → its partition count (filled by :meth:`count`)."""
         self.fallback = fallback
+        self.timestamp_ms = timestamp_ms
         self.open: dict[tuple[str, int], Any] = {}
         self.full: list[tuple[tuple[str, int], Any]] = []
         """Batches that filled up, in the order they were started, not yet sent."""
@@ -168,10 +186,10 @@ class _RecordBatches:
             shown = (key or b"")[:80]
             raise RecordTooLargeError(f"a {size}-byte record for {topic} (key {shown!r}) is over the"
                                       f" {MAX_RECORD_BYTES} bytes a produce request may carry")
-        if builder.append(key=key, value=value, timestamp=None) is None:  # full: start another
+        if builder.append(key=key, value=value, timestamp=self.timestamp_ms) is None:  # full: start another
             self.full.append((where, builder))
             builder = self.open[where] = self.producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None) is None:
+            if builder.append(key=key, value=value, timestamp=self.timestamp_ms) is None:
                 raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch for {topic}")
 
     async def _send(self, where: tuple[str, int], builder: Any) -> None:
@@ -236,6 +254,8 @@ class Driver:
         """Assigned partitions being made ready (paused until they are)."""
         self.failure: BaseException | None = None
         """What stopped the worker from a callback or a preparing task."""
+        self.clock = BrokerClock(source=self._topic(TICKS))
+        """The broker's clock: ticks carry it, records are stamped with it."""
 
     def _topic(self, name: str) -> str:
         return self.prefix + name
@@ -368,9 +388,23 @@ class Driver:
             partition_assignment_strategy=(RangePartitionAssignor,))
         self.ticker = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap, acks="all",
                                        enable_idempotence=True)
-        await self.ticker.start()
-        await self.consumer.start()
-        self.consumer.subscribe(topics, listener=_Listener(self))
+        try:
+            await self.ticker.start()
+            await self._probe()  # the broker's clock, before anything is consumed or produced
+            await self.consumer.start()
+            self.consumer.subscribe(topics, listener=_Listener(self))
+            await self._loop()
+            if self.failure is not None:
+                raise self.failure
+        except InvalidTimestampError as exc:
+            raise ClockRefused(await self._refused()) from exc
+        finally:
+            await self.consumer.stop()
+            await self.ticker.stop()
+
+    async def _loop(self) -> None:
+        """Fetch and process until stopped; then close the partitions."""
+        assert self.consumer is not None
         ticking = asyncio.create_task(self._tick_loop() if self.settings.tick_interval_s > 0 else asyncio.sleep(0))
         try:
             while not self.stopping.is_set():
@@ -381,8 +415,12 @@ class Driver:
                     ticking.result()  # a tick send failed: stop
         finally:
             ticking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await ticking
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - it failed after the last look: it stops the worker
+                self.fail(exc)  # (raised here, it skipped the rest: clients left unclosed)
             for preparing in list(self.preparing.values()):
                 preparing.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -394,9 +432,6 @@ class Driver:
                 except Exception:
                     log.exception("stopping a partition's producer failed")
                 owned.store.close()
-            await self.ticker.stop()
-        if self.failure is not None:
-            raise self.failure
 
     async def _process(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         assert self.consumer is not None
@@ -436,7 +471,7 @@ class Driver:
         producer = owned.producer
         await producer.begin_transaction()
         try:
-            batches = _RecordBatches(producer, self.partition_counts, p)
+            batches = _RecordBatches(producer, self.partition_counts, p, timestamp_ms=self.clock.now_ms())
             topic = self._topic
             for name in {out.topic for out in batch.outputs}:
                 await batches.count(topic(name))
@@ -467,14 +502,63 @@ class Driver:
         owned.store.write(changelog, last.result().offset + count)
 
     async def _tick_loop(self) -> None:
-        """Carry the wall clock into each owned partition of the tick topic."""
-        assert self.ticker is not None
+        """Carry the broker's clock into each owned partition of the tick topic; each
+        tick measures it again."""
         while True:
-            now_us = time.time_ns() // 1000
+            now_us = self.clock.now_us()
             for p in list(self.owned):
-                sent = await self.ticker.send(self._topic(TICKS), tick_value(now_us), partition=p)
-                await sent  # delivered (a failure stops the worker)
+                await self._measure(p, tick_value(now_us))  # delivered (a failure stops the worker)
             await asyncio.sleep(self.settings.tick_interval_s)
+
+    # -- the broker's clock ----------------------------------------------------------------
+    async def _measure(self, p: int, value: bytes) -> bool:
+        """Send ``value`` to partition ``p`` of the tick topic and, from the broker's
+        stamp on it, measure the broker's clock; False when the topic is not
+        ``LogAppendTime`` (the acknowledgement carries no stamp of the broker's then)."""
+        assert self.ticker is not None
+        sent = self.clock.sending()
+        delivered = await self.ticker.send(self._topic(TICKS), value, partition=p, timestamp_ms=self.clock.now_ms())
+        ack = await delivered
+        if ack.timestamp_type != LOG_APPEND_TIME:
+            return False
+        self.clock.measured(sent, ack.timestamp)
+        return True
+
+    async def _probe(self) -> None:
+        """Measure the broker's clock once before anything else is produced (a probe
+        record on partition 0 of the tick topic, which the task skips)."""
+        if not await self._measure(0, probe_value()):
+            log.warning("%s is not message.timestamp.type=LogAppendTime (a topic made before the worker measured"
+                        " the broker's clock): the worker cannot measure it and stamps ticks and records with this"
+                        " host's clock, which the broker refuses more than log.message.timestamp.after.max.ms ahead"
+                        " of its own; `kafka-configs --alter --entity-type topics --entity-name %s --add-config"
+                        " message.timestamp.type=LogAppendTime` fixes it", self._topic(TICKS), self._topic(TICKS))
+
+    async def _refused(self) -> str:
+        """Why the broker refused a record's timestamp, with the broker's clock measured
+        again: the message the worker stops with."""
+        before = self.clock.offset_ms
+        stops = ("nothing refused became visible (a unit's transaction is aborted whole); the worker stops, and"
+                 " a restart measures the broker's clock again")
+        try:
+            measured = await asyncio.wait_for(self._measure(0, probe_value()), timeout=10)
+        except InvalidTimestampError:
+            measured = False  # the tick topic checks the worker's stamps: it is not LogAppendTime
+        except Exception as exc:  # noqa: BLE001 - a message is made whatever happens
+            return f"the broker refused a record's timestamp, and measuring its clock again failed ({exc!r}): {stops}"
+        topic = self._topic(TICKS)
+        if not measured:
+            return (f"the broker refused a record's timestamp: {topic} is not message.timestamp.type=LogAppendTime,"
+                    " so the worker cannot measure the broker's clock and stamps records with this host's, which"
+                    " is more than log.message.timestamp.after.max.ms ahead of the broker's. Set LogAppendTime on"
+                    f" {topic} (`rater topics create` says so too) or fix the host's clock. Nothing refused became"
+                    " visible; the worker stops (and a restart stops the same way until then)")
+        was = "not measured" if before is None else f"{before / 1000:+.3f} s"
+        assert self.clock.offset_ms is not None
+        return (f"the broker refused a record's timestamp (broker clock − host clock: {was} at the previous"
+                f" measurement, {self.clock.offset_ms / 1000:+.3f} s now: the clocks moved apart since — the broker's"
+                " stepped, or this host's ran off — or a topic's message.timestamp.*.max.ms is tighter than the"
+                f" round trip of a measurement); {stops}")
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -531,4 +615,8 @@ def run_worker(settings: Settings, ctx: RatingContext) -> None:
             loop.add_signal_handler(sig, driver.stopping.set)
         await driver.run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except ClockRefused as exc:  # said without a traceback: the message is the whole story
+        log.error("%s", exc)
+        raise SystemExit(1) from None

@@ -192,6 +192,16 @@ def tick_value(now_us: int) -> bytes:
     return orjson.dumps({"type": "tick", "now": format_time_us(now_us)})
 
 
+CLOCK_PROBE = "clock_probe"
+
+
+def probe_value() -> bytes:
+    """The value of a clock probe: a record a worker sends to the tick topic at start to
+    measure the broker's clock before it has a time to tick with. A task skips it (no
+    dead letter, the clock unchanged)."""
+    return orjson.dumps({"type": CLOCK_PROBE})
+
+
 class PartitionTask:
     """The rater's work for one input partition number."""
 
@@ -396,6 +406,8 @@ class PartitionTask:
     def _tick(self, record: edge.Record, batch: Batch) -> None:
         try:
             tick = orjson.loads(record.value or b"")
+            if isinstance(tick, dict) and tick.get("type") == CLOCK_PROBE:
+                return  # it measured the broker's clock: nothing to apply
             now_us = parse_time_us(tick["now"])
         except (orjson.JSONDecodeError, TimeFormatError, KeyError, TypeError) as exc:
             self._dead_letter(record, edge.Refusal("schema", f"not a tick: {exc}"[:300]), batch)
