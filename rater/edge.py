@@ -107,6 +107,10 @@ def _decode_fast(decoder: msgspec.json.Decoder[Any], key: str, value: bytes) -> 
         message = decoder.decode(value)
     except msgspec.MsgspecError as exc:
         return str(exc)
+    except RecursionError:
+        # only for what is not JSON at all (valid JSON this deep was refused before): the
+        # schema path calls it invalid_json, whatever depth msgspec gave up at
+        return "nested too deeply to decode"
     if type(message) not in _FROM_WIRE:
         return "not an input of this topic"
     # the reference path's order: schema, then the key, then rules past the schema

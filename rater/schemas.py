@@ -77,8 +77,42 @@ def _pattern(validator: Any, pattern: str, instance: Any, _schema: dict[str, Any
         yield ValidationError(f"{instance[:200]!r} does not match {pattern!r}")
 
 
-Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})
-"""Draft 2020-12 with JSON Schema's own (ECMA-262) meaning of ``$`` in patterns."""
+UNIQUE_ITEMS_CHECKED = 1_000
+"""Longer arrays are not looked at for repeats: every ``uniqueItems`` of the schemas has a
+``maxItems`` below this, which refuses them first, for free (``tests/test_schemas.py``)."""
+
+
+def _unique_items(validator: Any, unique: bool, instance: Any, _schema: dict[str, Any]) -> Iterator[ValidationError]:
+    """``uniqueItems`` in linear time: jsonschema compares every pair of an array it cannot
+    sort (12,000 items and one ``{}``: 28 s, the worker's loop blocked, every partition
+    stalled). Items are hashed by their JSON value (``1`` equals ``1.0``, not ``true``)."""
+    if unique and validator.is_type(instance, "array") and len(instance) <= UNIQUE_ITEMS_CHECKED:
+        seen: set[object] = set()
+        for item in instance:
+            key = _json_value(item)
+            if key in seen:
+                yield ValidationError(f"has non-unique elements ({len(instance)} items)")
+                return
+            seen.add(key)
+
+
+def _json_value(item: Any) -> object:
+    """A hashable form of a JSON value that is equal exactly when JSON Schema says the
+    values are equal (nesting is at most 32 levels by the time a validator runs)."""
+    if isinstance(item, bool) or item is None or isinstance(item, str):
+        return (type(item).__name__, item)
+    if isinstance(item, int | float):
+        return ("number", int(item) if isinstance(item, float) and item.is_integer() else item)
+    if isinstance(item, list):
+        return ("array", tuple(_json_value(x) for x in item))
+    if isinstance(item, dict):
+        return ("object", frozenset((k, _json_value(v)) for k, v in item.items()))
+    return ("other", repr(item))
+
+
+Validator = validators.extend(Draft202012Validator, {"pattern": _pattern, "uniqueItems": _unique_items})
+"""Draft 2020-12 with JSON Schema's own (ECMA-262) meaning of ``$`` in patterns, and a
+``uniqueItems`` that costs linear time whatever the array holds."""
 
 
 @cache
@@ -89,10 +123,12 @@ def validator(event_type: str) -> Any:
 
 
 def first_error(event_type: str, payload: Any) -> str | None:
-    """The most relevant schema error for ``payload`` as one line, or None if valid."""
-    errors = sorted(validator(event_type).iter_errors(payload), key=lambda e: e.path)
-    if not errors:
+    """The first schema error for ``payload`` as one line, or None if valid."""
+    # The first error only, in the schema's order: looking for more costs (a 16,000-item
+    # array past maxItems would have every item validated), and a schema lists its cheap
+    # checks (maxItems) before the per-item ones.
+    error = next(iter(validator(event_type).iter_errors(payload)), None)
+    if error is None:
         return None
-    error = errors[0]
     where = "/".join(str(part) for part in error.absolute_path) or "(root)"
     return f"{where}: {error.message}"[:500]

@@ -140,6 +140,8 @@ def hostile(draw: st.DrawFn) -> tuple[str, bytes | None, bytes | None]:
         value = None
     elif shape == 3:
         value = value[: draw(st.integers(0, len(value)))]
+    elif shape == 5:  # deep and not JSON: never closed
+        value = value[:-1] + b',"x_extra":' + b"[" * draw(st.sampled_from([40, 1000, 1010, 3000]))
     elif shape == 4:  # any JSON at all: a list, a string, an object of anything
         value = msgspec.json.encode(draw(JSON))
     key = tenant.encode() if draw(st.integers(0, 5)) else draw(st.sampled_from([b"t1\n", b"\xff", b"", None, b"t2"]))

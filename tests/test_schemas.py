@@ -49,3 +49,46 @@ def test_inputs_tolerate_unknown_fields_but_not_a_missing_one() -> None:
     assert schemas.first_error("funds_added", event | {"note": "gift"}) is None
     del event["amount"]
     assert schemas.first_error("funds_added", event) is not None
+
+
+def _arrays(node: Any) -> list[dict[str, Any]]:
+    """Every subschema of ``node`` that is an object with ``uniqueItems`` or ``items``."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        if "uniqueItems" in node or "items" in node:
+            found.append(node)
+        for value in node.values():
+            found.extend(_arrays(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_arrays(value))
+    return found
+
+
+def test_input_arrays_are_bounded_before_their_items_are_looked_at() -> None:
+    # the schema path's cost must not grow with a hostile array: maxItems first (the
+    # validator yields its errors in the schema's order, and only the first few are read),
+    # and uniqueness is checked only below UNIQUE_ITEMS_CHECKED
+    for name in schemas.INPUT_TYPES.values():
+        for kind in name:
+            for array in _arrays(schemas._registry()[1][kind]):
+                assert array.get("maxItems", 10**9) <= schemas.UNIQUE_ITEMS_CHECKED, (kind, array)
+                assert list(array).index("maxItems") < list(array).index("items"), (kind, array)
+
+
+@pytest.mark.parametrize("items", [
+    [*range(12_000), {}],  # unsortable: jsonschema's own uniqueItems compares every pair
+    [[[1]]] * 6_000,
+    ["A"] * 16_000,
+])
+def test_a_hostile_array_costs_the_schema_path_milliseconds(items: list[Any]) -> None:
+    import time  # noqa: PLC0415 - only here
+
+    payload = {**_envelope("licenses_assigned"), "command_id": "c", "user_id": "u", "usage_location": "US",
+               "capabilities": items}
+    schemas.first_error("licenses_assigned", payload)  # validators compiled
+    began = time.process_time()
+    error = schemas.first_error("licenses_assigned", payload)
+    assert error is not None
+    assert "capabilities" in error
+    assert time.process_time() - began < 0.2  # 28 s before (uniqueItems over every pair)

@@ -478,3 +478,22 @@ def test_a_version_3_state_s_users_become_records_at_the_tenant_s_next_write() -
                                                                   destination="+442071234567"))], start=2))
     assert [p["status"] for p in _payloads(batch.outputs, "rated-cdrs")] == ["rated"]
     assert batch.users == {}
+
+
+def test_the_deadline_heap_does_not_grow_with_deadlines_that_moved() -> None:
+    # review finding: a lot bought "earlier" moves the tenant's deadline forward, the call
+    # that empties it moves it back; each move used to leave an entry for up to a year
+    store = Store()
+    store.write(store.task().process(_records(_setup())))
+    items: list[tuple[str, dict[str, Any] | bytes]] = []
+    for n in range(1_500):
+        items.append(("account-commands", event("funds_added", "t1", f"f{n}", command_id=f"early-{n}",
+                                                amount="0.01", currency="USD",
+                                                purchased_at=f"2026-10-{1 + n % 28:02d}T00:00:00Z")))
+        items.append(("cdrs", cdr("t1", f"c{n}", 60)))
+    task = store.task()
+    commands = _records([i for i in items if i[0] == "account-commands"], start=3)
+    calls = _records([i for i in items if i[0] == "cdrs"])
+    batch = task.process([r for pair in zip(commands, calls, strict=True) for r in pair])
+    assert len(_payloads(batch.outputs, "rated-cdrs")) == 1_500
+    assert len(task._due) <= 2 * len(task._scheduled) + 1_001

@@ -164,6 +164,12 @@ def test_nothing_nested_past_the_limit_is_taken_and_the_decision_is_the_same_at_
             assert decide_at_stack_depth(frames, with_extra(depth)) == "schema", depth
     usage_id_nested = base.replace(b'"usage_id":"u1"', b'"usage_id":' + b"[" * 1000 + b"]" * 1000)
     assert _verdict(edge.decode(_record("cdrs", b"t1", usage_id_nested))) == "schema"
+    # not JSON, and deep: msgspec runs out of stack before it sees the end (review finding)
+    for broken in (base[:-1] + b',"x_extra":' + b"[" * 1000, base[:-1] + b',"x":' + b"[" * 1010 + b"}",
+                   b"[" * 20_000, b'{"a":' * 5000):
+        verdicts = {decide_at_stack_depth(frames, broken) for frames in (0, 600)}
+        assert len(verdicts) == 1, verdicts  # the same whatever the stack
+        assert verdicts <= {"invalid_json", "schema"}  # not JSON, or past the nesting limit before its end
 
 
 def test_a_final_newline_passes_no_pattern_on_either_path() -> None:

@@ -294,6 +294,11 @@ class PartitionTask:
         elif self._scheduled.get(tenant_id) != deadline:
             self._scheduled[tenant_id] = deadline
             heapq.heappush(self._due, (deadline, tenant_id))
+            if len(self._due) > 2 * len(self._scheduled) + 1_000:
+                # stale entries (deadlines that moved) would stay until they fell due, up
+                # to a year: one tenant moving its deadline back and forth grew the heap
+                self._due = [(at, tenant) for tenant, at in self._scheduled.items()]
+                heapq.heapify(self._due)
 
     # -- the batch -------------------------------------------------------------------------
     def process(self, records: Iterable[edge.Record]) -> Batch:
