@@ -13,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-from tests.support import TEST_PARTITIONS, Out, Worker, cdr, collect, event, fresh_worker, produce
+from tests.support import TEST_PARTITIONS, Out, Worker, cdr, collect, create_topics, event, fresh_worker, produce
 from tests.test_fuzz import IDS, MONEY, STRINGS, TIMES, _setup, _templates
 from tests.test_scenarios import Tenant, tenant_id
 
@@ -318,3 +321,51 @@ def test_a_tenant_with_40000_users_of_200_character_ids_neither_stops_nor_stalls
     snapshot = next(o.event for o in seen if o.topic == "balances" and o.event["caused_by"] == last)
     sizes = {p["size_seconds"] for p in snapshot["pools"] if (p["capability"], p["scope"]) == ("MCOPSTN1", "domestic")}
     assert sizes == {len(users) * 3000 * 60}  # every user counted once
+
+
+# --- review finding: inputs waiting before a partition's first tick --------------------------
+
+
+def test_a_backlog_is_applied_after_a_tick_so_no_date_in_it_can_move_a_partition_to_8999(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Inputs already on the topics when a worker starts used to be applied before the
+    partition's first tick: at no wall clock at all, so a command with ``occurred_at`` in
+    8999 expired its tenant's lots, and a CDR ending in 8999 moved the whole partition
+    there (another tenant's lots expired, every later call ``late``). Now a partition's
+    first unit begins with a tick of the broker's clock."""
+    prefix = f"backlog{uuid.uuid4().hex[:8]}."
+    create_topics(kafka_bootstrap, prefix)
+    victim = "victim"
+    attacker = next(f"attacker{n}" for n in range(1000) if _partition(f"attacker{n}") == _partition(victim))
+    setup = []
+    for tenant in (victim, attacker):
+        setup += [
+            ("account-commands", event("tenant_upserted", tenant, f"{tenant}-e1", command_id=f"{tenant}-up",
+                                       country="US", currency="USD", billing_model="prepaid_credits")),
+            ("account-commands", event("licenses_assigned", tenant, f"{tenant}-e2", command_id=f"{tenant}-lic",
+                                       user_id="alice", usage_location="US", capabilities=["PAYG"])),
+            ("account-commands", event("funds_added", tenant, f"{tenant}-e3", command_id=f"{tenant}-buy",
+                                       amount="50.00", currency="USD", purchased_at="2026-11-01T00:00:00Z")),
+        ]
+    bogus_command = event("funds_added", attacker, "a-e4", at="8999-12-31T00:00:00Z", command_id="late-buy",
+                          amount="1.00", currency="USD", purchased_at="2026-11-02T00:00:00Z")
+    bogus_call = cdr(attacker, "to-8999", 60, start="8999-12-31T23:00:00Z", end="8999-12-31T23:01:00Z")
+    asyncio.run(_produce_all(kafka_bootstrap, prefix, [*setup, ("account-commands", bogus_command),
+                                                       ("cdrs", bogus_call)]))
+    worker = Worker(kafka_bootstrap, prefix, tmp_path / "w", extra_env={"RATER_TICK_INTERVAL": "1"}).start()
+    try:
+        now = datetime.now(UTC)
+        start = (now - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        end = (now - timedelta(minutes=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        asyncio.run(_produce_all(kafka_bootstrap, prefix, [("cdrs", cdr(victim, "today", 60, start=start, end=end))]))
+        seen = collect(kafka_bootstrap, prefix, lambda outs: any(
+            o.topic == "rated-cdrs" and o.event["usage_id"] == "today" for o in outs), worker, timeout_s=60)
+        worker.check_alive()
+    finally:
+        worker.stop()
+    letters = {(o.event["reason"], o.event["source_topic"]) for o in seen if o.topic == "dead-letters"}
+    assert letters == {("future", f"{prefix}cdrs")}  # the call ending in 8999, nothing else
+    assert [o.event for o in seen if o.event["type"] == "credits_expired"] == []
+    (today,) = [o.event for o in seen if o.topic == "rated-cdrs" and o.event["usage_id"] == "today"]
+    assert today["status"] == "rated"
+    assert Decimal(today["balance_after"]) == Decimal("50.00") - Decimal(today["charge"]) > 0  # the lot is alive

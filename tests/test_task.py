@@ -7,6 +7,7 @@ running straight through; a record below the stored offsets is never applied twi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
@@ -315,7 +316,8 @@ def test_before_its_first_tick_a_partition_applies_commands_at_their_occurred_at
         ("account-commands", event("auto_recharge_configured", "t1", "e4", at="2026-11-05T09:05:00Z",
                                    command_id="ar", enabled=True, trigger_amount="5.00", recharge_amount="10.00")),
     ]
-    first = store.task().process(_records(items))
+    sent_ms = parse_time_us("2026-11-05T09:06:00Z") // 1000  # the producer's clock (the records' Kafka timestamps)
+    first = store.task().process([dataclasses.replace(r, timestamp_ms=sent_ms) for r in _records(items)])
     store.write(first)
     (request,) = _payloads(first.outputs, "recharge-requests")
     (balance,) = _payloads(first.outputs, "balances")
@@ -332,6 +334,16 @@ def test_before_its_first_tick_a_partition_applies_commands_at_their_occurred_at
     resent = {**items[2][1], "occurred_at": "2026-11-06T00:00:00Z"}
     again = store.task().process(_records([("account-commands", resent)], start=4))
     assert (again.applied, _payloads(again.outputs)) == (1, [])  # no id_conflict dead letter, no balance
+    # a command claiming to come from the year 8999 counts at most a day past its record's
+    # Kafka timestamp (the broker keeps those within an hour of its clock): no lot expires
+    bogus = event("tenant_upserted", "t1", "e9", at="8999-12-31T00:00:00Z", command_id="up-9", country="US",
+                  currency="USD", billing_model="prepaid_credits")
+    (record,) = _records([("account-commands", bogus)], start=5)
+    future = store.task().process([dataclasses.replace(record, timestamp_ms=sent_ms)])
+    # a day passed (the request made at 09:05 the day before times out), no more: no lot expired
+    assert [p["type"] for p in _payloads(future.outputs)] == ["recharge_failed", "balance"]
+    (snapshot,) = _payloads(future.outputs, "balances")
+    assert snapshot["occurred_at"] == "2026-11-06T09:06:00Z"
 
 
 # --- users as records of their own ----------------------------------------------------------------

@@ -228,10 +228,14 @@ def _key_partition(key: bytes, count: int) -> int:
 class _Owned:
     """What the worker holds for one partition number."""
 
-    def __init__(self, task: PartitionTask, producer: AIOKafkaProducer, store: LocalStore) -> None:
+    def __init__(self, task: PartitionTask, producer: AIOKafkaProducer, store: LocalStore,
+                 first_tick: edge.Record | None = None) -> None:
         self.task = task
         self.producer = producer
         self.store = store
+        self.first_tick = first_tick
+        """A tick sent when the partition was made ready, applied ahead of the first unit's
+        inputs (its own copy, fetched later, is below the partition record's offset)."""
 
 
 class Driver:
@@ -293,9 +297,10 @@ class Driver:
             store = LocalStore(self.settings.data_dir / f"tenants-{p}.db")
             caught_up = await self._restore(p, store)
             task = PartitionTask(p, self.ctx, store, topic_prefix=self.prefix)
+            first_tick = await self._first_tick(p) if self.settings.tick_interval_s > 0 else None
             async with self.lock:  # after any unit in flight; FIFO, so after a fetch made before this
                 await self._seek(p, task)
-                self.owned[p] = _Owned(task, producer, store)
+                self.owned[p] = _Owned(task, producer, store, first_tick)
                 handed_over = True
                 del self.preparing[p]
                 assert self.consumer is not None
@@ -451,6 +456,9 @@ class Driver:
                     edge.Record(name, p, m.offset, m.key, m.value, m.timestamp)
                     for name in INPUTS for m in topics.get(name, [])
                 ]
+                if owned.first_tick is not None:
+                    records.insert(0, owned.first_tick)
+                    owned.first_tick = None
                 units.append(self._commit_unit(p, owned, records, topics))
             # The partitions' units run side by side: while one waits for the broker (its
             # acknowledgements, its transaction's round trips) the next one is rated. Each
@@ -523,6 +531,21 @@ class Driver:
             return False
         self.clock.measured(sent, ack.timestamp)
         return True
+
+    async def _first_tick(self, p: int) -> edge.Record:
+        """A tick for partition ``p`` made ready: the first unit applies it before any
+        input. Without it, the inputs waiting on the topics (a backlog, a worker that was
+        down) were applied before the partition's first tick of this run — at no wall
+        clock at all on a new partition (so no ``future`` check: one CDR ending in 8999
+        moved every tenant's "now" there), at a stale one after a long stop (a backlog
+        of calls more than a day past it: ``future``)."""
+        assert self.ticker is not None
+        value = tick_value(self.clock.now_us())
+        sent = self.clock.sending()
+        ack = await (await self.ticker.send(self._topic(TICKS), value, partition=p, timestamp_ms=self.clock.now_ms()))
+        if ack.timestamp_type == LOG_APPEND_TIME:
+            self.clock.measured(sent, ack.timestamp)
+        return edge.Record(TICKS, p, ack.offset, None, value, ack.timestamp)
 
     async def _probe(self) -> None:
         """Measure the broker's clock once before anything else is produced (a probe

@@ -390,10 +390,12 @@ class PartitionTask:
             applying = tenant_id = decoded.tenant_id
             now_us = self.clock.now_us
             if self.clock.tick_us is None and not isinstance(decoded, Cdr) and decoded.occurred_us > now_us:
-                # no wall clock on this partition yet: a command is applied at its own
-                # occurred_at, never at 1970 (a recharge requested then would time out at
-                # once); its tenant's time only, never the partition's
-                now_us = decoded.occurred_us
+                # no wall clock on this partition (ticks are off): a command is applied at
+                # its own occurred_at, never at 1970 (a recharge requested then would time
+                # out at once); its tenant's time only, never the partition's; and never
+                # more than a day past its record's Kafka timestamp (which the broker keeps
+                # within an hour of its clock): occurred_at 8999 expired every lot
+                now_us = max(now_us, min(decoded.occurred_us, record.timestamp_ms * 1000 + self.ctx.future_us))
             step = apply(self._state_of(tenant_id), decoded, self.ctx, now_us, record.position)
             outputs = self._encoded(tenant_id, step)
         except Exception as exc:  # noqa: BLE001 - containment: one input's failure is its dead letter
