@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from rater.core.context import US_PER_HOUR, RatingContext
@@ -45,6 +44,7 @@ from rater.core.state import (
     request_id,
     usage_key,
 )
+from rater.core.steps import SCHEMA_VERSION, Output, Rejection, Step, Work, finish
 from rater.core.tariff import Tariff, charged_seconds, usage_cost_minor
 from rater.core.times import (
     add_months_clamped,
@@ -54,7 +54,6 @@ from rater.core.times import (
     previous_month,
 )
 
-SCHEMA_VERSION = 1
 LOT_LIFETIME_MONTHS = 12
 MAX_WIRE_DIGITS = 18
 """Integer digits an amount may have on the wire (common.json ``money``)."""
@@ -67,104 +66,6 @@ PREPAID = "prepaid_credits"
 POSTPAID = "postpaid_overage"
 CREDITS = "MCOPSTNPP"
 OVERAGE = "OVERAGE"
-
-
-class Output:
-    """An event for one of the output streams (``rated-cdrs``, ``balances``, ...).
-
-    Its wire fields (``payload``: RFC 3339 times, decimal-string amounts) are formatted
-    from the decided values on first access — when the shell encodes it — so rating
-    pays for deciding, not for formatting. The values are captured when the event is
-    made; later changes to the state do not reach it."""
-
-    __slots__ = ("_args", "_build", "_payload", "stream")
-
-    def __init__(self, stream: str, payload: dict[str, Any] | None = None,
-                 build: Callable[..., dict[str, Any]] | None = None, args: tuple[Any, ...] = ()) -> None:
-        self.stream = stream
-        self._payload = payload
-        self._build = build
-        self._args = args
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        """The event as the wire contract's JSON object (SPEC §2)."""
-        if self._payload is None:
-            assert self._build is not None
-            self._payload = self._build(*self._args)
-            self._build, self._args = None, ()
-        return self._payload
-
-    def __repr__(self) -> str:
-        return f"Output({self.stream!r}, {self.payload!r})"
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """An input the core refuses; the shell turns it into a dead letter."""
-
-    reason: str
-    message: str
-
-
-class Step:
-    """The result of applying one input (or of time passing) — and, while the core
-    works on it, the step's working set (the context and the outputs so far)."""
-
-    __slots__ = ("balance_cause", "changed", "ctx", "now", "now_us", "outputs", "rejection", "state", "tenant")
-
-    tenant: TenantState
-    """The tenant the core works on (``state`` narrowed; unset when there is none)."""
-    ctx: RatingContext
-    """The rating context (unset on a step that never reached a tenant)."""
-
-    def __init__(self, state: TenantState | None, ctx: RatingContext | None = None, now_us: int = 0, *,
-                 rejection: Rejection | None = None) -> None:
-        self.state = state
-        if state is not None:
-            self.tenant = state
-        if ctx is not None:
-            self.ctx = ctx
-        self.now_us = now_us
-        """The "now" the step ran at (a balance snapshot's ``occurred_at``)."""
-        self.now = ""  # formatted on first use
-        self.outputs: list[Output] = []
-        self.rejection = rejection
-        self.changed = False
-        """Whether the state must be written back."""
-        self.balance_cause: str | None = None
-        """The id of the last input (or time-driven cause) that changed what a ``balance``
-        snapshot shows, if any: the shell emits one :func:`balance_event` per tenant per
-        batch of inputs (a compacted topic keeps only the latest anyway)."""
-
-
-class _Work(Step):
-    """A step while the core works on it: the tenant and the context are known."""
-
-    __slots__ = ()
-
-    def money(self, minor: int) -> str:
-        return format_decimal(minor, self.tenant.exponent)
-
-    def emit(self, stream: str, kind: str, event_id: str, fields: dict[str, Any]) -> None:
-        if not self.now:
-            self.now = format_time_us(self.now_us)
-        payload = {
-            "type": kind,
-            "schema_version": SCHEMA_VERSION,
-            "event_id": f"{self.tenant.tenant_id}/{event_id}",
-            "tenant_id": self.tenant.tenant_id,
-            "occurred_at": self.now,
-        }
-        payload.update(fields)
-        self.outputs.append(Output(stream, payload))
-
-    def notify(self, kind: str, event_id: str, fields: dict[str, Any]) -> None:
-        self.emit("notifications", kind, f"{kind}/{event_id}", fields)
-
-    def balance(self, caused_by: str) -> None:
-        """What a balance snapshot shows changed because of ``caused_by``."""
-        self.balance_cause = caused_by
 
 
 # --- entry points -----------------------------------------------------------------------
@@ -189,15 +90,15 @@ def apply(state: TenantState | None, inp: Input, ctx: RatingContext, now_us: int
         return Step(None, rejection=Rejection("unknown_tenant",
                                               f"tenant {inp.tenant_id!r} has no tenant_upserted yet"))
     now_us = max(now_us, state.now_us)
-    events = _Work(state, ctx, now_us)
+    events = Work(state, ctx, now_us)
     if isinstance(inp, Cdr):
         # An accepted CDR advances time to its end itself, before it moves money.
         rejection = _rate_cdr(events, inp, position)
-        if rejection is None:  # the hot path: _finish, inlined
+        if rejection is None:  # the hot path: finish, inlined
             events.changed = True
             return events
         _advance(events, now_us)
-        return _finish(events, rejection, False)
+        return finish(events, rejection, False)
     _advance(events, now_us)
     changed = events.changed
     input_id = inp.request_id if isinstance(inp, RechargeResult) else inp.command_id
@@ -206,14 +107,14 @@ def apply(state: TenantState | None, inp: Input, ctx: RatingContext, now_us: int
     seen = state.ids.get(key)
     if seen is not None:
         if seen == digest:
-            return _finish(events, None, changed)
+            return finish(events, None, changed)
         conflict = Rejection("id_conflict", f"id {input_id!r} was applied with other content")
-        return _finish(events, conflict, changed)
+        return finish(events, conflict, changed)
     rejection = _COMMANDS[type(inp)](events, inp)
     if rejection is None:
         state.ids.put(key, digest)
         _expire_lots(events)  # a lot bought over 12 months ago
-    return _finish(events, rejection, changed or rejection is None)
+    return finish(events, rejection, changed or rejection is None)
 
 
 def next_deadline(state: TenantState, ctx: RatingContext) -> int | None:
@@ -233,14 +134,14 @@ def next_deadline(state: TenantState, ctx: RatingContext) -> int | None:
 def on_time(state: TenantState, ctx: RatingContext, now_us: int) -> Step:
     """Do the work that fell due by ``now_us`` (driven by the shell's ticks)."""
     now_us = max(now_us, state.now_us)
-    events = _Work(state, ctx, now_us)
+    events = Work(state, ctx, now_us)
     _advance(events, now_us)
-    return _finish(events, None, False)
+    return finish(events, None, False)
 
 
 def balance_event(state: TenantState, ctx: RatingContext, now_us: int, caused_by: str) -> Output:
     """The ``balance`` snapshot of a tenant: balance, lots, pools and auto-recharge."""
-    work = _Work(state, ctx, now_us)
+    work = Work(state, ctx, now_us)
     money = work.money
     ar = state.auto_recharge
     balance = state.balance_minor
@@ -269,16 +170,10 @@ def balance_event(state: TenantState, ctx: RatingContext, now_us: int, caused_by
     return work.outputs[0]
 
 
-def _finish(events: _Work, rejection: Rejection | None, changed: bool) -> Step:
-    events.rejection = rejection
-    events.changed = changed or events.changed or bool(events.outputs) or events.balance_cause is not None
-    return events
-
-
 # --- time -------------------------------------------------------------------------------
 
 
-def _advance(events: _Work, now_us: int) -> None:
+def _advance(events: Work, now_us: int) -> None:
     """Bring the tenant to ``now_us``: close months, expire lots, time out and retry
     recharges."""
     state, ctx = events.tenant, events.ctx
@@ -349,7 +244,7 @@ def _first_expiry(state: TenantState) -> int:
     return min(lot.expires_us for lot in state.lots)
 
 
-def _expire_lots(events: _Work) -> None:
+def _expire_lots(events: Work) -> None:
     """Forfeit the remainder of every lot past its expiry (SPEC §1.4), oldest first."""
     state = events.tenant
     now_us = events.now_us
@@ -385,7 +280,7 @@ def _wants_recharge(state: TenantState) -> bool:
         state.balance_minor < ar.trigger_minor)
 
 
-def _balance_moved(events: _Work, before: int, cause: str) -> None:
+def _balance_moved(events: Work, before: int, cause: str) -> None:
     """Low-balance, depletion and auto-recharge after the balance went from ``before``
     to its current value (SPEC §1.4)."""
     state = events.tenant
@@ -409,7 +304,7 @@ def _balance_moved(events: _Work, before: int, cause: str) -> None:
     _request_recharge(events)
 
 
-def _request_recharge(events: _Work) -> None:
+def _request_recharge(events: Work) -> None:
     """Emit a recharge request if one is wanted and none is outstanding or backing off."""
     state = events.tenant
     ar = state.auto_recharge
@@ -429,7 +324,7 @@ def _request_recharge(events: _Work) -> None:
     })
 
 
-def _recharge_failed(events: _Work, rid: str, reason: str) -> None:
+def _recharge_failed(events: Work, rid: str, reason: str) -> None:
     ar = events.tenant.auto_recharge
     ar.pending_request_id = None
     ar.retry_at_us = events.now_us + events.ctx.recharge_backoff_us
@@ -442,7 +337,7 @@ def _recharge_failed(events: _Work, rid: str, reason: str) -> None:
     events.balance(f"{reason}/{rid}" if reason == "timeout" else rid)
 
 
-def _add_lot(events: _Work, lot_id: str, amount: int, purchased_us: int) -> None:
+def _add_lot(events: Work, lot_id: str, amount: int, purchased_us: int) -> None:
     state = events.tenant
     before = state.balance_minor
     expires = add_months_clamped(purchased_us, LOT_LIFETIME_MONTHS)
@@ -493,15 +388,15 @@ def _new_tenant(cmd: TenantUpserted, ctx: RatingContext, now_us: int) -> Step:
     # it, a usage id of that month would be looked up nowhere and charged again.
     state = TenantState(cmd.tenant_id, cmd.country, cmd.currency, exponent, cmd.billing_model,
                         now_us=now_us, open_month=open_month, frozen={previous_month(open_month): {}})
-    events = _Work(state, ctx, now_us)
+    events = Work(state, ctx, now_us)
     rejection = _tenant_upserted(events, cmd)
     if rejection is not None:
         return Step(None, rejection=rejection)
     state.ids.put(applied_key(cmd.command_id), fingerprint(cmd))
-    return _finish(events, None, True)
+    return finish(events, None, True)
 
 
-def _tenant_upserted(events: _Work, cmd: TenantUpserted) -> Rejection | None:
+def _tenant_upserted(events: Work, cmd: TenantUpserted) -> Rejection | None:
     state = events.tenant
     if cmd.currency != state.currency:
         return Rejection("currency_mismatch", f"tenant currency is {state.currency}, command says {cmd.currency}")
@@ -520,7 +415,7 @@ def _tenant_upserted(events: _Work, cmd: TenantUpserted) -> Rejection | None:
     return None
 
 
-def _funds_added(events: _Work, cmd: FundsAdded) -> Rejection | None:
+def _funds_added(events: Work, cmd: FundsAdded) -> Rejection | None:
     state = events.tenant
     if cmd.currency != state.currency:
         return Rejection("currency_mismatch", f"tenant currency is {state.currency}, funds are in {cmd.currency}")
@@ -535,7 +430,7 @@ def _funds_added(events: _Work, cmd: FundsAdded) -> Rejection | None:
     return None
 
 
-def _licenses_assigned(events: _Work, cmd: LicensesAssigned) -> Rejection | None:
+def _licenses_assigned(events: Work, cmd: LicensesAssigned) -> Rejection | None:
     state, ctx = events.tenant, events.ctx
     unknown = [cap for cap in cmd.capabilities if cap not in ctx.catalog.by_id]
     if unknown:
@@ -545,7 +440,7 @@ def _licenses_assigned(events: _Work, cmd: LicensesAssigned) -> Rejection | None
     return None
 
 
-def _user_removed(events: _Work, cmd: UserRemoved) -> Rejection | None:
+def _user_removed(events: Work, cmd: UserRemoved) -> Rejection | None:
     state = events.tenant
     user = state.users.get(cmd.user_id)
     if user is None:
@@ -557,7 +452,7 @@ def _user_removed(events: _Work, cmd: UserRemoved) -> Rejection | None:
     return None
 
 
-def _auto_recharge_configured(events: _Work, cmd: AutoRechargeConfigured) -> Rejection | None:
+def _auto_recharge_configured(events: Work, cmd: AutoRechargeConfigured) -> Rejection | None:
     state = events.tenant
     trigger = _amount(state, cmd.trigger_amount, "trigger_amount")
     if isinstance(trigger, Rejection):
@@ -576,7 +471,7 @@ def _auto_recharge_configured(events: _Work, cmd: AutoRechargeConfigured) -> Rej
     return None
 
 
-def _recharge_result(events: _Work, res: RechargeResult) -> Rejection | None:
+def _recharge_result(events: Work, res: RechargeResult) -> Rejection | None:
     state = events.tenant
     if res.currency != state.currency:
         return Rejection("currency_mismatch",
@@ -608,7 +503,7 @@ def _recharge_result(events: _Work, res: RechargeResult) -> Rejection | None:
     return None
 
 
-_COMMANDS: dict[type, Callable[[_Work, Any], Rejection | None]] = {
+_COMMANDS: dict[type, Callable[[Work, Any], Rejection | None]] = {
     TenantUpserted: _tenant_upserted,
     FundsAdded: _funds_added,
     LicensesAssigned: _licenses_assigned,
@@ -725,7 +620,7 @@ def _seen(state: TenantState, usage_id: str, month: str) -> str | None:
     return seen
 
 
-def _rate_cdr(work: _Work, cdr: Cdr, position: str) -> Rejection | None:
+def _rate_cdr(work: Work, cdr: Cdr, position: str) -> Rejection | None:
     """Rate a CDR. Every check runs before anything changes; a CDR that passes them
     moves "now" to its end time (a rejected one does not: SPEC §1.6)."""
     state, ctx = work.tenant, work.ctx
@@ -777,7 +672,7 @@ def _rate_cdr(work: _Work, cdr: Cdr, position: str) -> Rejection | None:
     return None
 
 
-def _draw_pools(work: _Work, cdr: Cdr, user: User | None, outcome: _Outcome) -> int:
+def _draw_pools(work: Work, cdr: Cdr, user: User | None, outcome: _Outcome) -> int:
     """Plan the pool draws (per exact second); returns the seconds no pool covers."""
     left = cdr.duration_s
     if not left:
@@ -813,7 +708,7 @@ def _draw_pools(work: _Work, cdr: Cdr, user: User | None, outcome: _Outcome) -> 
     return left
 
 
-def _price_credit_part(work: _Work, cdr: Cdr, outcome: _Outcome, seconds: int) -> Rejection | None:
+def _price_credit_part(work: Work, cdr: Cdr, outcome: _Outcome, seconds: int) -> Rejection | None:
     """Price the part paid from credits (or overage) with the tariff in force at the
     call's start: increments, connection fee, one half-up rounding (SPEC §1.3)."""
     state = work.tenant
@@ -837,7 +732,7 @@ def _price_credit_part(work: _Work, cdr: Cdr, outcome: _Outcome, seconds: int) -
     return None
 
 
-def _commit(work: _Work, cdr: Cdr, outcome: _Outcome) -> None:
+def _commit(work: Work, cdr: Cdr, outcome: _Outcome) -> None:
     """Move the seconds and money the rating decided, and emit what follows (returns
     None: the CDR was accepted)."""
     state = work.tenant
@@ -913,7 +808,7 @@ def _paid_most(postpaid: bool, outcome: _Outcome) -> str | None:
     return max(paid, key=paid.__getitem__) if paid else None
 
 
-def _emit_rated(work: _Work, cdr: Cdr, outcome: _Outcome, debits: list[tuple[str, int]],
+def _emit_rated(work: Work, cdr: Cdr, outcome: _Outcome, debits: list[tuple[str, int]],
                 event_id: str | None) -> None:
     """A ``rated_cdr`` event (``event_id`` None: the rating's own, ``rated_cdr/{usage_id}``)."""
     state = work.tenant

@@ -9,7 +9,7 @@ import orjson
 
 from rater.core.context import RatingContext
 from rater.core.countries import CountryPrefixes
-from rater.core.engine import Step, _pool_report, apply, balance_event, on_time
+from rater.core.engine import _pool_report, apply, balance_event, on_time
 from rater.core.inputs import (
     AutoRechargeConfigured,
     Cdr,
@@ -22,6 +22,7 @@ from rater.core.inputs import (
 )
 from rater.core.plans import Allotment, Capability, Catalog
 from rater.core.state import IdMemory, TenantState, User, UserDirectory, check_invariants, usage_key
+from rater.core.steps import Step
 from rater.core.tariff import Rate, Tariff, Tariffs
 from rater.core.times import parse_time_us
 from rater.schemas import first_error
