@@ -13,7 +13,6 @@ rejected input leaves it as it was (nothing is changed before every check passed
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
 from typing import Any
 
@@ -30,40 +29,44 @@ from rater.core.inputs import (
     UserRemoved,
     fingerprint,
 )
-from rater.core.money import MoneyFormatError, format_decimal, parse_decimal
+from rater.core.ledger import (
+    POSTPAID,
+    PREPAID,
+    add_lot,
+    balance_moved,
+    debit_fifo,
+    expire_lots,
+    first_expiry,
+    lot_fits,
+    low_balance_threshold_minor,
+    parse_amount,
+    recharge_failed,
+    request_recharge,
+    wants_recharge,
+)
+from rater.core.money import format_decimal
 from rater.core.plans import ANY_LOCATION
 from rater.core.state import (
     AutoRecharge,
-    Lot,
     PoolKey,
     PoolUse,
     TenantState,
     User,
     applied_key,
     is_request_id,
-    request_id,
     usage_key,
 )
 from rater.core.steps import SCHEMA_VERSION, Output, Rejection, Step, Work, finish
 from rater.core.tariff import Tariff, charged_seconds, usage_cost_minor
 from rater.core.times import (
-    add_months_clamped,
     format_time_us,
     month_end_us,
     month_of_fast,
     previous_month,
 )
 
-LOT_LIFETIME_MONTHS = 12
-MAX_WIRE_DIGITS = 18
-"""Integer digits an amount may have on the wire (common.json ``money``)."""
-MAX_LOTS = 1_000
-"""Lots with money left a tenant may hold (a year of daily purchases, three times over):
-one more is a ``tenant_limit`` dead letter."""
 INBOUND = frozenset({"user_in", "conf_in", "ucap_in"})
 USER_OUT = frozenset({"user_out", "user_out_conf", "user_out_transfer", "user_out_forwarding"})
-PREPAID = "prepaid_credits"
-POSTPAID = "postpaid_overage"
 CREDITS = "MCOPSTNPP"
 OVERAGE = "OVERAGE"
 
@@ -113,7 +116,7 @@ def apply(state: TenantState | None, inp: Input, ctx: RatingContext, now_us: int
     rejection = _COMMANDS[type(inp)](events, inp)
     if rejection is None:
         state.ids.put(key, digest)
-        _expire_lots(events)  # a lot bought over 12 months ago
+        expire_lots(events)  # a lot bought over 12 months ago
     return finish(events, rejection, changed or rejection is None)
 
 
@@ -122,11 +125,11 @@ def next_deadline(state: TenantState, ctx: RatingContext) -> int | None:
     (a lot expires, a recharge request times out, a back-off ends), or None."""
     deadlines = []
     if state.lots:
-        deadlines.append(_first_expiry(state))
+        deadlines.append(first_expiry(state))
     ar = state.auto_recharge
     if ar.pending_request_id is not None:
         deadlines.append(ar.pending_since_us + ctx.recharge_timeout_us)
-    elif ar.retry_at_us is not None and _wants_recharge(state):
+    elif ar.retry_at_us is not None and wants_recharge(state):
         deadlines.append(ar.retry_at_us)
     return min(deadlines) if deadlines else None
 
@@ -209,14 +212,14 @@ def _advance(events: Work, now_us: int) -> None:
             if gone not in keep:
                 state.ids.forget_month(gone)
         state.sizes = {}
-    if state.lots and _first_expiry(state) <= now_us:
-        _expire_lots(events)
+    if state.lots and first_expiry(state) <= now_us:
+        expire_lots(events)
     ar = state.auto_recharge
     if ar.pending_request_id is not None and ar.pending_since_us + ctx.recharge_timeout_us <= now_us:
-        _recharge_failed(events, ar.pending_request_id, "timeout")
+        recharge_failed(events, ar.pending_request_id, "timeout")
     elif ar.pending_request_id is None and ar.retry_at_us is not None and ar.retry_at_us <= now_us:
         ar.retry_at_us = None
-        _request_recharge(events)
+        request_recharge(events)
     state.due_us = next_due(state, ctx)
 
 
@@ -228,7 +231,7 @@ def next_due(state: TenantState, ctx: RatingContext) -> int:
     for month in state.frozen:
         due = min(due, month_end_us(month) + ctx.grace_us)
     if state.lots:
-        due = min(due, _first_expiry(state))
+        due = min(due, first_expiry(state))
     ar = state.auto_recharge
     if ar.pending_request_id is not None:
         due = min(due, ar.pending_since_us + ctx.recharge_timeout_us)
@@ -237,145 +240,9 @@ def next_due(state: TenantState, ctx: RatingContext) -> int:
     return due
 
 
-def _first_expiry(state: TenantState) -> int:
-    """When the next lot expires. Not always the oldest lot's expiry: 12 months after
-    29 Feb is clamped to 28 Feb, so a lot bought 2028-02-29T00:00 expires before one
-    bought 2028-02-28T12:00."""
-    return min(lot.expires_us for lot in state.lots)
-
-
-def _expire_lots(events: Work) -> None:
-    """Forfeit the remainder of every lot past its expiry (SPEC §1.4), oldest first."""
-    state = events.tenant
-    now_us = events.now_us
-    expired = [lot for lot in state.lots if lot.expires_us <= now_us]
-    if not expired:
-        return
-    state.lots = [lot for lot in state.lots if lot.expires_us > now_us]
-    for lot in expired:
-        before = state.balance_minor
-        state.balance_minor -= lot.remaining_minor
-        state.expired_minor += lot.remaining_minor
-        events.notify("credits_expired", lot.lot_id, {
-            "lot_id": lot.lot_id,
-            "amount": events.money(lot.remaining_minor),
-            "balance": events.money(state.balance_minor),
-            "currency": state.currency,
-        })
-        events.balance(f"expired/{lot.lot_id}")
-        _balance_moved(events, before, f"expired/{lot.lot_id}")
-
-
-# --- money movements --------------------------------------------------------------------
-
-
-def _threshold(state: TenantState) -> int:
-    own = state.low_balance_threshold_minor
-    return state.auto_recharge.trigger_minor if own is None else own
-
-
-def _wants_recharge(state: TenantState) -> bool:
-    ar = state.auto_recharge
-    return state.billing_model == PREPAID and ar.enabled and ar.recharge_minor > 0 and (
-        state.balance_minor < ar.trigger_minor)
-
-
-def _balance_moved(events: Work, before: int, cause: str) -> None:
-    """Low-balance, depletion and auto-recharge after the balance went from ``before``
-    to its current value (SPEC §1.4)."""
-    state = events.tenant
-    after = state.balance_minor
-    threshold = _threshold(state)
-    if after > before:
-        if after > threshold:
-            state.low_armed = True
-        return
-    if after == before or state.billing_model != PREPAID:
-        return
-    if after < threshold and state.low_armed:
-        state.low_armed = False
-        events.emit("low-balance", "low_balance", f"low_balance/{cause}", {
-            "balance": events.money(after),
-            "threshold": events.money(threshold),
-            "currency": state.currency,
-        })
-    if after == 0 and before > 0:
-        events.notify("balance_depleted", cause, {"currency": state.currency})
-    _request_recharge(events)
-
-
-def _request_recharge(events: Work) -> None:
-    """Emit a recharge request if one is wanted and none is outstanding or backing off."""
-    state = events.tenant
-    ar = state.auto_recharge
-    if ar.pending_request_id is not None or ar.retry_at_us is not None or not _wants_recharge(state):
-        return
-    ar.sequence += 1
-    rid = request_id(state.tenant_id, ar.sequence)
-    ar.pending_request_id = rid
-    ar.pending_since_us = events.now_us
-    state.due_us = min(state.due_us, events.now_us + events.ctx.recharge_timeout_us)
-    events.emit("recharge-requests", "recharge_request", f"recharge_request/{rid}", {
-        "request_id": rid,
-        "amount": events.money(ar.recharge_minor),
-        "currency": state.currency,
-        "balance": events.money(state.balance_minor),
-        "trigger_amount": events.money(ar.trigger_minor),
-    })
-
-
-def _recharge_failed(events: Work, rid: str, reason: str) -> None:
-    ar = events.tenant.auto_recharge
-    ar.pending_request_id = None
-    ar.retry_at_us = events.now_us + events.ctx.recharge_backoff_us
-    events.tenant.due_us = min(events.tenant.due_us, ar.retry_at_us)
-    events.notify("recharge_failed", rid, {
-        "request_id": rid,
-        "reason": reason,
-        "retry_after": format_time_us(ar.retry_at_us),
-    })
-    events.balance(f"{reason}/{rid}" if reason == "timeout" else rid)
-
-
-def _add_lot(events: Work, lot_id: str, amount: int, purchased_us: int) -> None:
-    state = events.tenant
-    before = state.balance_minor
-    expires = add_months_clamped(purchased_us, LOT_LIFETIME_MONTHS)
-    state.funded_minor += amount
-    if amount:
-        lot = Lot(lot_id, amount, amount, purchased_us, expires)
-        keys = [(x.purchased_us, x.lot_id) for x in state.lots]
-        state.lots.insert(bisect.bisect(keys, (purchased_us, lot_id)), lot)
-        state.due_us = min(state.due_us, expires)
-        state.balance_minor += amount
-    else:  # an empty lot holds nothing; the ledger still counts the (zero) funding
-        pass
-    _balance_moved(events, before, lot_id)
-
-
 # --- commands ---------------------------------------------------------------------------
 # Each handler applies an input whose id is new and returns a Rejection or None; nothing
 # is changed before every check passed.
-
-
-def _amount(state: TenantState, text: str, what: str) -> int | Rejection:
-    try:
-        return parse_decimal(text, state.exponent)
-    except MoneyFormatError as exc:
-        return Rejection("schema", f"{what}: {exc} (currency {state.currency})")
-
-
-def _lot_fits(state: TenantState, amount: int, what: str) -> Rejection | None:
-    """Every amount on the wire has at most 18 integer digits (common.json ``money``):
-    a lot that would take the balance past that is refused, not emitted as a balance no
-    consumer can read. A tenant holds at most :data:`MAX_LOTS` lots with money left:
-    every balance snapshot lists them, and a debit walks them."""
-    if state.balance_minor + amount >= 10 ** (MAX_WIRE_DIGITS + state.exponent):
-        return Rejection("schema", f"{what} would take the balance past {MAX_WIRE_DIGITS} integer digits")
-    if amount and len(state.lots) >= MAX_LOTS:
-        return Rejection("tenant_limit", f"{what} would be lot {len(state.lots) + 1} with money left;"
-                                         f" a tenant holds at most {MAX_LOTS}")
-    return None
 
 
 def _new_tenant(cmd: TenantUpserted, ctx: RatingContext, now_us: int) -> Step:
@@ -402,14 +269,14 @@ def _tenant_upserted(events: Work, cmd: TenantUpserted) -> Rejection | None:
         return Rejection("currency_mismatch", f"tenant currency is {state.currency}, command says {cmd.currency}")
     threshold = None
     if cmd.low_balance_threshold is not None:
-        parsed = _amount(state, cmd.low_balance_threshold, "low_balance_threshold")
+        parsed = parse_amount(state, cmd.low_balance_threshold, "low_balance_threshold")
         if isinstance(parsed, Rejection):
             return parsed
         threshold = parsed
     state.country = cmd.country
     state.billing_model = cmd.billing_model
     state.low_balance_threshold_minor = threshold
-    if state.balance_minor > _threshold(state):
+    if state.balance_minor > low_balance_threshold_minor(state):
         state.low_armed = True
     events.balance(cmd.command_id)
     return None
@@ -419,13 +286,13 @@ def _funds_added(events: Work, cmd: FundsAdded) -> Rejection | None:
     state = events.tenant
     if cmd.currency != state.currency:
         return Rejection("currency_mismatch", f"tenant currency is {state.currency}, funds are in {cmd.currency}")
-    amount = _amount(state, cmd.amount, "amount")
+    amount = parse_amount(state, cmd.amount, "amount")
     if isinstance(amount, Rejection):
         return amount
-    too_large = _lot_fits(state, amount, f"funds {cmd.command_id!r}")
+    too_large = lot_fits(state, amount, f"funds {cmd.command_id!r}")
     if too_large is not None:
         return too_large
-    _add_lot(events, cmd.command_id, amount, cmd.purchased_us)
+    add_lot(events, cmd.command_id, amount, cmd.purchased_us)
     events.balance(cmd.command_id)
     return None
 
@@ -454,19 +321,19 @@ def _user_removed(events: Work, cmd: UserRemoved) -> Rejection | None:
 
 def _auto_recharge_configured(events: Work, cmd: AutoRechargeConfigured) -> Rejection | None:
     state = events.tenant
-    trigger = _amount(state, cmd.trigger_amount, "trigger_amount")
+    trigger = parse_amount(state, cmd.trigger_amount, "trigger_amount")
     if isinstance(trigger, Rejection):
         return trigger
-    recharge = _amount(state, cmd.recharge_amount, "recharge_amount")
+    recharge = parse_amount(state, cmd.recharge_amount, "recharge_amount")
     if isinstance(recharge, Rejection):
         return recharge
     old = state.auto_recharge
     state.auto_recharge = AutoRecharge(cmd.enabled, trigger, recharge, old.pending_request_id,
                                        old.pending_since_us, old.sequence, old.retry_at_us)
-    if state.balance_minor > _threshold(state):
+    if state.balance_minor > low_balance_threshold_minor(state):
         state.low_armed = True
     # Turning auto-recharge on while already below the trigger asks for money at once.
-    _request_recharge(events)
+    request_recharge(events)
     events.balance(cmd.command_id)
     return None
 
@@ -476,11 +343,11 @@ def _recharge_result(events: Work, res: RechargeResult) -> Rejection | None:
     if res.currency != state.currency:
         return Rejection("currency_mismatch",
                          f"tenant currency is {state.currency}, result {res.request_id!r} is in {res.currency}")
-    amount = _amount(state, res.amount, "amount")
+    amount = parse_amount(state, res.amount, "amount")
     if isinstance(amount, Rejection):
         return amount
     ar = state.auto_recharge
-    if res.status == "succeeded" and (too_large := _lot_fits(state, amount, f"recharge {res.request_id!r}")):
+    if res.status == "succeeded" and (too_large := lot_fits(state, amount, f"recharge {res.request_id!r}")):
         return too_large
     if res.status == "succeeded":
         # The card was charged: the lot is added even if the request timed out or a
@@ -488,7 +355,7 @@ def _recharge_result(events: Work, res: RechargeResult) -> Rejection | None:
         if ar.pending_request_id == res.request_id:
             ar.pending_request_id = None
             ar.retry_at_us = None
-        _add_lot(events, res.request_id, amount, res.processed_us)
+        add_lot(events, res.request_id, amount, res.processed_us)
         events.notify("recharge_succeeded", res.request_id, {
             "request_id": res.request_id,
             "amount": events.money(amount),
@@ -497,7 +364,7 @@ def _recharge_result(events: Work, res: RechargeResult) -> Rejection | None:
         })
         events.balance(res.request_id)
     elif ar.pending_request_id == res.request_id:
-        _recharge_failed(events, res.request_id, res.reason or "failed")
+        recharge_failed(events, res.request_id, res.reason or "failed")
     # A failure for a request that is no longer pending (it timed out, and was already
     # reported as failed) only claims its id.
     return None
@@ -757,7 +624,7 @@ def _commit(work: Work, cdr: Cdr, outcome: _Outcome) -> None:
     before = state.balance_minor
     debits: list[tuple[str, int]] = []
     if outcome.cost and state.billing_model == PREPAID:
-        debits = _debit_fifo(state, outcome.cost)
+        debits = debit_fifo(state, outcome.cost)
     if state.balance_minor + outcome.cost > before and state.billing_model == PREPAID:
         outcome.status, outcome.reason = "partially_funded", "no_funds"
     _emit_rated(work, cdr, outcome, debits, None)
@@ -768,27 +635,7 @@ def _commit(work: Work, cdr: Cdr, outcome: _Outcome) -> None:
     if outcome.draws or debits:
         work.balance(cdr.usage_id)
     if debits:
-        _balance_moved(work, before, cdr.usage_id)
-
-
-def _debit_fifo(state: TenantState, cost_minor: int) -> list[tuple[str, int]]:
-    """Take up to ``cost_minor`` from the lots, oldest first; emptied lots leave the list
-    (the rated CDRs keep their history)."""
-    debits: list[tuple[str, int]] = []
-    left = cost_minor
-    lots = state.lots
-    while left and lots:
-        lot = lots[0]
-        take = min(left, lot.remaining_minor)
-        lot.remaining_minor -= take
-        left -= take
-        debits.append((lot.lot_id, take))
-        if lot.remaining_minor == 0:
-            lots.pop(0)
-    taken = cost_minor - left
-    state.balance_minor -= taken
-    state.debited_minor += taken
-    return debits
+        balance_moved(work, before, cdr.usage_id)
 
 
 def _paid_most(postpaid: bool, outcome: _Outcome) -> str | None:
