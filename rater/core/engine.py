@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rater.core.context import US_PER_HOUR, RatingContext
+from rater.core.deadlines import advance
 from rater.core.destinations import Destination
 from rater.core.inputs import (
     AutoRechargeConfigured,
@@ -100,9 +101,9 @@ def apply(state: TenantState | None, inp: Input, ctx: RatingContext, now_us: int
         if rejection is None:  # the hot path: finish, inlined
             events.changed = True
             return events
-        _advance(events, now_us)
+        advance(events, now_us)
         return finish(events, rejection, False)
-    _advance(events, now_us)
+    advance(events, now_us)
     changed = events.changed
     input_id = inp.request_id if isinstance(inp, RechargeResult) else inp.command_id
     digest = fingerprint(inp)
@@ -138,7 +139,7 @@ def on_time(state: TenantState, ctx: RatingContext, now_us: int) -> Step:
     """Do the work that fell due by ``now_us`` (driven by the shell's ticks)."""
     now_us = max(now_us, state.now_us)
     events = Work(state, ctx, now_us)
-    _advance(events, now_us)
+    advance(events, now_us)
     return finish(events, None, False)
 
 
@@ -171,73 +172,6 @@ def balance_event(state: TenantState, ctx: RatingContext, now_us: int, caused_by
         "caused_by": caused_by,
     })
     return work.outputs[0]
-
-
-# --- time -------------------------------------------------------------------------------
-
-
-def _advance(events: Work, now_us: int) -> None:
-    """Bring the tenant to ``now_us``: close months, expire lots, time out and retry
-    recharges."""
-    state, ctx = events.tenant, events.ctx
-    if now_us <= state.now_us:
-        return  # nothing falls due without time passing (next_deadline > now always)
-    events.changed = True
-    state.now_us = now_us
-    events.now_us = now_us
-    events.now = ""
-    if now_us < state.due_us:
-        return  # the common case: nothing can be due yet
-    prune = False
-    remembered = [state.open_month, *state.frozen]
-    month = month_of_fast(now_us) if now_us >= month_end_us(state.open_month) else state.open_month
-    if month > state.open_month:
-        # The licence counts have not changed since the tenant last saw time pass (every
-        # command advances time first), so they are the counts at the end of the month
-        # before ``month``: that month's pools freeze with them.
-        state.frozen = {previous_month(month): dict(state.licences)}
-        state.open_month = month
-        state.sizes = {}
-        prune = True
-    if state.frozen:
-        for closed in [m for m in state.frozen if month_end_us(m) + ctx.grace_us <= now_us]:
-            del state.frozen[closed]
-            prune = True
-    if prune:
-        # Months past their grace can no longer be rated (their CDRs are ``late``):
-        # forget their pools and usage ids, which bounds the duplicate memory.
-        keep = {state.open_month, *state.frozen}
-        state.pools = {key: use for key, use in state.pools.items() if key[3] in keep}
-        for gone in remembered:
-            if gone not in keep:
-                state.ids.forget_month(gone)
-        state.sizes = {}
-    if state.lots and first_expiry(state) <= now_us:
-        expire_lots(events)
-    ar = state.auto_recharge
-    if ar.pending_request_id is not None and ar.pending_since_us + ctx.recharge_timeout_us <= now_us:
-        recharge_failed(events, ar.pending_request_id, "timeout")
-    elif ar.pending_request_id is None and ar.retry_at_us is not None and ar.retry_at_us <= now_us:
-        ar.retry_at_us = None
-        request_recharge(events)
-    state.due_us = next_due(state, ctx)
-
-
-def next_due(state: TenantState, ctx: RatingContext) -> int:
-    """The next instant :func:`_advance` has work: the end of the open month, a closed
-    month's grace end, the first lot's expiry, a recharge time-out or back-off end.
-    Whatever adds an earlier one lowers ``state.due_us`` itself."""
-    due = month_end_us(state.open_month)
-    for month in state.frozen:
-        due = min(due, month_end_us(month) + ctx.grace_us)
-    if state.lots:
-        due = min(due, first_expiry(state))
-    ar = state.auto_recharge
-    if ar.pending_request_id is not None:
-        due = min(due, ar.pending_since_us + ctx.recharge_timeout_us)
-    if ar.retry_at_us is not None:
-        due = min(due, ar.retry_at_us)
-    return due
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -501,7 +435,7 @@ def _rate_cdr(work: Work, cdr: Cdr, position: str) -> Rejection | None:
     if seen is not None:
         if seen != digest:
             return Rejection("id_conflict", f"usage_id {cdr.usage_id!r} was rated with other content")
-        _advance(work, work.now_us)  # no time from a duplicate, but what fell due before it
+        advance(work, work.now_us)  # no time from a duplicate, but what fell due before it
         tariff, destination = ctx.destination_at(cdr.start_us, cdr.destination_number)
         duplicate = _Outcome(month, digest, end_us, destination, tariff, status="duplicate")
         _emit_rated(work, cdr, duplicate, [],
@@ -604,13 +538,13 @@ def _commit(work: Work, cdr: Cdr, outcome: _Outcome) -> None:
     None: the CDR was accepted)."""
     state = work.tenant
     end_us = outcome.end_us
-    if end_us > state.now_us:  # time moves to the CDR's end first (_advance, fast path inlined)
+    if end_us > state.now_us:  # time moves to the CDR's end first (advance, fast path inlined)
         if end_us < state.due_us:
             state.now_us = work.now_us = end_us
             work.now = ""
             work.changed = True
         else:
-            _advance(work, end_us)  # expiry etc. due by the CDR's end come first
+            advance(work, end_us)  # expiry etc. due by the CDR's end come first
     state.ids.put(usage_key(outcome.month, cdr.usage_id), outcome.digest)
     exhausted: list[PoolKey] = []
     for key, seconds, size in outcome.draws:

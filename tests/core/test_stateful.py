@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from rater.core.engine import _pool_size_s, apply, next_deadline, next_due, on_time
+from rater.core.deadlines import next_due
+from rater.core.engine import _pool_size_s, apply, next_deadline, on_time
 from rater.core.inputs import (
     AutoRechargeConfigured,
     Cdr,
