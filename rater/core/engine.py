@@ -20,6 +20,8 @@ from rater.core.context import US_PER_HOUR, RatingContext
 from rater.core.deadlines import advance
 from rater.core.destinations import Destination
 from rater.core.inputs import (
+    INBOUND,
+    USER_OUT,
     AutoRechargeConfigured,
     Cdr,
     FundsAdded,
@@ -46,7 +48,7 @@ from rater.core.ledger import (
     wants_recharge,
 )
 from rater.core.money import format_decimal
-from rater.core.plans import ANY_LOCATION
+from rater.core.pools import draw_pools, pool_report
 from rater.core.state import (
     AutoRecharge,
     PoolKey,
@@ -66,8 +68,6 @@ from rater.core.times import (
     previous_month,
 )
 
-INBOUND = frozenset({"user_in", "conf_in", "ucap_in"})
-USER_OUT = frozenset({"user_out", "user_out_conf", "user_out_transfer", "user_out_forwarding"})
 CREDITS = "MCOPSTNPP"
 OVERAGE = "OVERAGE"
 
@@ -162,7 +162,7 @@ def balance_event(state: TenantState, ctx: RatingContext, now_us: int, caused_by
             }
             for lot in state.lots
         ],
-        "pools": _pool_report(state, ctx),
+        "pools": pool_report(state, ctx),
         "auto_recharge": {
             "enabled": ar.enabled,
             "trigger_amount": money(ar.trigger_minor),
@@ -317,58 +317,6 @@ _COMMANDS: dict[type, Callable[[Work, Any], Rejection | None]] = {
 # --- pools ------------------------------------------------------------------------------
 
 
-def pool_size_s(state: TenantState, ctx: RatingContext, key: PoolKey) -> int:
-    """A pool's size in seconds: minutes per licence × licences (current ones for the
-    open month, the counts at its end for a closed month)."""
-    size = state.sizes.get(key)
-    if size is None:
-        size = state.sizes[key] = _pool_size_s(state, ctx, key)
-    return size
-
-
-def _pool_size_s(state: TenantState, ctx: RatingContext, key: PoolKey) -> int:
-    cap_id, location, scope, month = key
-    allotment = ctx.catalog.allotments.get((cap_id, scope))
-    if allotment is None:
-        return 0
-    # Counts have not changed since the tenant's open month began, so they size every
-    # month from it on (even before time reaches it); a closed month uses its frozen counts.
-    counts = state.licences if month >= state.open_month else state.frozen.get(month, {})
-    if location == ANY_LOCATION:
-        minutes = sum(n * allotment.minutes_for(loc) for (c, loc), n in counts.items() if c == cap_id)
-    else:
-        held = counts.get((cap_id, location), 0)
-        minutes = held * allotment.minutes_for(location) if held else 0
-    return minutes * 60
-
-
-def _pool_report(state: TenantState, ctx: RatingContext) -> list[dict[str, Any]]:
-    """Every pool of the open month that has a size, and every pool drawn from."""
-    keys: set[PoolKey] = set(state.pools)
-    for (cap_id, location), n in state.licences.items():
-        cap = ctx.catalog.by_id.get(cap_id)
-        if cap is None or n == 0:
-            continue
-        for allotment in cap.pools:
-            loc = ANY_LOCATION if allotment.scope == "zone_a" else location
-            keys.add((cap_id, loc, allotment.scope, state.open_month))
-    report = []
-    for key in sorted(keys):
-        size = pool_size_s(state, ctx, key)
-        use = state.pools.get(key)
-        used = use.used_s if use else 0
-        if size == 0 and used == 0:
-            continue
-        report.append({
-            "capability": key[0], "location": key[1], "scope": key[2], "month": key[3],
-            "size_seconds": size, "used_seconds": used, "available_seconds": max(0, size - used),
-        })
-    return report
-
-
-_ANY = (ANY_LOCATION,)
-
-
 def _may_pay_from_credits(cdr: Cdr, user: User | None, ctx: RatingContext) -> bool:
     if cdr.call_type in INBOUND or cdr.call_type == "ucap_out":
         return True  # toll-free inbound and bots: the tenant's own numbers, no user licence
@@ -459,7 +407,7 @@ def _rate_cdr(work: Work, cdr: Cdr, position: str) -> Rejection | None:
         user = state.users.get(cdr.user_id) if cdr.user_id is not None else None
         if user is None:
             return Rejection("unknown_user", f"user {cdr.user_id!r} was never licensed in tenant {state.tenant_id!r}")
-    left = _draw_pools(work, cdr, user, outcome) if cdr.duration_s else 0
+    left = draw_pools(work, cdr, user, outcome.dest, outcome.month, draws=outcome.draws) if cdr.duration_s else 0
     if left and not _may_pay_from_credits(cdr, user, ctx):
         # Nothing may pay (the rest): ``blocked``, or ``partially_funded`` when a pool
         # paid a part; the unpaid seconds show as duration − pool seconds, uncharged.
@@ -471,42 +419,6 @@ def _rate_cdr(work: Work, cdr: Cdr, position: str) -> Rejection | None:
             return rejection
     _commit(work, cdr, outcome)
     return None
-
-
-def _draw_pools(work: Work, cdr: Cdr, user: User | None, outcome: _Outcome) -> int:
-    """Plan the pool draws (per exact second); returns the seconds no pool covers."""
-    left = cdr.duration_s
-    if not left:
-        return 0
-    state, ctx = work.tenant, work.ctx
-    # The pools that may pay this call, in the order they are drawn (SPEC §1.2, §1.6).
-    country = outcome.dest.country
-    if country is None or outcome.dest.premium:
-        return left
-    if cdr.call_type in USER_OUT and user is not None:
-        location = cdr.user_location
-        scope = "domestic" if country == location else "international"
-        capabilities = ctx.catalog.pool_order(user.capabilities, scope)
-    elif cdr.call_type == "conf_out" and country in ctx.catalog.zone_a:
-        location, scope = ANY_LOCATION, "zone_a"
-        capabilities = ctx.catalog.pool_order(_ANY, "zone_a")
-    else:
-        return left
-    month = outcome.month
-    sizes = state.sizes
-    for cap_id in capabilities:
-        key = (cap_id, location, scope, month)
-        size = sizes.get(key)  # pool_size_s, its cache hit inlined
-        if size is None:
-            size = pool_size_s(state, ctx, key)
-        use = state.pools.get(key)
-        take = min(left, size - (use.used_s if use else 0))
-        if take > 0:
-            outcome.draws.append((key, take, size))
-            left -= take
-            if not left:
-                break
-    return left
 
 
 def _price_credit_part(work: Work, cdr: Cdr, outcome: _Outcome, seconds: int) -> Rejection | None:

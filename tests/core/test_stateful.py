@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from rater.core.deadlines import next_due
-from rater.core.engine import _pool_size_s, apply, next_deadline, on_time
+from rater.core.engine import apply, next_deadline, on_time
 from rater.core.inputs import (
     AutoRechargeConfigured,
     Cdr,
@@ -21,6 +21,7 @@ from rater.core.inputs import (
     UserRemoved,
 )
 from rater.core.money import format_decimal
+from rater.core.pools import _pool_size_s
 from rater.core.state import TenantState, check_invariants
 from rater.core.steps import Step
 from rater.core.times import month_end_us, month_of
