@@ -17,7 +17,6 @@ import msgspec
 import orjson
 
 from rater import schemas, wire
-from rater.core.engine import SCHEMA_VERSION
 from rater.core.inputs import (
     AutoRechargeConfigured,
     Cdr,
@@ -28,6 +27,7 @@ from rater.core.inputs import (
     TenantUpserted,
     UserRemoved,
 )
+from rater.core.steps import SCHEMA_VERSION
 from rater.core.times import MAX_TIME_US, MIN_TIME_US, TimeFormatError, format_time_us, parse_time_us
 
 MAX_VALUE_BYTES = 64 * 1024

@@ -20,6 +20,7 @@ import pytest
 from rater import edge
 from rater.core import engine
 from rater.core.state import check_invariants
+from rater.core.steps import Step
 from rater.shell import task as task_module
 from rater.shell.task import TICKS, decode_state, tick_value
 
@@ -50,8 +51,8 @@ def _without_dead_letters(outputs: list[task_module.Produced]) -> list[bytes]:
     return [o.value for o in outputs if o.topic != "dead-letters"]
 
 
-def _raising_after(real: Callable[..., engine.Step], when: Callable[[Any], bool]) -> Callable[..., engine.Step]:
-    def wrapper(state: Any, inp: Any, *args: Any) -> engine.Step:
+def _raising_after(real: Callable[..., Step], when: Callable[[Any], bool]) -> Callable[..., Step]:
+    def wrapper(state: Any, inp: Any, *args: Any) -> Step:
         step = real(state, inp, *args)  # the state is changed already
         if when(inp):
             raise ZeroDivisionError("an injected bug")
@@ -130,7 +131,7 @@ def test_a_bug_in_one_tenants_time_work_leaves_the_others_and_it_is_tried_again_
     real_on_time = engine.on_time
     failing = {"t1"}
 
-    def on_time(state: Any, *args: Any) -> engine.Step:
+    def on_time(state: Any, *args: Any) -> Step:
         step = real_on_time(state, *args)
         if state.tenant_id in failing:
             raise ZeroDivisionError("an injected bug")

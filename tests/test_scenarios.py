@@ -559,8 +559,8 @@ def test_1_4_a_failed_recharge_is_retried_after_the_back_off_of_event_time(worke
     t.send(t.call("ring", 60, start="2026-11-02T12:04:00Z", call_type="user_in", destination="+14155550100",
                   caller_number="+13125550199"))
     t.wait(t.all_rated("ring"))
-    # the back-off counts from the partition's "now" when the failure is applied (engine
-    # _recharge_failed), here equal to the result's processed_at
+    # the back-off counts from the partition's "now" when the failure is applied (ledger
+    # recharge_failed), here equal to the result's processed_at
     failed_at = "2026-11-02T12:05:00Z"
     t.send(("recharge-results", event(
         "recharge_result", t.id, f"{t.id}-e-res1", at=failed_at, request_id=first["request_id"], status="failed",

@@ -1,173 +1,36 @@
-"""The rating core: ``apply(state, input, ctx, now_us, position) -> Step``, plus the
-time-driven pair ``next_deadline(state, ctx)`` / ``on_time(state, ctx, now_us)``.
+"""The rating core's entry points: ``apply(state, input, ctx, now_us, position) -> Step``,
+the time-driven pair ``next_deadline(state, ctx)`` / ``on_time(state, ctx, now_us)``, and
+``balance_event``, a tenant's balance snapshot.
 
 Pure and deterministic: no I/O, no clock, no randomness. "Now" is an argument (the
 partition's time, SPEC §1.5); every output carries it as ``occurred_at`` and every event
 id derives from input ids, so the same inputs give byte-identical outputs. Expected
 outcomes (unknown tenant, no rate, a duplicate, a late CDR) are data — a
-:class:`Rejection` or a ``duplicate`` rated CDR; a broken invariant is a bug and raises.
+:class:`~rater.core.steps.Rejection` or a ``duplicate`` rated CDR; a broken invariant is
+a bug and raises.
 
-``apply`` changes the given state in place and returns it in the :class:`Step`; a
-rejected input leaves it as it was (nothing is changed before every check passed).
+``apply`` changes the given state in place and returns it in the :class:`~rater.core.steps.Step`;
+a rejected input leaves it as it was (nothing is changed before every check passed).
+
+The work is done by one module per concept: :mod:`rater.core.rating` rates a CDR,
+:mod:`rater.core.commands` applies account commands and recharge results,
+:mod:`rater.core.deadlines` passes time, :mod:`rater.core.ledger` moves money,
+:mod:`rater.core.pools` sizes and draws pools, and :mod:`rater.core.steps` holds the
+step and its outputs.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
-from rater.core.context import US_PER_HOUR, RatingContext
-from rater.core.destinations import Destination
-from rater.core.inputs import (
-    AutoRechargeConfigured,
-    Cdr,
-    FundsAdded,
-    Input,
-    LicensesAssigned,
-    RechargeResult,
-    TenantUpserted,
-    UserRemoved,
-    fingerprint,
-)
-from rater.core.money import MoneyFormatError, format_decimal, parse_decimal
-from rater.core.plans import ANY_LOCATION
-from rater.core.state import (
-    AutoRecharge,
-    Lot,
-    PoolKey,
-    PoolUse,
-    TenantState,
-    User,
-    applied_key,
-    is_request_id,
-    request_id,
-    usage_key,
-)
-from rater.core.tariff import Tariff, charged_seconds, usage_cost_minor
-from rater.core.times import (
-    add_months_clamped,
-    format_time_us,
-    month_end_us,
-    month_of_fast,
-    previous_month,
-)
-
-SCHEMA_VERSION = 1
-LOT_LIFETIME_MONTHS = 12
-MAX_WIRE_DIGITS = 18
-"""Integer digits an amount may have on the wire (common.json ``money``)."""
-MAX_LOTS = 1_000
-"""Lots with money left a tenant may hold (a year of daily purchases, three times over):
-one more is a ``tenant_limit`` dead letter."""
-INBOUND = frozenset({"user_in", "conf_in", "ucap_in"})
-USER_OUT = frozenset({"user_out", "user_out_conf", "user_out_transfer", "user_out_forwarding"})
-PREPAID = "prepaid_credits"
-POSTPAID = "postpaid_overage"
-CREDITS = "MCOPSTNPP"
-OVERAGE = "OVERAGE"
-
-
-class Output:
-    """An event for one of the output streams (``rated-cdrs``, ``balances``, ...).
-
-    Its wire fields (``payload``: RFC 3339 times, decimal-string amounts) are formatted
-    from the decided values on first access — when the shell encodes it — so rating
-    pays for deciding, not for formatting. The values are captured when the event is
-    made; later changes to the state do not reach it."""
-
-    __slots__ = ("_args", "_build", "_payload", "stream")
-
-    def __init__(self, stream: str, payload: dict[str, Any] | None = None,
-                 build: Callable[..., dict[str, Any]] | None = None, args: tuple[Any, ...] = ()) -> None:
-        self.stream = stream
-        self._payload = payload
-        self._build = build
-        self._args = args
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        """The event as the wire contract's JSON object (SPEC §2)."""
-        if self._payload is None:
-            assert self._build is not None
-            self._payload = self._build(*self._args)
-            self._build, self._args = None, ()
-        return self._payload
-
-    def __repr__(self) -> str:
-        return f"Output({self.stream!r}, {self.payload!r})"
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """An input the core refuses; the shell turns it into a dead letter."""
-
-    reason: str
-    message: str
-
-
-class Step:
-    """The result of applying one input (or of time passing) — and, while the core
-    works on it, the step's working set (the context and the outputs so far)."""
-
-    __slots__ = ("balance_cause", "changed", "ctx", "now", "now_us", "outputs", "rejection", "state", "tenant")
-
-    tenant: TenantState
-    """The tenant the core works on (``state`` narrowed; unset when there is none)."""
-    ctx: RatingContext
-    """The rating context (unset on a step that never reached a tenant)."""
-
-    def __init__(self, state: TenantState | None, ctx: RatingContext | None = None, now_us: int = 0, *,
-                 rejection: Rejection | None = None) -> None:
-        self.state = state
-        if state is not None:
-            self.tenant = state
-        if ctx is not None:
-            self.ctx = ctx
-        self.now_us = now_us
-        """The "now" the step ran at (a balance snapshot's ``occurred_at``)."""
-        self.now = ""  # formatted on first use
-        self.outputs: list[Output] = []
-        self.rejection = rejection
-        self.changed = False
-        """Whether the state must be written back."""
-        self.balance_cause: str | None = None
-        """The id of the last input (or time-driven cause) that changed what a ``balance``
-        snapshot shows, if any: the shell emits one :func:`balance_event` per tenant per
-        batch of inputs (a compacted topic keeps only the latest anyway)."""
-
-
-class _Work(Step):
-    """A step while the core works on it: the tenant and the context are known."""
-
-    __slots__ = ()
-
-    def money(self, minor: int) -> str:
-        return format_decimal(minor, self.tenant.exponent)
-
-    def emit(self, stream: str, kind: str, event_id: str, fields: dict[str, Any]) -> None:
-        if not self.now:
-            self.now = format_time_us(self.now_us)
-        payload = {
-            "type": kind,
-            "schema_version": SCHEMA_VERSION,
-            "event_id": f"{self.tenant.tenant_id}/{event_id}",
-            "tenant_id": self.tenant.tenant_id,
-            "occurred_at": self.now,
-        }
-        payload.update(fields)
-        self.outputs.append(Output(stream, payload))
-
-    def notify(self, kind: str, event_id: str, fields: dict[str, Any]) -> None:
-        self.emit("notifications", kind, f"{kind}/{event_id}", fields)
-
-    def balance(self, caused_by: str) -> None:
-        """What a balance snapshot shows changed because of ``caused_by``."""
-        self.balance_cause = caused_by
-
-
-# --- entry points -----------------------------------------------------------------------
+from rater.core.commands import COMMANDS, new_tenant
+from rater.core.context import RatingContext
+from rater.core.deadlines import advance
+from rater.core.inputs import Cdr, Input, RechargeResult, TenantUpserted, fingerprint
+from rater.core.ledger import POSTPAID, expire_lots, first_expiry, wants_recharge
+from rater.core.pools import pool_report
+from rater.core.rating import rate_cdr
+from rater.core.state import TenantState, applied_key, is_request_id
+from rater.core.steps import Output, Rejection, Step, Work, finish
+from rater.core.times import format_time_us
 
 
 def apply(state: TenantState | None, inp: Input, ctx: RatingContext, now_us: int, position: str) -> Step:
@@ -185,20 +48,20 @@ def apply(state: TenantState | None, inp: Input, ctx: RatingContext, now_us: int
                                                         f" rater's recharge request ids ({inp.tenant_id}/recharge/N)"))
     if state is None:
         if isinstance(inp, TenantUpserted):
-            return _new_tenant(inp, ctx, now_us)
+            return new_tenant(inp, ctx, now_us)
         return Step(None, rejection=Rejection("unknown_tenant",
                                               f"tenant {inp.tenant_id!r} has no tenant_upserted yet"))
     now_us = max(now_us, state.now_us)
-    events = _Work(state, ctx, now_us)
+    events = Work(state, ctx, now_us)
     if isinstance(inp, Cdr):
         # An accepted CDR advances time to its end itself, before it moves money.
-        rejection = _rate_cdr(events, inp, position)
-        if rejection is None:  # the hot path: _finish, inlined
+        rejection = rate_cdr(events, inp, position)
+        if rejection is None:  # the hot path: finish, inlined
             events.changed = True
             return events
-        _advance(events, now_us)
-        return _finish(events, rejection, False)
-    _advance(events, now_us)
+        advance(events, now_us)
+        return finish(events, rejection, False)
+    advance(events, now_us)
     changed = events.changed
     input_id = inp.request_id if isinstance(inp, RechargeResult) else inp.command_id
     digest = fingerprint(inp)
@@ -206,14 +69,14 @@ def apply(state: TenantState | None, inp: Input, ctx: RatingContext, now_us: int
     seen = state.ids.get(key)
     if seen is not None:
         if seen == digest:
-            return _finish(events, None, changed)
+            return finish(events, None, changed)
         conflict = Rejection("id_conflict", f"id {input_id!r} was applied with other content")
-        return _finish(events, conflict, changed)
-    rejection = _COMMANDS[type(inp)](events, inp)
+        return finish(events, conflict, changed)
+    rejection = COMMANDS[type(inp)](events, inp)
     if rejection is None:
         state.ids.put(key, digest)
-        _expire_lots(events)  # a lot bought over 12 months ago
-    return _finish(events, rejection, changed or rejection is None)
+        expire_lots(events)  # a lot bought over 12 months ago
+    return finish(events, rejection, changed or rejection is None)
 
 
 def next_deadline(state: TenantState, ctx: RatingContext) -> int | None:
@@ -221,11 +84,11 @@ def next_deadline(state: TenantState, ctx: RatingContext) -> int | None:
     (a lot expires, a recharge request times out, a back-off ends), or None."""
     deadlines = []
     if state.lots:
-        deadlines.append(_first_expiry(state))
+        deadlines.append(first_expiry(state))
     ar = state.auto_recharge
     if ar.pending_request_id is not None:
         deadlines.append(ar.pending_since_us + ctx.recharge_timeout_us)
-    elif ar.retry_at_us is not None and _wants_recharge(state):
+    elif ar.retry_at_us is not None and wants_recharge(state):
         deadlines.append(ar.retry_at_us)
     return min(deadlines) if deadlines else None
 
@@ -233,14 +96,14 @@ def next_deadline(state: TenantState, ctx: RatingContext) -> int | None:
 def on_time(state: TenantState, ctx: RatingContext, now_us: int) -> Step:
     """Do the work that fell due by ``now_us`` (driven by the shell's ticks)."""
     now_us = max(now_us, state.now_us)
-    events = _Work(state, ctx, now_us)
-    _advance(events, now_us)
-    return _finish(events, None, False)
+    events = Work(state, ctx, now_us)
+    advance(events, now_us)
+    return finish(events, None, False)
 
 
 def balance_event(state: TenantState, ctx: RatingContext, now_us: int, caused_by: str) -> Output:
     """The ``balance`` snapshot of a tenant: balance, lots, pools and auto-recharge."""
-    work = _Work(state, ctx, now_us)
+    work = Work(state, ctx, now_us)
     money = work.money
     ar = state.auto_recharge
     balance = state.balance_minor
@@ -257,7 +120,7 @@ def balance_event(state: TenantState, ctx: RatingContext, now_us: int, caused_by
             }
             for lot in state.lots
         ],
-        "pools": _pool_report(state, ctx),
+        "pools": pool_report(state, ctx),
         "auto_recharge": {
             "enabled": ar.enabled,
             "trigger_amount": money(ar.trigger_minor),
@@ -267,705 +130,3 @@ def balance_event(state: TenantState, ctx: RatingContext, now_us: int, caused_by
         "caused_by": caused_by,
     })
     return work.outputs[0]
-
-
-def _finish(events: _Work, rejection: Rejection | None, changed: bool) -> Step:
-    events.rejection = rejection
-    events.changed = changed or events.changed or bool(events.outputs) or events.balance_cause is not None
-    return events
-
-
-# --- time -------------------------------------------------------------------------------
-
-
-def _advance(events: _Work, now_us: int) -> None:
-    """Bring the tenant to ``now_us``: close months, expire lots, time out and retry
-    recharges."""
-    state, ctx = events.tenant, events.ctx
-    if now_us <= state.now_us:
-        return  # nothing falls due without time passing (next_deadline > now always)
-    events.changed = True
-    state.now_us = now_us
-    events.now_us = now_us
-    events.now = ""
-    if now_us < state.due_us:
-        return  # the common case: nothing can be due yet
-    prune = False
-    remembered = [state.open_month, *state.frozen]
-    month = month_of_fast(now_us) if now_us >= month_end_us(state.open_month) else state.open_month
-    if month > state.open_month:
-        # The licence counts have not changed since the tenant last saw time pass (every
-        # command advances time first), so they are the counts at the end of the month
-        # before ``month``: that month's pools freeze with them.
-        state.frozen = {previous_month(month): dict(state.licences)}
-        state.open_month = month
-        state.sizes = {}
-        prune = True
-    if state.frozen:
-        for closed in [m for m in state.frozen if month_end_us(m) + ctx.grace_us <= now_us]:
-            del state.frozen[closed]
-            prune = True
-    if prune:
-        # Months past their grace can no longer be rated (their CDRs are ``late``):
-        # forget their pools and usage ids, which bounds the duplicate memory.
-        keep = {state.open_month, *state.frozen}
-        state.pools = {key: use for key, use in state.pools.items() if key[3] in keep}
-        for gone in remembered:
-            if gone not in keep:
-                state.ids.forget_month(gone)
-        state.sizes = {}
-    if state.lots and _first_expiry(state) <= now_us:
-        _expire_lots(events)
-    ar = state.auto_recharge
-    if ar.pending_request_id is not None and ar.pending_since_us + ctx.recharge_timeout_us <= now_us:
-        _recharge_failed(events, ar.pending_request_id, "timeout")
-    elif ar.pending_request_id is None and ar.retry_at_us is not None and ar.retry_at_us <= now_us:
-        ar.retry_at_us = None
-        _request_recharge(events)
-    state.due_us = next_due(state, ctx)
-
-
-def next_due(state: TenantState, ctx: RatingContext) -> int:
-    """The next instant :func:`_advance` has work: the end of the open month, a closed
-    month's grace end, the first lot's expiry, a recharge time-out or back-off end.
-    Whatever adds an earlier one lowers ``state.due_us`` itself."""
-    due = month_end_us(state.open_month)
-    for month in state.frozen:
-        due = min(due, month_end_us(month) + ctx.grace_us)
-    if state.lots:
-        due = min(due, _first_expiry(state))
-    ar = state.auto_recharge
-    if ar.pending_request_id is not None:
-        due = min(due, ar.pending_since_us + ctx.recharge_timeout_us)
-    if ar.retry_at_us is not None:
-        due = min(due, ar.retry_at_us)
-    return due
-
-
-def _first_expiry(state: TenantState) -> int:
-    """When the next lot expires. Not always the oldest lot's expiry: 12 months after
-    29 Feb is clamped to 28 Feb, so a lot bought 2028-02-29T00:00 expires before one
-    bought 2028-02-28T12:00."""
-    return min(lot.expires_us for lot in state.lots)
-
-
-def _expire_lots(events: _Work) -> None:
-    """Forfeit the remainder of every lot past its expiry (SPEC §1.4), oldest first."""
-    state = events.tenant
-    now_us = events.now_us
-    expired = [lot for lot in state.lots if lot.expires_us <= now_us]
-    if not expired:
-        return
-    state.lots = [lot for lot in state.lots if lot.expires_us > now_us]
-    for lot in expired:
-        before = state.balance_minor
-        state.balance_minor -= lot.remaining_minor
-        state.expired_minor += lot.remaining_minor
-        events.notify("credits_expired", lot.lot_id, {
-            "lot_id": lot.lot_id,
-            "amount": events.money(lot.remaining_minor),
-            "balance": events.money(state.balance_minor),
-            "currency": state.currency,
-        })
-        events.balance(f"expired/{lot.lot_id}")
-        _balance_moved(events, before, f"expired/{lot.lot_id}")
-
-
-# --- money movements --------------------------------------------------------------------
-
-
-def _threshold(state: TenantState) -> int:
-    own = state.low_balance_threshold_minor
-    return state.auto_recharge.trigger_minor if own is None else own
-
-
-def _wants_recharge(state: TenantState) -> bool:
-    ar = state.auto_recharge
-    return state.billing_model == PREPAID and ar.enabled and ar.recharge_minor > 0 and (
-        state.balance_minor < ar.trigger_minor)
-
-
-def _balance_moved(events: _Work, before: int, cause: str) -> None:
-    """Low-balance, depletion and auto-recharge after the balance went from ``before``
-    to its current value (SPEC §1.4)."""
-    state = events.tenant
-    after = state.balance_minor
-    threshold = _threshold(state)
-    if after > before:
-        if after > threshold:
-            state.low_armed = True
-        return
-    if after == before or state.billing_model != PREPAID:
-        return
-    if after < threshold and state.low_armed:
-        state.low_armed = False
-        events.emit("low-balance", "low_balance", f"low_balance/{cause}", {
-            "balance": events.money(after),
-            "threshold": events.money(threshold),
-            "currency": state.currency,
-        })
-    if after == 0 and before > 0:
-        events.notify("balance_depleted", cause, {"currency": state.currency})
-    _request_recharge(events)
-
-
-def _request_recharge(events: _Work) -> None:
-    """Emit a recharge request if one is wanted and none is outstanding or backing off."""
-    state = events.tenant
-    ar = state.auto_recharge
-    if ar.pending_request_id is not None or ar.retry_at_us is not None or not _wants_recharge(state):
-        return
-    ar.sequence += 1
-    rid = request_id(state.tenant_id, ar.sequence)
-    ar.pending_request_id = rid
-    ar.pending_since_us = events.now_us
-    state.due_us = min(state.due_us, events.now_us + events.ctx.recharge_timeout_us)
-    events.emit("recharge-requests", "recharge_request", f"recharge_request/{rid}", {
-        "request_id": rid,
-        "amount": events.money(ar.recharge_minor),
-        "currency": state.currency,
-        "balance": events.money(state.balance_minor),
-        "trigger_amount": events.money(ar.trigger_minor),
-    })
-
-
-def _recharge_failed(events: _Work, rid: str, reason: str) -> None:
-    ar = events.tenant.auto_recharge
-    ar.pending_request_id = None
-    ar.retry_at_us = events.now_us + events.ctx.recharge_backoff_us
-    events.tenant.due_us = min(events.tenant.due_us, ar.retry_at_us)
-    events.notify("recharge_failed", rid, {
-        "request_id": rid,
-        "reason": reason,
-        "retry_after": format_time_us(ar.retry_at_us),
-    })
-    events.balance(f"{reason}/{rid}" if reason == "timeout" else rid)
-
-
-def _add_lot(events: _Work, lot_id: str, amount: int, purchased_us: int) -> None:
-    state = events.tenant
-    before = state.balance_minor
-    expires = add_months_clamped(purchased_us, LOT_LIFETIME_MONTHS)
-    state.funded_minor += amount
-    if amount:
-        lot = Lot(lot_id, amount, amount, purchased_us, expires)
-        keys = [(x.purchased_us, x.lot_id) for x in state.lots]
-        state.lots.insert(bisect.bisect(keys, (purchased_us, lot_id)), lot)
-        state.due_us = min(state.due_us, expires)
-        state.balance_minor += amount
-    else:  # an empty lot holds nothing; the ledger still counts the (zero) funding
-        pass
-    _balance_moved(events, before, lot_id)
-
-
-# --- commands ---------------------------------------------------------------------------
-# Each handler applies an input whose id is new and returns a Rejection or None; nothing
-# is changed before every check passed.
-
-
-def _amount(state: TenantState, text: str, what: str) -> int | Rejection:
-    try:
-        return parse_decimal(text, state.exponent)
-    except MoneyFormatError as exc:
-        return Rejection("schema", f"{what}: {exc} (currency {state.currency})")
-
-
-def _lot_fits(state: TenantState, amount: int, what: str) -> Rejection | None:
-    """Every amount on the wire has at most 18 integer digits (common.json ``money``):
-    a lot that would take the balance past that is refused, not emitted as a balance no
-    consumer can read. A tenant holds at most :data:`MAX_LOTS` lots with money left:
-    every balance snapshot lists them, and a debit walks them."""
-    if state.balance_minor + amount >= 10 ** (MAX_WIRE_DIGITS + state.exponent):
-        return Rejection("schema", f"{what} would take the balance past {MAX_WIRE_DIGITS} integer digits")
-    if amount and len(state.lots) >= MAX_LOTS:
-        return Rejection("tenant_limit", f"{what} would be lot {len(state.lots) + 1} with money left;"
-                                         f" a tenant holds at most {MAX_LOTS}")
-    return None
-
-
-def _new_tenant(cmd: TenantUpserted, ctx: RatingContext, now_us: int) -> Step:
-    exponent = ctx.exponents.get(cmd.currency)
-    if exponent is None:
-        return Step(None, rejection=Rejection("schema", f"unknown ISO 4217 currency {cmd.currency!r}"))
-    open_month = month_of_fast(now_us)
-    # The month before is still rateable for a while (its grace): it is remembered — with
-    # no licences, so its pools are empty — and forgotten like any closed month. Without
-    # it, a usage id of that month would be looked up nowhere and charged again.
-    state = TenantState(cmd.tenant_id, cmd.country, cmd.currency, exponent, cmd.billing_model,
-                        now_us=now_us, open_month=open_month, frozen={previous_month(open_month): {}})
-    events = _Work(state, ctx, now_us)
-    rejection = _tenant_upserted(events, cmd)
-    if rejection is not None:
-        return Step(None, rejection=rejection)
-    state.ids.put(applied_key(cmd.command_id), fingerprint(cmd))
-    return _finish(events, None, True)
-
-
-def _tenant_upserted(events: _Work, cmd: TenantUpserted) -> Rejection | None:
-    state = events.tenant
-    if cmd.currency != state.currency:
-        return Rejection("currency_mismatch", f"tenant currency is {state.currency}, command says {cmd.currency}")
-    threshold = None
-    if cmd.low_balance_threshold is not None:
-        parsed = _amount(state, cmd.low_balance_threshold, "low_balance_threshold")
-        if isinstance(parsed, Rejection):
-            return parsed
-        threshold = parsed
-    state.country = cmd.country
-    state.billing_model = cmd.billing_model
-    state.low_balance_threshold_minor = threshold
-    if state.balance_minor > _threshold(state):
-        state.low_armed = True
-    events.balance(cmd.command_id)
-    return None
-
-
-def _funds_added(events: _Work, cmd: FundsAdded) -> Rejection | None:
-    state = events.tenant
-    if cmd.currency != state.currency:
-        return Rejection("currency_mismatch", f"tenant currency is {state.currency}, funds are in {cmd.currency}")
-    amount = _amount(state, cmd.amount, "amount")
-    if isinstance(amount, Rejection):
-        return amount
-    too_large = _lot_fits(state, amount, f"funds {cmd.command_id!r}")
-    if too_large is not None:
-        return too_large
-    _add_lot(events, cmd.command_id, amount, cmd.purchased_us)
-    events.balance(cmd.command_id)
-    return None
-
-
-def _licenses_assigned(events: _Work, cmd: LicensesAssigned) -> Rejection | None:
-    state, ctx = events.tenant, events.ctx
-    unknown = [cap for cap in cmd.capabilities if cap not in ctx.catalog.by_id]
-    if unknown:
-        return Rejection("schema", f"capabilities not in catalog {ctx.catalog.version}: {', '.join(unknown)}")
-    state.set_user(cmd.user_id, User(cmd.usage_location, tuple(dict.fromkeys(cmd.capabilities))))
-    events.balance(cmd.command_id)
-    return None
-
-
-def _user_removed(events: _Work, cmd: UserRemoved) -> Rejection | None:
-    state = events.tenant
-    user = state.users.get(cmd.user_id)
-    if user is None:
-        return None  # never licensed: nothing to remove, they stay unknown
-    # The user stays known (their later CDRs are ``blocked``, not ``unknown_user``) but
-    # holds nothing, so their licences stop counting in pool sizes at once.
-    state.set_user(cmd.user_id, User(user.usage_location, ()))
-    events.balance(cmd.command_id)
-    return None
-
-
-def _auto_recharge_configured(events: _Work, cmd: AutoRechargeConfigured) -> Rejection | None:
-    state = events.tenant
-    trigger = _amount(state, cmd.trigger_amount, "trigger_amount")
-    if isinstance(trigger, Rejection):
-        return trigger
-    recharge = _amount(state, cmd.recharge_amount, "recharge_amount")
-    if isinstance(recharge, Rejection):
-        return recharge
-    old = state.auto_recharge
-    state.auto_recharge = AutoRecharge(cmd.enabled, trigger, recharge, old.pending_request_id,
-                                       old.pending_since_us, old.sequence, old.retry_at_us)
-    if state.balance_minor > _threshold(state):
-        state.low_armed = True
-    # Turning auto-recharge on while already below the trigger asks for money at once.
-    _request_recharge(events)
-    events.balance(cmd.command_id)
-    return None
-
-
-def _recharge_result(events: _Work, res: RechargeResult) -> Rejection | None:
-    state = events.tenant
-    if res.currency != state.currency:
-        return Rejection("currency_mismatch",
-                         f"tenant currency is {state.currency}, result {res.request_id!r} is in {res.currency}")
-    amount = _amount(state, res.amount, "amount")
-    if isinstance(amount, Rejection):
-        return amount
-    ar = state.auto_recharge
-    if res.status == "succeeded" and (too_large := _lot_fits(state, amount, f"recharge {res.request_id!r}")):
-        return too_large
-    if res.status == "succeeded":
-        # The card was charged: the lot is added even if the request timed out or a
-        # newer one is pending.
-        if ar.pending_request_id == res.request_id:
-            ar.pending_request_id = None
-            ar.retry_at_us = None
-        _add_lot(events, res.request_id, amount, res.processed_us)
-        events.notify("recharge_succeeded", res.request_id, {
-            "request_id": res.request_id,
-            "amount": events.money(amount),
-            "balance": events.money(state.balance_minor),
-            "currency": state.currency,
-        })
-        events.balance(res.request_id)
-    elif ar.pending_request_id == res.request_id:
-        _recharge_failed(events, res.request_id, res.reason or "failed")
-    # A failure for a request that is no longer pending (it timed out, and was already
-    # reported as failed) only claims its id.
-    return None
-
-
-_COMMANDS: dict[type, Callable[[_Work, Any], Rejection | None]] = {
-    TenantUpserted: _tenant_upserted,
-    FundsAdded: _funds_added,
-    LicensesAssigned: _licenses_assigned,
-    UserRemoved: _user_removed,
-    AutoRechargeConfigured: _auto_recharge_configured,
-    RechargeResult: _recharge_result,
-}
-
-
-# --- pools ------------------------------------------------------------------------------
-
-
-def pool_size_s(state: TenantState, ctx: RatingContext, key: PoolKey) -> int:
-    """A pool's size in seconds: minutes per licence × licences (current ones for the
-    open month, the counts at its end for a closed month)."""
-    size = state.sizes.get(key)
-    if size is None:
-        size = state.sizes[key] = _pool_size_s(state, ctx, key)
-    return size
-
-
-def _pool_size_s(state: TenantState, ctx: RatingContext, key: PoolKey) -> int:
-    cap_id, location, scope, month = key
-    allotment = ctx.catalog.allotments.get((cap_id, scope))
-    if allotment is None:
-        return 0
-    # Counts have not changed since the tenant's open month began, so they size every
-    # month from it on (even before time reaches it); a closed month uses its frozen counts.
-    counts = state.licences if month >= state.open_month else state.frozen.get(month, {})
-    if location == ANY_LOCATION:
-        minutes = sum(n * allotment.minutes_for(loc) for (c, loc), n in counts.items() if c == cap_id)
-    else:
-        held = counts.get((cap_id, location), 0)
-        minutes = held * allotment.minutes_for(location) if held else 0
-    return minutes * 60
-
-
-def _pool_report(state: TenantState, ctx: RatingContext) -> list[dict[str, Any]]:
-    """Every pool of the open month that has a size, and every pool drawn from."""
-    keys: set[PoolKey] = set(state.pools)
-    for (cap_id, location), n in state.licences.items():
-        cap = ctx.catalog.by_id.get(cap_id)
-        if cap is None or n == 0:
-            continue
-        for allotment in cap.pools:
-            loc = ANY_LOCATION if allotment.scope == "zone_a" else location
-            keys.add((cap_id, loc, allotment.scope, state.open_month))
-    report = []
-    for key in sorted(keys):
-        size = pool_size_s(state, ctx, key)
-        use = state.pools.get(key)
-        used = use.used_s if use else 0
-        if size == 0 and used == 0:
-            continue
-        report.append({
-            "capability": key[0], "location": key[1], "scope": key[2], "month": key[3],
-            "size_seconds": size, "used_seconds": used, "available_seconds": max(0, size - used),
-        })
-    return report
-
-
-_ANY = (ANY_LOCATION,)
-
-
-def _may_pay_from_credits(cdr: Cdr, user: User | None, ctx: RatingContext) -> bool:
-    if cdr.call_type in INBOUND or cdr.call_type == "ucap_out":
-        return True  # toll-free inbound and bots: the tenant's own numbers, no user licence
-    family = "conf_out" if cdr.call_type == "conf_out" else "user_out"
-    return user is not None and ctx.catalog.may_pay_from_credits(user.capabilities, family)
-
-
-# --- rating -----------------------------------------------------------------------------
-
-
-class _Outcome:
-    """What rating decided for one CDR, before any of it is applied."""
-
-    __slots__ = ("billed_s", "cost", "credit_s", "dest", "digest", "draws", "end_us", "fee", "month", "reason",
-                 "status", "tariff")
-
-    def __init__(self, month: str, digest: str, end_us: int, dest: Destination, tariff: Tariff | None,
-                 *, status: str = "rated") -> None:
-        self.month = month
-        self.digest = digest
-        self.end_us = end_us
-        self.dest = dest
-        """The destination's country, premium flag and rates (one longest-prefix lookup)."""
-        self.tariff = tariff
-        self.status = status
-        self.reason: str | None = None
-        self.draws: list[tuple[PoolKey, int, int]] = []
-        """(pool, seconds drawn, pool size) in drawing order."""
-        self.credit_s = 0
-        self.billed_s = 0
-        self.fee = 0
-        self.cost = 0
-
-
-def _seen(state: TenantState, usage_id: str, month: str) -> str | None:
-    """The fingerprint a usage id was rated with, if any. Ids are unique across every
-    remembered month (the open one and the closed one in grace), not only the month a
-    CDR starts in: the same id in another month is the same call sent again with other
-    content, never a new call. The CDR's own billing ``month`` is always looked at too
-    (it is one of those whenever its ids can exist: a guard, not a rule)."""
-    ids = state.ids
-    seen = ids.get(usage_key(state.open_month, usage_id))
-    if seen is None:
-        for remembered in state.frozen:
-            seen = ids.get(usage_key(remembered, usage_id))
-            if seen is not None:
-                return seen
-        if month != state.open_month and month not in state.frozen:
-            seen = ids.get(usage_key(month, usage_id))
-    return seen
-
-
-def _rate_cdr(work: _Work, cdr: Cdr, position: str) -> Rejection | None:
-    """Rate a CDR. Every check runs before anything changes; a CDR that passes them
-    moves "now" to its end time (a rejected one does not: SPEC §1.6)."""
-    state, ctx = work.tenant, work.ctx
-    end_us = cdr.end_us if cdr.end_us > work.now_us else work.now_us
-    month = month_of_fast(cdr.start_us)
-    if month_end_us(month) + ctx.grace_us <= end_us:
-        return Rejection("late", f"billing month {month} closed more than {ctx.grace_us // US_PER_HOUR} h"
-                                 f" before {format_time_us(end_us)}")
-    digest = fingerprint(cdr)
-    seen = _seen(state, cdr.usage_id, month)
-    if seen is not None:
-        if seen != digest:
-            return Rejection("id_conflict", f"usage_id {cdr.usage_id!r} was rated with other content")
-        _advance(work, work.now_us)  # no time from a duplicate, but what fell due before it
-        tariff, destination = ctx.destination_at(cdr.start_us, cdr.destination_number)
-        duplicate = _Outcome(month, digest, end_us, destination, tariff, status="duplicate")
-        _emit_rated(work, cdr, duplicate, [],
-                    f"rated_cdr/{cdr.usage_id}/duplicate/{position}")
-        return None
-    emergency = cdr.destination_number in ctx.catalog.emergency and cdr.call_type not in INBOUND
-    if not emergency and not cdr.destination_number.startswith("+"):
-        return Rejection("schema", f"destination {cdr.destination_number!r} is not E.164 and not an emergency"
-                                   f" number of catalog {ctx.catalog.version}")
-    tariff, destination = ctx.destination_at(cdr.start_us, cdr.destination_number)
-    outcome = _Outcome(month, digest, end_us, destination, tariff)
-    if cdr.call_type in INBOUND and cdr.number_type != "toll_free":
-        _commit(work, cdr, outcome)  # free, recorded
-        return None
-    if emergency:
-        outcome.reason = "emergency"
-        _commit(work, cdr, outcome)
-        return None
-    user = None
-    if cdr.call_type in USER_OUT or cdr.call_type == "conf_out":
-        user = state.users.get(cdr.user_id) if cdr.user_id is not None else None
-        if user is None:
-            return Rejection("unknown_user", f"user {cdr.user_id!r} was never licensed in tenant {state.tenant_id!r}")
-    left = _draw_pools(work, cdr, user, outcome) if cdr.duration_s else 0
-    if left and not _may_pay_from_credits(cdr, user, ctx):
-        # Nothing may pay (the rest): ``blocked``, or ``partially_funded`` when a pool
-        # paid a part; the unpaid seconds show as duration − pool seconds, uncharged.
-        outcome.status = "partially_funded" if outcome.draws else "blocked"
-        outcome.reason = "no_license"
-    elif left:
-        rejection = _price_credit_part(work, cdr, outcome, left)
-        if rejection is not None:
-            return rejection
-    _commit(work, cdr, outcome)
-    return None
-
-
-def _draw_pools(work: _Work, cdr: Cdr, user: User | None, outcome: _Outcome) -> int:
-    """Plan the pool draws (per exact second); returns the seconds no pool covers."""
-    left = cdr.duration_s
-    if not left:
-        return 0
-    state, ctx = work.tenant, work.ctx
-    # The pools that may pay this call, in the order they are drawn (SPEC §1.2, §1.6).
-    country = outcome.dest.country
-    if country is None or outcome.dest.premium:
-        return left
-    if cdr.call_type in USER_OUT and user is not None:
-        location = cdr.user_location
-        scope = "domestic" if country == location else "international"
-        capabilities = ctx.catalog.pool_order(user.capabilities, scope)
-    elif cdr.call_type == "conf_out" and country in ctx.catalog.zone_a:
-        location, scope = ANY_LOCATION, "zone_a"
-        capabilities = ctx.catalog.pool_order(_ANY, "zone_a")
-    else:
-        return left
-    month = outcome.month
-    sizes = state.sizes
-    for cap_id in capabilities:
-        key = (cap_id, location, scope, month)
-        size = sizes.get(key)  # pool_size_s, its cache hit inlined
-        if size is None:
-            size = pool_size_s(state, ctx, key)
-        use = state.pools.get(key)
-        take = min(left, size - (use.used_s if use else 0))
-        if take > 0:
-            outcome.draws.append((key, take, size))
-            left -= take
-            if not left:
-                break
-    return left
-
-
-def _price_credit_part(work: _Work, cdr: Cdr, outcome: _Outcome, seconds: int) -> Rejection | None:
-    """Price the part paid from credits (or overage) with the tariff in force at the
-    call's start: increments, connection fee, one half-up rounding (SPEC §1.3)."""
-    state = work.tenant
-    call_class = ("toll_free_inbound" if cdr.call_type in INBOUND
-                  else "conf_dialout" if cdr.call_type == "conf_out" else "outbound")
-    tariff = outcome.tariff
-    rate = outcome.dest.rates.get((state.currency, call_class))
-    if rate is None:
-        version = tariff.version if tariff else "none in force"
-        others = sorted(cur for cur, cls in outcome.dest.rates if cls == call_class)
-        if others:  # the destination is priced, only not in the tenant's currency (SPEC §1.6)
-            return Rejection("currency_mismatch",
-                             f"{call_class} rate for {cdr.destination_number} is in {', '.join(others)},"
-                             f" tenant currency is {state.currency} (tariff {version})")
-        return Rejection("no_rate", f"no {call_class} rate in {state.currency} for {cdr.destination_number}"
-                                    f" (tariff {version})")
-    outcome.credit_s = seconds
-    outcome.billed_s = charged_seconds(seconds, rate.first_s, rate.next_s)
-    outcome.fee = rate.connection_fee_minor
-    outcome.cost = usage_cost_minor(rate, outcome.billed_s, state.exponent) + outcome.fee
-    return None
-
-
-def _commit(work: _Work, cdr: Cdr, outcome: _Outcome) -> None:
-    """Move the seconds and money the rating decided, and emit what follows (returns
-    None: the CDR was accepted)."""
-    state = work.tenant
-    end_us = outcome.end_us
-    if end_us > state.now_us:  # time moves to the CDR's end first (_advance, fast path inlined)
-        if end_us < state.due_us:
-            state.now_us = work.now_us = end_us
-            work.now = ""
-            work.changed = True
-        else:
-            _advance(work, end_us)  # expiry etc. due by the CDR's end come first
-    state.ids.put(usage_key(outcome.month, cdr.usage_id), outcome.digest)
-    exhausted: list[PoolKey] = []
-    for key, seconds, size in outcome.draws:
-        use = state.pools.get(key)
-        if use is None:
-            use = state.pools[key] = PoolUse()
-        use.used_s += seconds
-        use.peak_size_s = max(use.peak_size_s, size)
-        if use.used_s >= size:
-            exhausted.append(key)
-    before = state.balance_minor
-    debits: list[tuple[str, int]] = []
-    if outcome.cost and state.billing_model == PREPAID:
-        debits = _debit_fifo(state, outcome.cost)
-    if state.balance_minor + outcome.cost > before and state.billing_model == PREPAID:
-        outcome.status, outcome.reason = "partially_funded", "no_funds"
-    _emit_rated(work, cdr, outcome, debits, None)
-    for key in exhausted:
-        work.notify("pool_exhausted", f"{'/'.join(key)}/{cdr.usage_id}", {
-            "capability": key[0], "location": key[1], "scope": key[2], "month": key[3],
-        })
-    if outcome.draws or debits:
-        work.balance(cdr.usage_id)
-    if debits:
-        _balance_moved(work, before, cdr.usage_id)
-
-
-def _debit_fifo(state: TenantState, cost_minor: int) -> list[tuple[str, int]]:
-    """Take up to ``cost_minor`` from the lots, oldest first; emptied lots leave the list
-    (the rated CDRs keep their history)."""
-    debits: list[tuple[str, int]] = []
-    left = cost_minor
-    lots = state.lots
-    while left and lots:
-        lot = lots[0]
-        take = min(left, lot.remaining_minor)
-        lot.remaining_minor -= take
-        left -= take
-        debits.append((lot.lot_id, take))
-        if lot.remaining_minor == 0:
-            lots.pop(0)
-    taken = cost_minor - left
-    state.balance_minor -= taken
-    state.debited_minor += taken
-    return debits
-
-
-def _paid_most(postpaid: bool, outcome: _Outcome) -> str | None:
-    """The capability that paid the most seconds (the first one on a tie)."""
-    draws = outcome.draws
-    if not draws:  # the common cases first
-        if not outcome.credit_s:
-            return None
-        return OVERAGE if postpaid else CREDITS
-    if len(draws) == 1 and not outcome.credit_s:
-        return draws[0][0][0]
-    paid: dict[str, int] = {}
-    for (cap_id, *_), seconds, _size in outcome.draws:
-        paid[cap_id] = paid.get(cap_id, 0) + seconds
-    if outcome.credit_s:
-        paid[OVERAGE if postpaid else CREDITS] = outcome.credit_s
-    return max(paid, key=paid.__getitem__) if paid else None
-
-
-def _emit_rated(work: _Work, cdr: Cdr, outcome: _Outcome, debits: list[tuple[str, int]],
-                event_id: str | None) -> None:
-    """A ``rated_cdr`` event (``event_id`` None: the rating's own, ``rated_cdr/{usage_id}``)."""
-    state = work.tenant
-    work.outputs.append(Output("rated-cdrs", None, _rated_payload, (
-        state.tenant_id, state.currency, state.exponent, state.billing_model == POSTPAID,
-        work.now_us, event_id, cdr, outcome, debits, state.balance_minor)))
-
-
-def _rated_payload(tenant_id: str, currency: str, exponent: int, postpaid: bool, now_us: int,  # noqa: PLR0917
-                   event_id: str | None, cdr: Cdr, outcome: _Outcome,
-                   debits: list[tuple[str, int]], balance_after: int) -> dict[str, Any]:
-    """The wire form of a rated CDR, from the values decided when it was rated."""
-    capability = None if outcome.status == "duplicate" else _paid_most(postpaid, outcome)
-    country = outcome.dest.country
-    cost = outcome.cost
-    overage = cost if postpaid else 0
-    uncollected = cost - overage - sum(amount for _, amount in debits)
-    return {
-        "type": "rated_cdr",
-        "schema_version": SCHEMA_VERSION,
-        "event_id": f"{tenant_id}/{event_id or 'rated_cdr/' + cdr.usage_id}",
-        "tenant_id": tenant_id,
-        "occurred_at": format_time_us(now_us),
-        "usage_id": cdr.usage_id,
-        "call_id": cdr.call_id,
-        "conference_id": cdr.conference_id,
-        "user_id": cdr.user_id,
-        "user_location": cdr.user_location,
-        "call_type": cdr.call_type,
-        "number_type": cdr.number_type,
-        "caller_number": cdr.caller_number,
-        "destination_number": cdr.destination_number,
-        "start_time": format_time_us(cdr.start_us),
-        "end_time": format_time_us(cdr.end_us),
-        "duration_seconds": cdr.duration_s,
-        "status": outcome.status,
-        "reason": outcome.reason,
-        "billing_month": outcome.month,
-        "destination_country": country,
-        "scope": None if country is None else ("domestic" if country == cdr.user_location else "international"),
-        "pool_usage": [
-            {"capability": key[0], "location": key[1], "scope": key[2], "seconds": seconds}
-            for key, seconds, _size in outcome.draws
-        ],
-        "credit_seconds": outcome.credit_s,
-        "charged_seconds": outcome.billed_s,
-        "connection_fee": format_decimal(outcome.fee, exponent),
-        "charge": format_decimal(cost, exponent),
-        "uncollected": format_decimal(uncollected, exponent),
-        "overage": format_decimal(overage, exponent),
-        "currency": currency,
-        "capability": capability,
-        "lot_debits": [{"lot_id": lot_id, "amount": format_decimal(amount, exponent)} for lot_id, amount in debits],
-        "balance_after": format_decimal(balance_after, exponent),
-    }

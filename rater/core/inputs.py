@@ -35,6 +35,13 @@ class Cdr:
     duration_s: int
 
 
+INBOUND = frozenset({"user_in", "conf_in", "ucap_in"})
+"""Call types of calls the tenant receives: free, unless to a toll-free number."""
+USER_OUT = frozenset({"user_out", "user_out_conf", "user_out_transfer", "user_out_forwarding"})
+"""Call types of calls a user places: the user must be known, and their licences say
+which pools and whether credits may pay."""
+
+
 @dataclass(frozen=True, slots=True)
 class TenantUpserted:
     """Create a tenant or update its settings (currency is fixed by the first one)."""

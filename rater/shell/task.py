@@ -47,9 +47,10 @@ import orjson
 from rater import edge
 from rater.core.clock import PartitionClock
 from rater.core.context import RatingContext
-from rater.core.engine import Step, apply, balance_event, next_deadline, on_time
+from rater.core.engine import apply, balance_event, next_deadline, on_time
 from rater.core.inputs import Cdr, Input
 from rater.core.state import IdMemory, IdReader, TenantState, User, UserReader, usage_key
+from rater.core.steps import Step
 from rater.core.times import TimeFormatError, parse_time_us
 
 log = logging.getLogger("rater.task")

@@ -9,7 +9,7 @@ import orjson
 
 from rater.core.context import RatingContext
 from rater.core.countries import CountryPrefixes
-from rater.core.engine import Step, _pool_report, apply, balance_event, on_time
+from rater.core.engine import apply, balance_event, on_time
 from rater.core.inputs import (
     AutoRechargeConfigured,
     Cdr,
@@ -21,7 +21,9 @@ from rater.core.inputs import (
     UserRemoved,
 )
 from rater.core.plans import Allotment, Capability, Catalog
+from rater.core.pools import pool_report
 from rater.core.state import IdMemory, TenantState, User, UserDirectory, check_invariants, usage_key
+from rater.core.steps import Step
 from rater.core.tariff import Rate, Tariff, Tariffs
 from rater.core.times import parse_time_us
 from rater.schemas import first_error
@@ -204,4 +206,4 @@ def events(step: Step, kind: str) -> list[dict[str, Any]]:
 def pools(tenant: Tenant) -> dict[tuple[str, str, str, str], tuple[int, int]]:
     """(capability, location, scope, month) → (size s, used s) as the balance event shows them."""
     return {(p["capability"], p["location"], p["scope"], p["month"]): (p["size_seconds"], p["used_seconds"])
-            for p in _pool_report(tenant.s, tenant.ctx)}
+            for p in pool_report(tenant.s, tenant.ctx)}

@@ -7,7 +7,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rater.core.engine import Step, apply, balance_event, on_time
+from rater.core.engine import apply, balance_event, on_time
 from rater.core.inputs import (
     AutoRechargeConfigured,
     Cdr,
@@ -19,6 +19,7 @@ from rater.core.inputs import (
     UserRemoved,
 )
 from rater.core.money import format_decimal
+from rater.core.steps import Step
 
 from .kit import CTX, GB, IN, US, US_PREMIUM, US_TOLL_FREE, IdStore, t
 

@@ -3,7 +3,7 @@ rule. Test names carry the SPEC section and the rule they prove."""
 
 from __future__ import annotations
 
-from rater.core.engine import pool_size_s
+from rater.core.pools import pool_size_s
 from rater.core.tariff import Rate, charged_seconds, usage_cost_minor
 
 from .kit import GB, GB_MOBILE, IN, US, US_PREMIUM, US_TOLL_FREE, Tenant, events, pools, rated

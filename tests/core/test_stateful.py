@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from rater.core.engine import Step, _pool_size_s, apply, next_deadline, next_due, on_time
+from rater.core.deadlines import next_due
+from rater.core.engine import apply, next_deadline, on_time
 from rater.core.inputs import (
     AutoRechargeConfigured,
     Cdr,
@@ -20,7 +21,9 @@ from rater.core.inputs import (
     UserRemoved,
 )
 from rater.core.money import format_decimal
+from rater.core.pools import _pool_size_s
 from rater.core.state import TenantState, check_invariants
+from rater.core.steps import Step
 from rater.core.times import month_end_us, month_of
 
 from .kit import CTX, GB, GB_MOBILE, IN, US, US_PREMIUM, US_TOLL_FREE, IdStore, t

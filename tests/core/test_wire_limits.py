@@ -5,8 +5,8 @@ the input schemas allow and the longest Kafka position."""
 
 from __future__ import annotations
 
-from rater.core.engine import MAX_LOTS
 from rater.core.inputs import AutoRechargeConfigured, TenantUpserted
+from rater.core.ledger import MAX_LOTS
 
 from .kit import US, Tenant, events, rated
 
