@@ -28,7 +28,7 @@ from rater.core.ledger import (
     recharge_failed,
     request_recharge,
 )
-from rater.core.state import AutoRecharge, TenantState, User, applied_key
+from rater.core.state import AutoRecharge, TenantState, User, applied_key, is_request_id, request_sequence
 from rater.core.steps import Rejection, Step, Work, finish
 from rater.core.times import month_of_fast, previous_month
 
@@ -129,14 +129,22 @@ def _auto_recharge_configured(events: Work, cmd: AutoRechargeConfigured) -> Reje
 
 def _recharge_result(events: Work, res: RechargeResult) -> Rejection | None:
     state = events.tenant
+    ar = state.auto_recharge
+    sequence = request_sequence(state.tenant_id, res.request_id)
+    if is_request_id(state.tenant_id, res.request_id) and not (sequence is not None and sequence <= ar.sequence):
+        # the form of the rater's own request ids, but not one it made (yet): applied, it
+        # would claim the id of a request still to come, whose true result would then be
+        # an id_conflict — the card charged, the lot never added
+        return Rejection("unknown_request", f"request_id {res.request_id!r} was never requested (the last request"
+                                            f" of tenant {state.tenant_id!r} is number {ar.sequence})")
     if res.currency != state.currency:
         return Rejection("currency_mismatch",
                          f"tenant currency is {state.currency}, result {res.request_id!r} is in {res.currency}")
     amount = parse_amount(state, res.amount, "amount")
     if isinstance(amount, Rejection):
         return amount
-    ar = state.auto_recharge
-    if res.status == "succeeded" and (too_large := lot_fits(state, amount, f"recharge {res.request_id!r}")):
+    if res.status == "succeeded" and (too_large := lot_fits(state, amount, f"recharge {res.request_id!r}",
+                                                            counted=sequence is None)):
         return too_large
     if res.status == "succeeded":
         # The card was charged: the lot is added even if the request timed out or a

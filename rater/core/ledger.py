@@ -37,14 +37,17 @@ def parse_amount(state: TenantState, text: str, what: str) -> int | Rejection:
         return Rejection("schema", f"{what}: {exc} (currency {state.currency})")
 
 
-def lot_fits(state: TenantState, amount: int, what: str) -> Rejection | None:
+def lot_fits(state: TenantState, amount: int, what: str, *, counted: bool = True) -> Rejection | None:
     """Every amount on the wire has at most 18 integer digits (common.json ``money``):
     a lot that would take the balance past that is refused, not emitted as a balance no
     consumer can read. A tenant holds at most :data:`MAX_LOTS` lots with money left:
-    every balance snapshot lists them, and a debit walks them."""
+    every balance snapshot lists them, and a debit walks them. ``counted`` False: the
+    result of one of the rater's own requests, which is never refused for the count (the
+    card was charged; the rater asks only while the balance is below the trigger, so
+    such lots stay few)."""
     if state.balance_minor + amount >= 10 ** (MAX_WIRE_DIGITS + state.exponent):
         return Rejection("schema", f"{what} would take the balance past {MAX_WIRE_DIGITS} integer digits")
-    if amount and len(state.lots) >= MAX_LOTS:
+    if counted and amount and len(state.lots) >= MAX_LOTS:
         return Rejection("tenant_limit", f"{what} would be lot {len(state.lots) + 1} with money left;"
                                          f" a tenant holds at most {MAX_LOTS}")
     return None

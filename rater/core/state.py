@@ -371,6 +371,17 @@ def is_request_id(tenant_id: str, input_id: str) -> bool:
     return input_id.startswith(f"{tenant_id}/recharge/")
 
 
+def request_sequence(tenant_id: str, input_id: str) -> int | None:
+    """``n`` when ``input_id`` is exactly the tenant's ``n``-th request id (n ≥ 1,
+    written as :func:`request_id` writes it), else None."""
+    if not is_request_id(tenant_id, input_id):
+        return None
+    digits = input_id[len(tenant_id) + len("/recharge/"):]
+    if not (digits.isascii() and digits.isdigit()) or digits.startswith("0") or len(digits) > 18:
+        return None
+    return int(digits)
+
+
 def request_id(tenant_id: str, sequence: int) -> str:
     """The deterministic id of a tenant's ``sequence``-th recharge request."""
     return f"{tenant_id}/recharge/{sequence}"

@@ -70,8 +70,35 @@ def test_a_tenant_holds_at_most_max_lots_lots_with_money_and_one_more_is_a_tenan
     step = x.fund("0.01", lot="one-too-many")
     assert step.rejection is not None
     assert (step.rejection.reason, len(x.s.lots)) == ("tenant_limit", MAX_LOTS)
-    assert x.result("t1/recharge/9", "succeeded", "1.00").rejection.reason == "tenant_limit"  # type: ignore[union-attr]
+    foreign = x.result("processor-9", "succeeded", "1.00")  # not a request of the rater's: counted
+    assert foreign.rejection is not None
+    assert foreign.rejection.reason == "tenant_limit"
+    # the rater's own request is never refused for the count: its card was charged
+    (request,) = events(x.auto_recharge("20.00", "50.00"), "recharge_request")
+    landed = x.result(request["request_id"], "succeeded", "50.00")
+    assert landed.rejection is None
+    assert len(x.s.lots) == MAX_LOTS + 1
+    assert x.s.auto_recharge.pending_request_id is None
     assert x.fund("0.00", lot="empty").rejection is None  # an empty lot holds nothing
     x.license("u1", "US", "PAYG")
-    x.call(60, US)  # spends 0.02: two lots are gone
+    x.call(600, US)  # spends a few cents, oldest lots first: some are gone
+    assert len(x.s.lots) < MAX_LOTS
     assert x.fund("0.01", lot="fits-again").rejection is None
+
+
+def test_a_result_for_a_request_the_rater_never_made_claims_no_id_and_the_true_one_lands() -> None:
+    # review finding: a result naming t1/recharge/1 before the rater asked for it took
+    # the id; the processor's true result for the request was then an id_conflict
+    x = Tenant()
+    x.fund("1.00")
+    for rid in ("t1/recharge/1", "t1/recharge/01", "t1/recharge/x", "t1/recharge/", "t1/recharge/1/2"):
+        early = x.result(rid, "succeeded", "10.00")
+        assert early.rejection is not None
+        assert (early.rejection.reason, x.balance) == ("unknown_request", 100)
+        assert x.result(rid, "failed", "10.00").rejection.reason == "unknown_request"  # type: ignore[union-attr]
+    (request,) = events(x.auto_recharge("5.00", "10.00"), "recharge_request")
+    assert request["request_id"] == "t1/recharge/1"
+    landed = x.result("t1/recharge/1", "succeeded", "10.00")
+    assert landed.rejection is None
+    assert x.balance == 1_100
+    assert x.result("t2/recharge/1", "succeeded", "1.00").rejection is None  # another tenant's form: a plain id
