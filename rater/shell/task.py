@@ -289,7 +289,9 @@ class PartitionTask:
             batch.users[user_key(tenant_id, user_id)] = user_value(user)
 
     def _schedule(self, tenant_id: str, state: TenantState | None) -> None:
-        deadline = None if state is None else next_deadline(state, self.ctx)
+        self._schedule_at(tenant_id, None if state is None else next_deadline(state, self.ctx))
+
+    def _schedule_at(self, tenant_id: str, deadline: int | None) -> None:
         if deadline is None:
             self._scheduled.pop(tenant_id, None)
         elif self._scheduled.get(tenant_id) != deadline:
@@ -398,7 +400,7 @@ class PartitionTask:
                 # within an hour of its clock): occurred_at 8999 expired every lot
                 now_us = max(now_us, min(decoded.occurred_us, record.timestamp_ms * 1000 + self.ctx.future_us))
             step = apply(self._state_of(tenant_id), decoded, self.ctx, now_us, record.position)
-            outputs = self._encoded(tenant_id, step)
+            encoded = self._encoded(tenant_id, step)
         except Exception as exc:  # noqa: BLE001 - containment: one input's failure is its dead letter
             self._internal_error(record, batch, exc, applying)
             return
@@ -406,7 +408,7 @@ class PartitionTask:
         if isinstance(decoded, Cdr) and step.rejection is None:
             # the tenant's "now" after the step: a CDR's end, but nothing for a duplicate
             self.clock = self.clock.accept(step.now_us)
-        self._took(tenant_id, step, outputs, batch)
+        self._took(tenant_id, step, encoded, batch)
         if step.rejection is not None:
             refusal = edge.Refusal(step.rejection.reason, step.rejection.message, tenant_id)
             self._dead_letter(record, refusal, batch)
@@ -432,41 +434,42 @@ class PartitionTask:
                 if state is None:
                     continue
                 step = on_time(state, self.ctx, now)
-                outputs = self._encoded(tenant_id, step)
+                encoded = self._encoded(tenant_id, step)
             except Exception as exc:  # noqa: BLE001 - containment: this tenant's time work only
                 # its time work is tried again with its next input (not at every tick)
                 self._internal_error(record, batch, exc, tenant_id, reschedule=False)
                 continue
             self._journal.setdefault(tenant_id, []).append((None, now, record.position))
-            self._took(tenant_id, step, outputs, batch)
+            self._took(tenant_id, step, encoded, batch)
 
-    def _encoded(self, tenant_id: str, step: Step) -> list[Produced]:
-        """A step's outputs as records, and its new deadline checked — everything of a step
-        that can fail, done before any of it is kept."""
+    def _encoded(self, tenant_id: str, step: Step) -> tuple[list[Produced], int | None]:
+        """A step's outputs as records and its tenant's next deadline (if the state
+        changed) — everything of a step that can fail, done before any of it is kept."""
         key = tenant_id.encode()
         outputs = [Produced(out.stream, key, edge.encode(out.payload)) for out in step.outputs]
-        if step.changed and step.state is not None:
-            next_deadline(step.state, self.ctx)
-        return outputs
+        deadline = next_deadline(step.state, self.ctx) if step.changed and step.state is not None else None
+        return outputs, deadline
 
-    def _took(self, tenant_id: str, step: Step, outputs: list[Produced], batch: Batch) -> None:
-        """Keep what a step changed and emitted (``outputs``: its :meth:`_encoded` records)."""
+    def _took(self, tenant_id: str, step: Step, encoded: tuple[list[Produced], int | None], batch: Batch) -> None:
+        """Keep what a step changed and emitted (``encoded``: :meth:`_encoded` of it)."""
         state = step.state
         if state is None:
             return
+        outputs, deadline = encoded
         if step.changed:
-            self._keep(tenant_id, state)
+            self._keep(tenant_id, state, deadline)
         batch.outputs.extend(outputs)
         if step.balance_cause is not None:
             self._balances[tenant_id] = (step.now_us, step.balance_cause)
 
-    def _keep(self, tenant_id: str, state: TenantState) -> None:
-        """A tenant's state changed in this batch: it is written with the batch."""
+    def _keep(self, tenant_id: str, state: TenantState, deadline: int | None) -> None:
+        """A tenant's state changed in this batch: it is written with the batch, and
+        scheduled for its next ``deadline``."""
         if state.ids.reader is None:  # a new tenant: its ids go to the store too
             state.ids.reader = self._reader(tenant_id)
         self.states[tenant_id] = state
         self._touched[tenant_id] = state
-        self._schedule(tenant_id, state)
+        self._schedule_at(tenant_id, deadline)
 
     # -- containment -------------------------------------------------------------------------
     def _internal_error(self, record: edge.Record, batch: Batch, exc: Exception, tenant_id: str | None, *,
@@ -498,7 +501,7 @@ class PartitionTask:
                 step = apply(state, inp, self.ctx, now_us, position)
             if step.state is not None and step.changed:
                 state = step.state
-                self._keep(tenant_id, state)
+                self._keep(tenant_id, state, next_deadline(state, self.ctx))
             if step.balance_cause is not None:
                 self._balances[tenant_id] = (step.now_us, step.balance_cause)
         if reschedule:
