@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from rater import schemas
 from rater.localkafka import free_port, spawn, stop_process
@@ -154,3 +156,22 @@ def collect(bootstrap: str, prefix: str, until: Callable[[list[Out]], bool], wor
     """Read every output topic from the start until ``until(outputs)`` holds; each
     output is checked against its JSON Schema on the way."""
     return asyncio.run(_collect(bootstrap, prefix, until, timeout_s, worker.check_alive if worker else lambda: None))
+
+
+async def alter_topic(bootstrap: str, topic: str, config: dict[str, str]) -> None:
+    """Set ``topic``'s own settings to ``config`` (all of them: the rest go back to the
+    broker's defaults) and wait until the broker shows them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
+        for _ in range(100):  # the broker applies it from the controller's metadata a moment later
+            wanted = ConfigResource(ConfigResourceType.TOPIC, topic, dict.fromkeys(config))
+            [response] = await admin.describe_configs([wanted])
+            entries = response.to_object()["resources"][0]["config_entries"]
+            if {e["config_names"]: e["config_value"] for e in entries} == config:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{topic} never showed {config}")
+    finally:
+        await admin.close()

@@ -23,12 +23,20 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from rater.core.times import parse_time_us
 from rater.topics import load_topics
-from tests.support import OUTPUT_TOPICS, TEST_PARTITIONS, Worker, cdr, collect, create_topics, event, send_events
+from tests.support import (
+    OUTPUT_TOPICS,
+    TEST_PARTITIONS,
+    Worker,
+    alter_topic,
+    cdr,
+    collect,
+    create_topics,
+    event,
+    send_events,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -141,24 +149,6 @@ def test_a_worker_whose_clock_is_hours_off_rates_ticks_and_stamps_with_the_broke
     assert not [line for line in lines if " ERROR " in line or "Traceback" in line or "Unclosed" in line]
 
 
-async def _alter(bootstrap: str, topic: str, config: dict[str, str]) -> None:
-    """Set ``topic``'s own settings to ``config`` (all of them: the rest go back to the
-    broker's defaults) and wait until the broker shows them."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
-        for _ in range(100):  # the broker applies it a moment later
-            [response] = await admin.describe_configs([ConfigResource(
-                ConfigResourceType.TOPIC, topic, dict.fromkeys(config))])
-            entries = response.to_object()["resources"][0]["config_entries"]
-            if {e["config_names"]: e["config_value"] for e in entries} == config:
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"{topic} never showed {config}")
-    finally:
-        await admin.close()
-
 
 def test_a_tick_topic_made_before_cannot_measure_the_clock_and_a_refused_stamp_stops_the_worker_cleanly(
         kafka_bootstrap: str, tmp_path: Path, topic_prefix: str) -> None:
@@ -167,7 +157,7 @@ def test_a_tick_topic_made_before_cannot_measure_the_clock_and_a_refused_stamp_s
     it) with one line saying what to fix — no traceback, nothing left unclosed."""
     create_topics(kafka_bootstrap, topic_prefix)
     made_before = {**load_topics()["rater-ticks"].config, "message.timestamp.type": "CreateTime"}
-    asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rater-ticks", made_before))
+    asyncio.run(alter_topic(kafka_bootstrap, f"{topic_prefix}rater-ticks", made_before))
     worker = Worker(kafka_bootstrap, topic_prefix, tmp_path / "w", skewed("+2h")).start()
     try:
         assert worker.proc.wait(timeout=60) != 0
@@ -191,7 +181,7 @@ def test_a_unit_refused_for_its_timestamp_stops_the_worker_cleanly_and_a_restart
     assert LIBFAKETIME is not None, "install Debian's faketime package (.ci/run does)"
     create_topics(kafka_bootstrap, topic_prefix)
     declared = load_topics()["rated-cdrs"].config
-    asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rated-cdrs",
+    asyncio.run(alter_topic(kafka_bootstrap, f"{topic_prefix}rated-cdrs",
                        {**declared, "message.timestamp.after.max.ms": "1000"}))
     tenant = "refused"
     send_events(kafka_bootstrap, topic_prefix, [

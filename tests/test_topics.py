@@ -6,29 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from rater.topics import ensure_topics, load_topics
+from tests.support import alter_topic
 
 pytestmark = pytest.mark.kafka
 
-
-async def _alter(bootstrap: str, topic: str, config: dict[str, str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
-        for _ in range(100):  # the broker applies it from the controller's metadata a moment later
-            wanted = ConfigResource(ConfigResourceType.TOPIC, topic, dict.fromkeys(config))
-            [response] = await admin.describe_configs([wanted])
-            entries = response.to_object()["resources"][0]["config_entries"]
-            if {e["config_names"]: e["config_value"] for e in entries} == config:
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"{topic} never showed {config}")
-    finally:
-        await admin.close()
 
 
 def test_topics_are_created_once_then_checked_and_a_changelog_that_deletes_is_refused(
@@ -41,35 +24,36 @@ def test_topics_are_created_once_then_checked_and_a_changelog_that_deletes_is_re
     assert set(again.values()) == {"exists"}
 
     # an operator's own retention is reported, not refused
-    asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}cdrs", {"retention.ms": "86400000"}))
+    asyncio.run(alter_topic(kafka_bootstrap, f"{topic_prefix}cdrs", {"retention.ms": "86400000"}))
     lines.clear()
     asyncio.run(ensure_topics(kafka_bootstrap, topic_prefix, partitions=2, report=lines.append))
     assert any("cdrs has retention.ms=86400000" in line and line.startswith("note:") for line in lines), lines
 
     # a larger record limit on an output is fine; a smaller one would stop the worker: refused
     declared = load_topics()["rated-cdrs"].config
-    asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rated-cdrs", {**declared, "max.message.bytes": "16777216"}))
+    larger = {**declared, "max.message.bytes": "16777216"}
+    asyncio.run(alter_topic(kafka_bootstrap, f"{topic_prefix}rated-cdrs", larger))
     lines.clear()
     asyncio.run(ensure_topics(kafka_bootstrap, topic_prefix, partitions=2, report=lines.append))
     assert any("rated-cdrs has max.message.bytes=16777216" in line and line.startswith("note:") for line in lines)
-    asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rated-cdrs", {**declared, "max.message.bytes": "1048588"}))
+    asyncio.run(alter_topic(kafka_bootstrap, f"{topic_prefix}rated-cdrs", {**declared, "max.message.bytes": "1048588"}))
     with pytest.raises(RuntimeError, match=r"rated-cdrs has max.message.bytes=1048588, topics.toml says 8388608"):
         asyncio.run(ensure_topics(kafka_bootstrap, topic_prefix, partitions=2, report=lines.append))
-    asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rated-cdrs", declared))
+    asyncio.run(alter_topic(kafka_bootstrap, f"{topic_prefix}rated-cdrs", declared))
 
     # a tick topic made before ticks measured the broker's clock keeps the producer's
     # timestamps: refused (the worker could not measure the broker's clock on it)
     ticks = load_topics()["rater-ticks"].config
     assert ticks["message.timestamp.type"] == "LogAppendTime"
     made_before = {**ticks, "message.timestamp.type": "CreateTime"}
-    asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rater-ticks", made_before))
+    asyncio.run(alter_topic(kafka_bootstrap, f"{topic_prefix}rater-ticks", made_before))
     with pytest.raises(RuntimeError, match=r"rater-ticks has message.timestamp.type=CreateTime, topics.toml says"
                                            r" LogAppendTime"):
         asyncio.run(ensure_topics(kafka_bootstrap, topic_prefix, partitions=2, report=lines.append))
-    asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rater-ticks", ticks))
+    asyncio.run(alter_topic(kafka_bootstrap, f"{topic_prefix}rater-ticks", ticks))
 
     # a state changelog that deletes old records would lose money: refused
-    asyncio.run(_alter(kafka_bootstrap, f"{topic_prefix}rater-state",
+    asyncio.run(alter_topic(kafka_bootstrap, f"{topic_prefix}rater-state",
                        {"cleanup.policy": "delete", "max.message.bytes": "8388608"}))
     with pytest.raises(RuntimeError, match=r"rater-state has cleanup.policy=delete, topics.toml says compact"):
         asyncio.run(ensure_topics(kafka_bootstrap, topic_prefix, partitions=2, report=lines.append))
