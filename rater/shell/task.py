@@ -379,7 +379,6 @@ class PartitionTask:
             budget -= len(keys)
 
     def _input(self, record: edge.Record, batch: Batch) -> None:
-        applying: str | None = None  # the tenant whose state the core may have changed
         try:
             decoded = edge.decode(record)
             if isinstance(decoded, edge.Refusal):
@@ -390,7 +389,12 @@ class PartitionTask:
                 if future is not None:
                     self._dead_letter(record, edge.Refusal("future", future, decoded.tenant_id), batch)
                     return
-            applying = tenant_id = decoded.tenant_id
+        except Exception as exc:  # noqa: BLE001 - containment: one input's failure is its dead letter
+            self._internal_error(record, batch, exc, None)
+            return
+        tenant_id = decoded.tenant_id
+        state = self._state_of(tenant_id)  # outside containment: a store that cannot be read stops the worker
+        try:
             now_us = self.clock.now_us
             if self.clock.tick_us is None and not isinstance(decoded, Cdr) and decoded.occurred_us > now_us:
                 # no wall clock on this partition (ticks are off): a command is applied at
@@ -399,10 +403,10 @@ class PartitionTask:
                 # more than a day past its record's Kafka timestamp (which the broker keeps
                 # within an hour of its clock): occurred_at 8999 expired every lot
                 now_us = max(now_us, min(decoded.occurred_us, record.timestamp_ms * 1000 + self.ctx.future_us))
-            step = apply(self._state_of(tenant_id), decoded, self.ctx, now_us, record.position)
+            step = apply(state, decoded, self.ctx, now_us, record.position)
             encoded = self._encoded(tenant_id, step)
         except Exception as exc:  # noqa: BLE001 - containment: one input's failure is its dead letter
-            self._internal_error(record, batch, exc, applying)
+            self._internal_error(record, batch, exc, tenant_id)
             return
         self._journal.setdefault(tenant_id, []).append((decoded, now_us, record.position))
         if isinstance(decoded, Cdr) and step.rejection is None:
@@ -429,10 +433,10 @@ class PartitionTask:
             if self._scheduled.get(tenant_id) != deadline:
                 continue  # stale: the tenant's deadline moved since it was pushed
             del self._scheduled[tenant_id]
+            state = self._state_of(tenant_id)  # outside containment: the store's failure stops the worker
+            if state is None:
+                continue
             try:
-                state = self._state_of(tenant_id)
-                if state is None:
-                    continue
                 step = on_time(state, self.ctx, now)
                 encoded = self._encoded(tenant_id, step)
             except Exception as exc:  # noqa: BLE001 - containment: this tenant's time work only
