@@ -48,12 +48,13 @@ def _partition(tenant_id: str) -> int:
     return (murmur2(tenant_id.encode()) & 0x7FFFFFFF) % TEST_PARTITIONS
 
 
-async def _produce(bootstrap: str, prefix: str, items: list[tuple[str, bytes, int]]) -> None:
+async def _produce(bootstrap: str, prefix: str, items: list[tuple[str, bytes, int]],
+                   timestamp_ms: int | None = None) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
     await producer.start()
     try:
         futures = [await producer.send(prefix + topic, value, key=orjson.loads(value)["tenant_id"].encode(),
-                                       partition=p) for topic, value, p in items]
+                                       partition=p, timestamp_ms=timestamp_ms) for topic, value, p in items]
         await producer.flush()
         for future in futures:
             future.result()
@@ -113,6 +114,9 @@ class _Run:
         self.setup = [(topic, orjson.dumps(e), _partition(e["tenant_id"])) for topic, e in workload.setup()]
         self.cdrs = [("cdrs", orjson.dumps(e), _partition(e["tenant_id"])) for e in workload.cdrs(CDRS)]
         self.workers: dict[str, Worker] = {}
+        self.sent_ms = time.time_ns() // 1_000_000
+        """Every input record's Kafka timestamp: the independent run sees the same ones (a
+        command's occurred_at counts at most a day past it while there is no tick)."""
 
     def start(self, name: str) -> Worker:
         self.workers[name] = Worker(self.bootstrap, self.prefix, self.tmp_path / name).start()
@@ -147,9 +151,10 @@ class _Run:
     def run(self, points: int, disrupt: Any) -> None:
         """Apply the setup, stream the CDRs, and call ``disrupt(n)`` when the committed
         CDR offsets pass each of ``points`` seeded random points."""
-        asyncio.run(_produce(self.bootstrap, self.prefix, self.setup))
+        asyncio.run(_produce(self.bootstrap, self.prefix, self.setup, self.sent_ms))
         self.wait(lambda: self.all_applied("account-commands"))
-        feeding = threading.Thread(target=lambda: asyncio.run(_produce(self.bootstrap, self.prefix, self.cdrs)))
+        feeding = threading.Thread(target=lambda: asyncio.run(
+            _produce(self.bootstrap, self.prefix, self.cdrs, self.sent_ms)))
         feeding.start()
         marks = sorted(random.Random(self.seed).sample(range(CDRS // 20, CDRS - CDRS // 20), points))
         try:
@@ -187,8 +192,8 @@ class _Run:
             task = PartitionTask(p, ctx, store, topic_prefix=prefix)
             for topic, items in (("account-commands", self.setup), ("cdrs", self.cdrs)):
                 mine = [value for _, value, q in items if q == p]
-                batch = task.process([edge.Record(topic, p, i, orjson.loads(v)["tenant_id"].encode(), v, 0)
-                                      for i, v in enumerate(mine)])
+                batch = task.process([edge.Record(topic, p, i, orjson.loads(v)["tenant_id"].encode(), v,
+                                                  self.sent_ms) for i, v in enumerate(mine)])
                 store.write(batch)
                 want_rated += [o.value for o in batch.outputs if o.topic == "rated-cdrs"]
                 want_dead += [_without_time(o.value) for o in batch.outputs if o.topic == "dead-letters"]
