@@ -82,6 +82,18 @@ def skew(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+
+def _payg_tenant(tenant: str, lot: str, purchased_at: str) -> list[tuple[str, dict[str, Any]]]:
+    """A pre-paid tenant, one PAYG user (alice) and a 10.00 USD lot."""
+    return [
+        ("account-commands", event("tenant_upserted", tenant, "e1", command_id="c1", country="US",
+                                   currency="USD", billing_model="prepaid_credits")),
+        ("account-commands", event("licenses_assigned", tenant, "e2", command_id="lic", user_id="alice",
+                                   usage_location="US", capabilities=["PAYG"])),
+        ("account-commands", event("funds_added", tenant, "e3", command_id=lot, amount="10.00",
+                                   currency="USD", purchased_at=purchased_at)),
+    ]
+
 def test_a_worker_whose_clock_is_hours_off_rates_ticks_and_stamps_with_the_brokers_time(
         kafka_bootstrap: str, tmp_path: Path, topic_prefix: str, skew: str) -> None:
     create_topics(kafka_bootstrap, topic_prefix)
@@ -95,12 +107,7 @@ def test_a_worker_whose_clock_is_hours_off_rates_ticks_and_stamps_with_the_broke
     worker = Worker(kafka_bootstrap, topic_prefix, tmp_path / "w", skewed(skew)).start()
     try:
         send_events(kafka_bootstrap, topic_prefix, [
-            ("account-commands", event("tenant_upserted", tenant, "e1", command_id="c1", country="US",
-                                       currency="USD", billing_model="prepaid_credits")),
-            ("account-commands", event("licenses_assigned", tenant, "e2", command_id="lic", user_id="alice",
-                                       usage_location="US", capabilities=["PAYG"])),
-            ("account-commands", event("funds_added", tenant, "e3", command_id="new-lot", amount="10.00",
-                                       currency="USD", purchased_at=_text(now))),
+            *_payg_tenant(tenant, "new-lot", _text(now)),
             ("account-commands", event("funds_added", tenant, "e4", command_id="old-lot", amount="2.50",
                                        currency="USD", purchased_at=_text(bought))),
             ("cdrs", cdr(tenant, "u1", 125, start=_text(now - timedelta(minutes=10)),
@@ -182,15 +189,10 @@ def test_a_unit_refused_for_its_timestamp_stops_the_worker_cleanly_and_a_restart
     create_topics(kafka_bootstrap, topic_prefix)
     declared = load_topics()["rated-cdrs"].config
     asyncio.run(alter_topic(kafka_bootstrap, f"{topic_prefix}rated-cdrs",
-                       {**declared, "message.timestamp.after.max.ms": "1000"}))
+                            {**declared, "message.timestamp.after.max.ms": "1000"}))
     tenant = "refused"
     send_events(kafka_bootstrap, topic_prefix, [
-        ("account-commands", event("tenant_upserted", tenant, "e1", command_id="c1", country="US",
-                                   currency="USD", billing_model="prepaid_credits")),
-        ("account-commands", event("licenses_assigned", tenant, "e2", command_id="lic", user_id="alice",
-                                   usage_location="US", capabilities=["PAYG"])),
-        ("account-commands", event("funds_added", tenant, "e3", command_id="lot", amount="10.00",
-                                   currency="USD", purchased_at="2026-11-01T00:00:00Z")),
+        *_payg_tenant(tenant, "lot", "2026-11-01T00:00:00Z"),
     ])
     clock = tmp_path / "clock"
     clock.write_text("+0\n")

@@ -523,14 +523,19 @@ class Driver:
         """Send ``value`` to partition ``p`` of the tick topic and, from the broker's
         stamp on it, measure the broker's clock; False when the topic is not
         ``LogAppendTime`` (the acknowledgement carries no stamp of the broker's then)."""
+        ack = await self._send_tick(p, value)
+        return bool(ack.timestamp_type == LOG_APPEND_TIME)
+
+    async def _send_tick(self, p: int, value: bytes) -> Any:
+        """Send ``value`` to partition ``p`` of the tick topic, measure the broker's clock
+        from its acknowledgement when the broker stamped it; the acknowledgement."""
         assert self.ticker is not None
         sent = self.clock.sending()
         delivered = await self.ticker.send(self._topic(TICKS), value, partition=p, timestamp_ms=self.clock.now_ms())
         ack = await delivered
-        if ack.timestamp_type != LOG_APPEND_TIME:
-            return False
-        self.clock.measured(sent, ack.timestamp)
-        return True
+        if ack.timestamp_type == LOG_APPEND_TIME:
+            self.clock.measured(sent, ack.timestamp)
+        return ack
 
     async def _first_tick(self, p: int) -> edge.Record:
         """A tick for partition ``p`` made ready: the first unit applies it before any
@@ -539,12 +544,8 @@ class Driver:
         clock at all on a new partition (so no ``future`` check: one CDR ending in 8999
         moved every tenant's "now" there), at a stale one after a long stop (a backlog
         of calls more than a day past it: ``future``)."""
-        assert self.ticker is not None
         value = tick_value(self.clock.now_us())
-        sent = self.clock.sending()
-        ack = await (await self.ticker.send(self._topic(TICKS), value, partition=p, timestamp_ms=self.clock.now_ms()))
-        if ack.timestamp_type == LOG_APPEND_TIME:
-            self.clock.measured(sent, ack.timestamp)
+        ack = await self._send_tick(p, value)
         return edge.Record(TICKS, p, ack.offset, None, value, ack.timestamp)
 
     async def _probe(self) -> None:
