@@ -170,13 +170,15 @@ def run_demo(once: bool = False, timeout_s: float = 120.0) -> int:
             RATER_TOPIC_PREFIX=prefix,
             RATER_APP_ID=f"{prefix}rater-demo",
             RATER_DATA_DIR=str(workdir / "worker-data"),
-            RATER_WEB_PORT=str(free_port()),
+            RATER_WEB_PORT=str(web_port := free_port()),
             RATER_SESSION_TIMEOUT="6",
             RATER_LOG_LEVEL="warn",
         )
         worker_log = workdir / "worker.log"
         worker = spawn([sys.executable, "-m", "rater", "worker"], log=worker_log, env=env)
         print(f"worker started (pid {worker.pid}, log {worker_log})", flush=True)
+        print(f"worker metrics: http://127.0.0.1:{web_port}/metrics (health: /healthz, readiness: /readyz)",
+              flush=True)
         messages = demo_messages()
 
         def alive() -> None:

@@ -39,6 +39,12 @@ class Worker:
     workdir: Path
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: Any = None
+    web_port: int = 0
+
+    @property
+    def url(self) -> str:
+        """Where the worker serves /metrics, /healthz and /readyz."""
+        return f"http://127.0.0.1:{self.web_port}"
 
     @property
     def log(self) -> Path:
@@ -46,13 +52,14 @@ class Worker:
 
     def start(self) -> Worker:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.web_port = free_port()
         env = dict(
             os.environ,
             RATER_BOOTSTRAP=self.bootstrap,
             RATER_TOPIC_PREFIX=self.prefix,
             RATER_APP_ID=f"{self.prefix}rater",
             RATER_DATA_DIR=str(self.workdir / "data"),
-            RATER_WEB_PORT=str(free_port()),
+            RATER_WEB_PORT=str(self.web_port),
             RATER_PARTITIONS=str(TEST_PARTITIONS),
             RATER_SESSION_TIMEOUT="6",
             RATER_LOG_LEVEL="info",

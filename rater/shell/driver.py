@@ -21,6 +21,7 @@ import contextlib
 import gc
 import logging
 import signal
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,14 @@ from aiokafka.errors import InvalidTimestampError, RecordTooLargeError
 from aiokafka.partitioner import murmur2
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
+import rater
 from rater import edge
 from rater.core.context import RatingContext
 from rater.shell.clock import BrokerClock
+from rater.shell.metrics import Metrics, Now, registry
 from rater.shell.settings import Settings
 from rater.shell.task import TENANT_KEYS, TICKS, PartitionTask, probe_value, tick_value
+from rater.shell.web import WebServer
 
 log = logging.getLogger("rater.driver")
 
@@ -260,6 +264,16 @@ class Driver:
         """What stopped the worker from a callback or a preparing task."""
         self.clock = BrokerClock(source=self._topic(TICKS))
         """The broker's clock: ticks carry it, records are stamped with it."""
+        self.metrics = Metrics(rater.__version__, rater.CORE_BUILD, self._now) if settings.metrics else None
+        self.web = WebServer(settings.web_host, settings.web_port, self.readiness,
+                             registry(self.metrics) if self.metrics is not None else None,
+                             before_scrape=self._measure_lag)
+        self.joined = False
+        """The group gave this worker its partitions at least once."""
+        self.rebalancing = False
+        """Between a revocation and the assignment that follows it."""
+        self.lag: dict[tuple[str, int], int] = {}
+        """(logical input topic, partition) → records not yet fetched, as last measured."""
 
     def _topic(self, name: str) -> str:
         return self.prefix + name
@@ -276,6 +290,7 @@ class Driver:
     def assigned(self, partitions: Iterable[int]) -> None:
         """Partitions assigned: pause them and start making each ready."""
         assert self.consumer is not None
+        self.joined, self.rebalancing = True, False
         for p in sorted(set(partitions) - set(self.owned) - set(self.preparing)):
             self.consumer.pause(*self._tps(p))
             self.preparing[p] = asyncio.create_task(self._prepare(p), name=f"prepare-{p}")
@@ -296,7 +311,7 @@ class Driver:
             await producer.start()  # init_transactions: fences the previous owner of p
             store = LocalStore(self.settings.data_dir / f"tenants-{p}.db")
             caught_up = await self._restore(p, store)
-            task = PartitionTask(p, self.ctx, store, topic_prefix=self.prefix)
+            task = PartitionTask(p, self.ctx, store, topic_prefix=self.prefix, counting=self.metrics is not None)
             first_tick = await self._first_tick(p) if self.settings.tick_interval_s > 0 else None
             async with self.lock:  # after any unit in flight; FIFO, so after a fetch made before this
                 await self._seek(p, task)
@@ -316,6 +331,7 @@ class Driver:
     async def revoke(self, partitions: Iterable[int]) -> None:
         """Partitions taken away: stop making them ready, or let the unit in flight
         commit and close them."""
+        self.rebalancing = True  # until the assignment that follows
         for p in partitions:
             preparing = self.preparing.pop(p, None)
             if preparing is not None:
@@ -344,6 +360,7 @@ class Driver:
                                   auto_offset_reset="earliest")
         await reader.start()
         count = 0
+        progress = self.metrics.restoring(p) if self.metrics is not None else None
         try:
             reader.assign([tp])
             end = (await reader.end_offsets([tp]))[tp]
@@ -356,14 +373,20 @@ class Driver:
                 store.clear()
                 start = 0
             reader.seek(tp, start)
-            while await reader.position(tp) < end:
+            if progress is not None:
+                progress.target = end - start
+            while (position := await reader.position(tp)) < end:
                 records: dict[bytes, bytes | None] = {}
                 for message in (await reader.getmany(tp, timeout_ms=500)).get(tp, []):
                     if message.key is not None:
                         records[message.key] = message.value  # None: a tombstone
                 count += len(records)
-                store.write(records.items(), await reader.position(tp))
+                store.write(records.items(), position := await reader.position(tp))
+                if progress is not None:
+                    progress.done = position - start
         finally:
+            if progress is not None:
+                progress.ended = time.monotonic()
             await reader.stop()
         return count
 
@@ -379,8 +402,61 @@ class Driver:
             else:
                 await self.consumer.seek_to_beginning(tp)
 
+    # -- what operators see ------------------------------------------------------------
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready: the worker joined its group, no rebalance is under way and every
+        partition it owns is restored and consuming (a worker that owns none — more
+        workers than partitions — is ready: it is where it should be)."""
+        details: dict[str, object] = {"partitions": sorted(self.owned), "restoring": sorted(self.preparing)}
+        if self.stopping.is_set():
+            return False, {**details, "reason": "stopping"}
+        if not self.joined:
+            return False, {**details, "reason": "joining the consumer group"}
+        if self.rebalancing:
+            return False, {**details, "reason": "rebalancing"}
+        if self.preparing:
+            return False, {**details, "reason": "restoring partitions from the changelog"}
+        return True, details
+
+    def _now(self) -> Now:
+        """What the metrics show of the worker now."""
+        now_us = self.clock.now_us()
+        ages = {p: max(0, now_us - tick_us) / 1e6 for p, owned in self.owned.items()
+                if (tick_us := owned.task.clock.tick_us) is not None}
+        lag = {key: value for key, value in self.lag.items() if key[1] in self.owned}
+        offset = self.clock.offset_ms
+        return Now(owned=len(self.owned) + len(self.preparing), ready=len(self.owned), is_ready=self.readiness()[0],
+                   lag=lag, tick_age_s=ages, clock_offset_s=None if offset is None else offset / 1000)
+
+    async def _measure_lag(self) -> None:
+        """Measure the lag of every owned input partition (before a scrape): its last
+        stable offset (what a read_committed consumer can read) − the consumer's position."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        lag: dict[tuple[str, int], int] = {}
+        for p in list(self.owned):
+            for name in INPUTS:
+                tp = TopicPartition(self._topic(name), p)
+                stable = consumer.last_stable_offset(tp)
+                if stable is None:
+                    continue  # not fetched yet
+                try:
+                    position = await asyncio.wait_for(consumer.position(tp), timeout=1)
+                except Exception:  # noqa: BLE001, S112 - revoked meanwhile, or not positioned yet: no value
+                    continue
+                lag[(name, p)] = max(0, stable - position)
+        self.lag = lag
+
     # -- the loop ------------------------------------------------------------------------
     async def run(self) -> None:
+        await self.web.start()  # first: /healthz answers while the rest starts
+        try:
+            await self._run()
+        finally:
+            await self.web.stop()
+
+    async def _run(self) -> None:
         topics = [self._topic(name) for name in INPUTS]
         session_ms = int(self.settings.session_timeout_s * 1000)
         self.consumer = AIOKafkaConsumer(
@@ -477,6 +553,7 @@ class Driver:
         log.debug("partition %d: %d records, %d applied, %d skipped, %d outputs, %d states", p, len(records),
                   batch.applied, batch.skipped, len(batch.outputs), len(batch.states))
         producer = owned.producer
+        began = time.monotonic()
         await producer.begin_transaction()
         try:
             batches = _RecordBatches(producer, self.partition_counts, p, timestamp_ms=self.clock.now_ms())
@@ -500,6 +577,8 @@ class Driver:
             await producer.send_offsets_to_transaction(offsets, self.group_id)
             await producer.commit_transaction()
         except BaseException:
+            if self.metrics is not None:
+                self.metrics.failed()
             with contextlib.suppress(Exception):
                 await producer.abort_transaction()
             raise
@@ -508,6 +587,10 @@ class Driver:
         # last batch ends with the partition record.
         last, count = next((f, n) for f, n in reversed(batches.sent) if f.result().topic == state_topic)
         owned.store.write(changelog, last.result().offset + count)
+        if self.metrics is not None:
+            self.metrics.committed(batch.counts, batch.call_ends_us,
+                                   ((record.topic, record.timestamp_ms) for record in records),
+                                   time.monotonic() - began, self.clock.now_ms())
 
     async def _tick_loop(self) -> None:
         """Carry the broker's clock into each owned partition of the tick topic; each

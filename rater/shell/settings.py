@@ -22,6 +22,9 @@ class Settings:
     catalog_path: str | None = None
     session_timeout_s: float = 10.0
     log_level: str = "info"
+    metrics: bool = True
+    """Count what the worker does for /metrics (``RATER_METRICS=off``: no counting and no
+    /metrics — for measuring what the counting costs; /healthz and /readyz stay)."""
     tick_interval_s: float = 1.0
     """How often the worker carries the wall clock into its partitions (0: never — only
     for tests that send their own ticks)."""
@@ -46,5 +49,16 @@ class Settings:
             catalog_path=env.get("RATER_CATALOG") or None,
             session_timeout_s=float(env.get("RATER_SESSION_TIMEOUT", default.session_timeout_s)),
             log_level=env.get("RATER_LOG_LEVEL", default.log_level),
+            metrics=_switch(env.get("RATER_METRICS", "on"), "RATER_METRICS"),
             tick_interval_s=float(env.get("RATER_TICK_INTERVAL", default.tick_interval_s)),
         )
+
+
+def _switch(value: str, name: str) -> bool:
+    """An on/off setting (on, off, true, false, 1, 0, yes, no)."""
+    lowered = value.strip().lower()
+    if lowered in {"on", "true", "1", "yes"}:
+        return True
+    if lowered in {"off", "false", "0", "no"}:
+        return False
+    raise ValueError(f"{name}={value!r}: expected on or off")

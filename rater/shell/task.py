@@ -52,6 +52,7 @@ from rater.core.inputs import Cdr, Input
 from rater.core.state import IdMemory, IdReader, TenantState, User, UserReader, usage_key
 from rater.core.steps import Step
 from rater.core.times import TimeFormatError, parse_time_us
+from rater.shell import tally
 
 log = logging.getLogger("rater.task")
 
@@ -160,6 +161,12 @@ class Batch:
     applied: int = 0
     skipped: int = 0
     """Records below the recorded offsets: applied in an earlier unit, not again."""
+    counts: tally.Counts = field(default_factory=dict)
+    """What the batch's outputs hold, counted for the metrics (:mod:`rater.shell.tally`;
+    empty when the task does not count)."""
+    call_ends_us: list[int] = field(default_factory=list)
+    """The end of every call the batch rated (a duplicate too), for the latency from a
+    call's end to its commit (empty when the task does not count)."""
 
     def changelog(self) -> list[tuple[bytes, bytes | None]]:
         """The records for the state changelog, the partition record last."""
@@ -206,10 +213,13 @@ def probe_value() -> bytes:
 class PartitionTask:
     """The rater's work for one input partition number."""
 
-    def __init__(self, partition: int, ctx: RatingContext, store: Store, *, topic_prefix: str = "") -> None:
+    def __init__(self, partition: int, ctx: RatingContext, store: Store, *, topic_prefix: str = "",
+                 counting: bool = True) -> None:
         """``store`` holds what earlier units committed (tenant states, ids, the
-        partition record); dead letters name the source topic with ``topic_prefix``."""
+        partition record); dead letters name the source topic with ``topic_prefix``;
+        ``counting``: count each batch's outputs for the metrics (``Batch.counts``)."""
         self.partition = partition
+        self.counting = counting
         self.topic_prefix = topic_prefix
         self.ctx = ctx
         self.store = store
@@ -331,6 +341,8 @@ class PartitionTask:
                               " none is sent for this batch", self.partition, tenant_id, cause)
                 continue
             batch.outputs.append(Produced(snapshot.stream, tenant_id.encode(), value))
+            if self.counting:
+                tally.count_output(batch.counts, snapshot.stream, "balance")
         for tenant_id, state in touched.items():
             batch.states[tenant_id] = encode_state(state)
             fresh, forgotten = state.ids.drain()
@@ -412,6 +424,8 @@ class PartitionTask:
         if isinstance(decoded, Cdr) and step.rejection is None:
             # the tenant's "now" after the step: a CDR's end, but nothing for a duplicate
             self.clock = self.clock.accept(step.now_us)
+            if self.counting:
+                batch.call_ends_us.append(decoded.end_us)
         self._took(tenant_id, step, encoded, batch)
         if step.rejection is not None:
             refusal = edge.Refusal(step.rejection.reason, step.rejection.message, tenant_id)
@@ -463,6 +477,8 @@ class PartitionTask:
         if step.changed:
             self._keep(tenant_id, state, deadline)
         batch.outputs.extend(outputs)
+        if self.counting:
+            tally.count_events(batch.counts, step.outputs)  # their payloads are made: encoded above
         if step.balance_cause is not None:
             self._balances[tenant_id] = (step.now_us, step.balance_cause)
 
@@ -516,3 +532,5 @@ class PartitionTask:
     def _dead_letter(self, record: edge.Record, refusal: edge.Refusal, batch: Batch) -> None:
         event: dict[str, Any] = edge.dead_letter(record, self.topic_prefix + record.topic, refusal)
         batch.outputs.append(Produced("dead-letters", record.key, edge.encode(event)))
+        if self.counting:
+            tally.count_dead_letter(batch.counts, refusal.reason, record.topic)
