@@ -10,8 +10,11 @@ the same number of partitions:
   ceiling the rater is measured against, run before and after the rater runs of a
   round (a new group each time), their mean the round's baseline;
 * ``rater`` — a real ``rater worker`` process with its production settings (one
-  transaction per batch unit, state changelog, RocksDB, ticks) rates the same CDRs for
-  tenants whose accounts were set up first.
+  transaction per batch unit, state changelog, RocksDB, ticks, metrics) rates the same
+  CDRs for tenants whose accounts were set up first;
+* ``rater, no metrics`` — the same with ``RATER_METRICS=off`` (issue 12: the metrics may
+  cost at most 5 %), run right before or after the one with metrics (alternating by
+  round, so the VM's drift weighs on both), their ratio printed per round.
 
 Both read topics that were filled before they start; each is timed from its first
 committed record to its last, so start-up and group joins are not counted. Prints
@@ -120,11 +123,12 @@ async def _pass_through(bootstrap: str, prefix: str, total: int, run: str) -> fl
 
 
 def _rater(bootstrap: str, prefix: str, setup: list[tuple[bytes, int]], cdrs: list[tuple[bytes, int]],
-           workdir: Path, *, workers: int) -> float:
+           workdir: Path, *, workers: int, metrics: bool = True) -> float:
     """Accounts first (a worker applies them and stops), then the CDRs are filled and
     ``workers`` worker processes started together on them are timed."""
     env = dict(os.environ, RATER_BOOTSTRAP=bootstrap, RATER_TOPIC_PREFIX=prefix, RATER_APP_ID=f"{prefix}rater",
-               RATER_SESSION_TIMEOUT="6", RATER_LOG_LEVEL="warn")
+               RATER_SESSION_TIMEOUT="6", RATER_LOG_LEVEL="warn", RATER_METRICS="on" if metrics else "off",
+               RATER_WEB_PORT="0")
     command = [sys.executable, "-m", "rater", "worker"]
     workdir.mkdir(parents=True, exist_ok=True)
     asyncio.run(_fill(bootstrap, f"{prefix}account-commands", setup))
@@ -141,6 +145,22 @@ def _rater(bootstrap: str, prefix: str, setup: list[tuple[bytes, int]], cdrs: li
     finally:
         for proc in procs:
             stop_process(proc)
+
+
+def _with_and_without_metrics(bootstrap: str, stem: str, accounts: list[tuple[bytes, int]],
+                              cdrs: list[tuple[bytes, int]], tmp: Path, *, workers: int,
+                              round_: int) -> dict[bool, float]:
+    """The rater's rate with metrics (True) and without (False), one right after the
+    other, in an order that alternates by round."""
+    measured: dict[bool, float] = {}
+    for metrics in (True, False) if round_ % 2 else (False, True):
+        prefix = f"{stem}{'m' if metrics else 'n'}."
+        asyncio.run(ensure_topics(bootstrap, prefix, partitions=PARTITIONS, report=lambda _line: None))
+        measured[metrics] = _rater(bootstrap, prefix, accounts, cdrs, tmp / prefix, workers=workers, metrics=metrics)
+        label = "" if metrics else ", no metrics"
+        print(f"round {round_}  rater, {workers} worker{'s' if workers > 1 else ' '}{label:<13}"
+              f"{measured[metrics]:>10,.0f} CDRs/s", flush=True)
+    return measured
 
 
 def main() -> int:
@@ -165,6 +185,8 @@ def main() -> int:
     kafka = None if external else LocalKafka().start()
     bootstrap = external or kafka.bootstrap  # type: ignore[union-attr]
     ratios: dict[int, list[float]] = {workers: [] for workers in args.workers}
+    costs: dict[int, list[float]] = {workers: [] for workers in args.workers}
+    """Per worker count, per round: the rater with metrics / the rater without."""
     quiet = lambda _line: None  # noqa: E731
     placed = [(v, _partition(orjson.loads(v)["tenant_id"])) for v in cdrs]
     accounts = [(v, _partition(orjson.loads(v)["tenant_id"])) for _, v in setup]
@@ -181,11 +203,12 @@ def main() -> int:
                 print(f"round {round_}  pass-through          {before:>10,.0f} CDRs/s", flush=True)
                 raters: dict[int, float] = {}
                 for workers in args.workers:
-                    rt = f"bench{stamp}r{workers}."
-                    asyncio.run(ensure_topics(bootstrap, rt, partitions=PARTITIONS, report=quiet))
-                    raters[workers] = _rater(bootstrap, rt, accounts, placed, Path(tmp) / rt, workers=workers)
-                    print(f"round {round_}  rater, {workers} worker{'s' if workers > 1 else ' '}      "
-                          f"{raters[workers]:>10,.0f} CDRs/s", flush=True)
+                    measured = _with_and_without_metrics(bootstrap, f"bench{stamp}r{workers}", accounts, placed,
+                                                         Path(tmp), workers=workers, round_=round_)
+                    raters[workers] = measured[True]
+                    costs[workers].append(measured[True] / measured[False])
+                    print(f"round {round_}  rater, {workers} worker{'s' if workers > 1 else ' '}: with metrics"
+                          f" {measured[True] / measured[False]:.3f} × without", flush=True)
                 after = asyncio.run(_pass_through(bootstrap, pt, len(cdrs), "b"))
                 passthrough = (before + after) / 2
                 print(f"round {round_}  pass-through again    {after:>10,.0f} CDRs/s   (mean {passthrough:,.0f})",
@@ -201,6 +224,9 @@ def main() -> int:
         shown = ", ".join(f"{r:.3f}" for r in found)
         print(f"rater, {workers} worker{'s' if workers > 1 else ' '}: median {statistics.median(found):.3f} ×"
               f" pass-through (rounds: {shown}; target ≥ 0.5)")
+        cost = ", ".join(f"{r:.3f}" for r in costs[workers])
+        print(f"rater, {workers} worker{'s' if workers > 1 else ' '}: with metrics median"
+              f" {statistics.median(costs[workers]):.3f} × without (rounds: {cost}; target ≥ 0.95)")
     return 0
 
 
