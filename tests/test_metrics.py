@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -265,3 +266,19 @@ def test_a_worker_serves_what_it_committed(worker: Worker) -> None:
     assert lag.get("cdrs") == 0  # measured, and everything sent was rated
     assert _total(samples, "rater_restore_seconds") >= 0
     assert _total(samples, "process_resident_memory_bytes") > 0
+
+
+@pytest.mark.kafka
+def test_a_worker_whose_port_is_taken_says_so_and_stops(kafka_bootstrap: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker = Worker(kafka_bootstrap, "taken.", tmp_path, extra_env={"RATER_WEB_PORT": str(port)})
+        worker.start()
+        worker.web_port = port
+        assert worker.proc.wait(timeout=60) == 1
+    errors = [line for line in worker.log.read_text().splitlines() if " ERROR " in line]
+    assert len(errors) == 1, worker.log.read_text()
+    assert f"cannot listen on 127.0.0.1:{port} (RATER_WEB_HOST, RATER_WEB_PORT)" in errors[0]
+    assert "Traceback" not in worker.log.read_text()

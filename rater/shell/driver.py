@@ -40,7 +40,7 @@ from rater.shell.clock import BrokerClock
 from rater.shell.metrics import Metrics, Now, registry
 from rater.shell.settings import Settings
 from rater.shell.task import TENANT_KEYS, TICKS, PartitionTask, probe_value, tick_value
-from rater.shell.web import WebServer
+from rater.shell.web import WebServer, WebServerError
 
 log = logging.getLogger("rater.driver")
 
@@ -333,6 +333,8 @@ class Driver:
         commit and close them."""
         self.rebalancing = True  # until the assignment that follows
         for p in partitions:
+            if self.metrics is not None:
+                self.metrics.restores.pop(p, None)  # no longer this worker's to show
             preparing = self.preparing.pop(p, None)
             if preparing is not None:
                 preparing.cancel()
@@ -724,6 +726,6 @@ def run_worker(settings: Settings, ctx: RatingContext) -> None:
 
     try:
         asyncio.run(main())
-    except ClockRefused as exc:  # said without a traceback: the message is the whole story
+    except (ClockRefused, WebServerError) as exc:  # said without a traceback: the message is the whole story
         log.error("%s", exc)
         raise SystemExit(1) from None

@@ -22,6 +22,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 log = logging.getLogger("rater.web")
 
+class WebServerError(RuntimeError):
+    """The web server cannot listen (the worker stops: the message says why)."""
+
+
 Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 """Whether the worker is ready, and the details /readyz shows."""
 
@@ -47,7 +51,7 @@ class WebServer:
         return app
 
     async def start(self) -> None:
-        """Listen (an address in use is an ``OSError`` that says which)."""
+        """Listen (an address in use is a :class:`WebServerError` that says which)."""
         self.runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, self.port)
@@ -56,8 +60,8 @@ class WebServer:
         except OSError as exc:
             await self.runner.cleanup()
             self.runner = None
-            raise OSError(exc.errno, f"the worker's web server cannot listen on {self.host}:{self.port}"
-                          f" (RATER_WEB_HOST, RATER_WEB_PORT): {exc.strerror}") from None
+            raise WebServerError(f"the worker's web server cannot listen on {self.host}:{self.port}"
+                                 f" (RATER_WEB_HOST, RATER_WEB_PORT): {exc.strerror or exc}") from None
         if self.port == 0 and self.runner.addresses:  # a free port was asked for: say which
             self.port = self.runner.addresses[0][1]
         log.info("serving /metrics, /healthz and /readyz on http://%s:%d", self.host, self.port)
