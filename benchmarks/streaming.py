@@ -157,8 +157,8 @@ def _with_and_without_metrics(bootstrap: str, stem: str, accounts: list[tuple[by
         prefix = f"{stem}{'m' if metrics else 'n'}."
         asyncio.run(ensure_topics(bootstrap, prefix, partitions=PARTITIONS, report=lambda _line: None))
         measured[metrics] = _rater(bootstrap, prefix, accounts, cdrs, tmp / prefix, workers=workers, metrics=metrics)
-        label = "" if metrics else ", no metrics"
-        print(f"round {round_}  rater, {workers} worker{'s' if workers > 1 else ' '}{label:<13}"
+        label = f"rater, {workers} worker{'s' if workers > 1 else ''}{'' if metrics else ', no metrics'}"
+        print(f"round {round_}  {label:<32}"
               f"{measured[metrics]:>10,.0f} CDRs/s", flush=True)
     return measured
 
