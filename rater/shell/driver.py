@@ -692,25 +692,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             self.driver.fail(exc)
 
 
-class _TransientAsWarning(logging.Filter):
-    """aiokafka logs a group coordinator that is not ready yet — a new group, a broker
-    starting or moving its coordinator — at ERROR, then retries and goes on. An ERROR
-    line when nothing is wrong teaches operators to ignore ERROR lines: these are warnings."""
-
-    TRANSIENT = ("GroupCoordinatorNotAvailableError", "NotCoordinatorForGroupError", "CoordinatorLoadInProgressError")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and any(name in record.getMessage() for name in self.TRANSIENT):
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
-
-
 def run_worker(settings: Settings, ctx: RatingContext) -> None:
-    """Run a worker until SIGTERM/SIGINT (a clean stop) or a failure (exit non-zero)."""
-    logging.basicConfig(level=getattr(logging, {"warn": "WARNING", "crit": "CRITICAL"}.get(
-        settings.log_level.lower(), settings.log_level.upper()), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka.consumer.group_coordinator").addFilter(_TransientAsWarning())
+    """Run a worker until SIGTERM/SIGINT (a clean stop) or a failure (exit non-zero);
+    the log is set up by the caller (:mod:`rater.shell.logs`)."""
 
     # The catalog, the tariff and the prefix index are loaded for good: out of the cyclic
     # collector's sight, and a collection every 50,000 allocations instead of 700 (a
@@ -728,6 +712,9 @@ def run_worker(settings: Settings, ctx: RatingContext) -> None:
 
     try:
         asyncio.run(main())
-    except (ClockRefused, WebServerError) as exc:  # said without a traceback: the message is the whole story
+    except (ClockRefused, WebServerError) as exc:  # the message is the whole story
         log.error("%s", exc)
+        raise SystemExit(1) from None
+    except Exception as exc:  # a failure that stops the worker: logged (one record, in the log's format)
+        log.critical("the worker stopped: %r", exc, exc_info=True)
         raise SystemExit(1) from None
