@@ -46,6 +46,10 @@ class Settings:
     tick_interval_s: float = 1.0
     """How often the worker carries the wall clock into its partitions (0: never — only
     for tests that send their own ticks)."""
+    topics_wait_s: float = 120.0
+    """How long a worker started before its topics exist waits for them, then exits 1."""
+    broker_wait_s: float = 120.0
+    """How long a worker waits for an unreachable broker at start, then exits 1."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -70,6 +74,8 @@ class Settings:
             log_format=read(env, "RATER_LOG_FORMAT", default.log_format, choice(LOG_FORMATS)),
             metrics=read(env, "RATER_METRICS", default.metrics, switch),
             tick_interval_s=read(env, "RATER_TICK_INTERVAL", default.tick_interval_s, seconds()),
+            topics_wait_s=read(env, "RATER_TOPICS_WAIT", default.topics_wait_s, seconds()),
+            broker_wait_s=read(env, "RATER_BROKER_WAIT", default.broker_wait_s, seconds()),
         )
 
 
