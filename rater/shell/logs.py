@@ -20,6 +20,7 @@ import sys
 from typing import Any, TextIO
 
 import orjson
+from aiokafka import errors
 
 LEVELS = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WARNING, "info": logging.INFO,
           "debug": logging.DEBUG}
@@ -52,7 +53,10 @@ class CoordinatorNotReadyAsInfo(logging.Filter):
     aiokafka retries until it finds one, and a worker that cannot join its group for
     long is not ready (``/readyz``), which is where an operator looks."""
 
-    TRANSIENT = ("GroupCoordinatorNotAvailableError", "NotCoordinatorForGroupError", "CoordinatorLoadInProgressError")
+    TRANSIENT = tuple(error.__name__ for error in (
+        errors.CoordinatorNotAvailableError, errors.NotCoordinatorError, errors.CoordinatorLoadInProgressError))
+    """The names aiokafka's messages carry (``[Error 15] GroupCoordinatorNotAvailableError``;
+    ``CoordinatorLoadInProgressError`` is an alias: its records say ``GroupLoadInProgressError``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR and any(name in record.getMessage() for name in self.TRANSIENT):
