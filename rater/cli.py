@@ -17,9 +17,9 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--catalog", type=click.Path(exists=True, dir_okay=False), envvar="RATER_CATALOG",
+@click.option("--catalog", type=click.Path(dir_okay=False), envvar="RATER_CATALOG",
               help="use this plan catalog file instead of the shipped default")
-@click.option("--tariff", type=click.Path(exists=True, dir_okay=False), envvar="RATER_TARIFF",
+@click.option("--tariff", type=click.Path(dir_okay=False), envvar="RATER_TARIFF",
               help="rate with this tariff file instead of the shipped default")
 @click.option("--loglevel", "-l", type=click.Choice(LOG_LEVELS), default=None,
               help="worker log level (default: RATER_LOG_LEVEL or info)")
@@ -42,17 +42,26 @@ def worker(catalog: str | None, tariff: str | None, loglevel: str | None) -> Non
 
     try:  # the data files are checked before the worker is even imported
         ctx = rating_context(tariff or settings.tariff_path, catalog or settings.catalog_path)
-    except DataFileError as exc:
+    except DataFileError as exc:  # a missing file too: the message names it (and the variable that named it)
+        message = str(exc) + _named_by(exc, catalog=catalog, tariff=tariff)
         if settings.log_format == "json":  # every line a log shipper reads is JSON
-            log.error("%s", exc)
+            log.error("%s", message)
             sys.exit(1)
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(message) from None
 
     import rater
     from rater.shell.driver import run_worker
 
     log.info("rater %s: rating core %s", rater.__version__, rater.CORE_BUILD)
     run_worker(settings, ctx)
+
+
+def _named_by(exc: Exception, **paths: str | None) -> str:
+    """`` (RATER_CATALOG)`` when the file the error is about came from that variable."""
+    source = click.get_current_context().get_parameter_source
+    named = [f"RATER_{name.upper()}" for name, path in paths.items()
+             if path and path in str(exc) and source(name) is click.core.ParameterSource.ENVIRONMENT]
+    return f" ({', '.join(named)})" if named else ""
 
 
 @main.group()

@@ -245,6 +245,14 @@ def test_a_setting_the_worker_cannot_use_is_one_line_naming_it(name: str, value:
     assert result.output.count("\n") == 1
 
 
+def test_a_data_file_that_is_not_there_is_one_line_naming_it_and_its_variable(tmp_path: Path) -> None:
+    nowhere = str(tmp_path / "catalog.toml")
+    result = CliRunner().invoke(main, ["worker"], env={"RATER_CATALOG": nowhere})
+    assert (result.exit_code, result.output) == (1, f"Error: {nowhere}: catalog file not found (RATER_CATALOG)\n")
+    result = CliRunner().invoke(main, ["worker", "--tariff", nowhere])
+    assert (result.exit_code, result.output) == (1, f"Error: {nowhere}: tariff file not found\n")
+
+
 def test_a_bad_partition_count_is_one_line_naming_it() -> None:
     result = CliRunner().invoke(main, ["topics", "create"], env={"RATER_PARTITIONS": "four"})
     assert result.exit_code == 1
