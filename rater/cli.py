@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import signal
 import sys
 
 import click
@@ -26,7 +28,6 @@ def main() -> None:
 def worker(catalog: str | None, tariff: str | None, loglevel: str | None) -> None:
     """Run a rater worker (settings from RATER_* environment variables)."""
     import dataclasses
-    import logging
 
     from rater.shell import logs
 
@@ -37,7 +38,17 @@ def worker(catalog: str | None, tariff: str | None, loglevel: str | None) -> Non
     settings = dataclasses.replace(settings, log_level=loglevel or settings.log_level)
     logs.setup(settings.log_level, settings.log_format)
     log = logging.getLogger("rater.cli")
+    # Until the worker's event loop takes the signals over, SIGTERM stops the start as
+    # Ctrl-C does: a clean exit, said in one log record, instead of a traceback.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        _work(settings, log, catalog=catalog, tariff=tariff)
+    except KeyboardInterrupt:
+        log.info("stopped while starting")
 
+
+def _work(settings: Settings, log: logging.Logger, *, catalog: str | None, tariff: str | None) -> None:
+    """Load the data files, then run the worker."""
     from rater.catalog import DataFileError, rating_context
 
     try:  # the data files are checked before the worker is even imported
