@@ -6,9 +6,13 @@ worker processes."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import logging
+import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -41,6 +45,7 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
         assert isinstance(record, dict), line
         assert {"time", "level", "logger", "message"} <= record.keys(), line
         assert record["time"].endswith("Z"), line
+        assert datetime.datetime.fromisoformat(record["time"]).utcoffset() == datetime.timedelta(0), line
         parsed.append(record)
     return parsed
 
@@ -241,6 +246,7 @@ def test_an_unreachable_broker_is_one_error_line_naming_it(tmp_path: Path) -> No
 def test_a_setting_the_worker_cannot_use_is_one_line_naming_it(name: str, value: str, says: str) -> None:
     result = CliRunner().invoke(main, ["worker"], env={name: value})
     assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)  # said, not raised
     assert result.output.startswith(f"Error: {name}={value!r}: {says}")
     assert result.output.count("\n") == 1
 
@@ -251,6 +257,14 @@ def test_a_data_file_that_is_not_there_is_one_line_naming_it_and_its_variable(tm
     assert (result.exit_code, result.output) == (1, f"Error: {nowhere}: catalog file not found (RATER_CATALOG)\n")
     result = CliRunner().invoke(main, ["worker", "--tariff", nowhere])
     assert (result.exit_code, result.output) == (1, f"Error: {nowhere}: tariff file not found\n")
+
+
+def test_a_bad_setting_stops_the_real_command_with_one_line_and_no_traceback() -> None:
+    env = {**os.environ, "RATER_WEB_PORT": "abc"}
+    done = subprocess.run([sys.executable, "-m", "rater", "worker"], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == "Error: RATER_WEB_PORT='abc': must be a TCP port number, 0–65535\n"
 
 
 def test_a_bad_partition_count_is_one_line_naming_it() -> None:
