@@ -28,7 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from click.testing import CliRunner
 
 from rater.cli import main
-from rater.localkafka import free_port
+from rater.localkafka import LocalKafka, free_port
 from rater.shell import logs
 from rater.topics import load_topics
 from tests.support import TEST_PARTITIONS, Worker, cdr, collect, create_topics, send_events
@@ -122,20 +122,23 @@ def test_a_coordinator_not_yet_available_is_info_not_error() -> None:
 
 
 @pytest.mark.kafka
-def test_a_worker_rates_and_stops_on_sigterm_with_json_lines_and_no_error(kafka_bootstrap: str, tmp_path: Path,
-                                                                          topic_prefix: str) -> None:
+def test_a_worker_rates_and_stops_on_sigterm_with_json_lines_and_no_error(tmp_path: Path, topic_prefix: str) -> None:
     """Start, rate, SIGTERM: exit 0; every line of the log is a JSON object, none is at
-    ERROR or CRITICAL, nothing was left unclosed."""
-    create_topics(kafka_bootstrap, topic_prefix)
-    worker = Worker(kafka_bootstrap, topic_prefix, tmp_path / "w", {"RATER_LOG_FORMAT": "json"}).start()
-    try:
-        send_events(kafka_bootstrap, topic_prefix, [*open_account("t1", "5.00"), ("cdrs", cdr("t1", "call-1", 60))])
-        outs = collect(kafka_bootstrap, topic_prefix, lambda seen: any(o.topic == "rated-cdrs" for o in seen), worker)
-        assert [o.event["status"] for o in outs if o.topic == "rated-cdrs"] == ["rated"]
-        worker.proc.send_signal(signal.SIGTERM)
-        assert worker.proc.wait(timeout=60) == 0
-    finally:
-        worker.stop()
+    ERROR or CRITICAL, nothing was left unclosed. On a broker of its own, as new as an
+    operator's first one: its first group finds no coordinator at once (aiokafka logs
+    ``GroupCoordinatorNotAvailableError`` at ERROR and retries)."""
+    with LocalKafka() as broker:
+        bootstrap = broker.bootstrap
+        create_topics(bootstrap, topic_prefix)
+        worker = Worker(bootstrap, topic_prefix, tmp_path / "w", {"RATER_LOG_FORMAT": "json"}).start()
+        try:
+            send_events(bootstrap, topic_prefix, [*open_account("t1", "5.00"), ("cdrs", cdr("t1", "call-1", 60))])
+            outs = collect(bootstrap, topic_prefix, lambda seen: any(o.topic == "rated-cdrs" for o in seen), worker)
+            assert [o.event["status"] for o in outs if o.topic == "rated-cdrs"] == ["rated"]
+            worker.proc.send_signal(signal.SIGTERM)
+            assert worker.proc.wait(timeout=60) == 0
+        finally:
+            worker.stop()
     records = _json_lines(worker.log)
     assert [r for r in records if r["level"] in ("ERROR", "CRITICAL")] == []
     assert not [r for r in records if "Unclosed" in r["message"] or "exception" in r]
