@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import signal
 import sys
 
 import click
 
-from rater.shell.settings import Settings
+from rater.shell.settings import LOG_LEVELS, Settings, SettingsError, count, read
 
 
 @click.group()
@@ -17,29 +19,60 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--catalog", type=click.Path(exists=True, dir_okay=False), envvar="RATER_CATALOG",
+@click.option("--catalog", type=click.Path(dir_okay=False), envvar="RATER_CATALOG",
               help="use this plan catalog file instead of the shipped default")
-@click.option("--tariff", type=click.Path(exists=True, dir_okay=False), envvar="RATER_TARIFF",
+@click.option("--tariff", type=click.Path(dir_okay=False), envvar="RATER_TARIFF",
               help="rate with this tariff file instead of the shipped default")
-@click.option("--loglevel", "-l", type=click.Choice(["crit", "error", "warn", "info", "debug"]),
-              default=None, help="worker log level (default: RATER_LOG_LEVEL or info)")
+@click.option("--loglevel", "-l", type=click.Choice(LOG_LEVELS), default=None,
+              help="worker log level (default: RATER_LOG_LEVEL or info)")
 def worker(catalog: str | None, tariff: str | None, loglevel: str | None) -> None:
     """Run a rater worker (settings from RATER_* environment variables)."""
+    import dataclasses
+
+    from rater.shell import logs
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:  # before the log is set up: RATER_LOG_FORMAT itself may be the bad one
+        raise click.ClickException(str(exc)) from None
+    settings = dataclasses.replace(settings, log_level=loglevel or settings.log_level)
+    logs.setup(settings.log_level, settings.log_format)
+    log = logging.getLogger("rater.cli")
+    # Until the worker's event loop takes the signals over, SIGTERM stops the start as
+    # Ctrl-C does: a clean exit, said in one log record, instead of a traceback.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        _work(settings, log, catalog=catalog, tariff=tariff)
+    except KeyboardInterrupt:
+        log.info("stopped while starting")
+
+
+def _work(settings: Settings, log: logging.Logger, *, catalog: str | None, tariff: str | None) -> None:
+    """Load the data files, then run the worker."""
     from rater.catalog import DataFileError, rating_context
 
-    settings = Settings.from_env()
     try:  # the data files are checked before the worker is even imported
         ctx = rating_context(tariff or settings.tariff_path, catalog or settings.catalog_path)
-    except DataFileError as exc:
-        raise click.ClickException(str(exc)) from None
-
-    import dataclasses
+    except DataFileError as exc:  # a missing file too: the message names it (and the variable that named it)
+        message = str(exc) + _named_by(exc, catalog=catalog, tariff=tariff)
+        if settings.log_format == "json":  # every line a log shipper reads is JSON
+            log.error("%s", message)
+            sys.exit(1)
+        raise click.ClickException(message) from None
 
     import rater
     from rater.shell.driver import run_worker
 
-    click.echo(f"rater {rater.__version__}: rating core {rater.CORE_BUILD}", err=True)
-    run_worker(dataclasses.replace(settings, log_level=loglevel or settings.log_level), ctx)
+    log.info("rater %s: rating core %s", rater.__version__, rater.CORE_BUILD)
+    run_worker(settings, ctx)
+
+
+def _named_by(exc: Exception, **paths: str | None) -> str:
+    """`` (RATER_CATALOG)`` when the file the error is about came from that variable."""
+    source = click.get_current_context().get_parameter_source
+    named = [f"RATER_{name.upper()}" for name, path in paths.items()
+             if path and path in str(exc) and source(name) is click.core.ParameterSource.ENVIRONMENT]
+    return f" ({', '.join(named)})" if named else ""
 
 
 @main.group()
@@ -51,11 +84,17 @@ def topics() -> None:
 @click.option("--bootstrap", envvar=["RATER_BOOTSTRAP", "KAFKA_BOOTSTRAP"], default="127.0.0.1:9092",
               show_default=True)
 @click.option("--prefix", envvar="RATER_TOPIC_PREFIX", default="", help="topic name prefix")
-@click.option("--partitions", type=int, default=None, help="override the declared partition count")
+@click.option("--partitions", type=click.IntRange(min=1), default=None,
+              help="partition count of every topic (default: RATER_PARTITIONS, else topics/topics.toml's)")
 def topics_create(bootstrap: str, prefix: str, partitions: int | None) -> None:
     """Create the missing topics and check the existing ones."""
     from rater.topics import ensure_topics
 
+    try:
+        if partitions is None:
+            partitions = read(os.environ, "RATER_PARTITIONS", None, count)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         asyncio.run(ensure_topics(bootstrap, prefix, partitions=partitions, report=click.echo))
     except RuntimeError as exc:

@@ -373,6 +373,25 @@ def test_the_small_good_files_load(tmp_path: Path) -> None:
     assert catalog.zone_a == {"US", "GB"}
 
 
+def test_a_rate_may_price_only_some_of_its_versions_currencies(tmp_path: Path) -> None:
+    # an operator who sells JPY only to Japan prices no other destination in JPY
+    text = _edit(TARIFF, 'rate_per_min = { USD = "0.02", JPY = "3" }', 'rate_per_min = { USD = "0.02" }')
+    v1, _v2 = load_tariffs(_write(tmp_path, "tariff.toml", text)).versions
+    mobile, fixed = "+447700900123", "+442071838750"
+    assert v1.rate_for("USD", "outbound", mobile) == Rate(20_000, 1, 1, 0)
+    # the longest prefix (447) decides: it has no JPY, and 44's JPY rate does not stand in
+    assert v1.rate_for("JPY", "outbound", mobile) is None
+    assert v1.rate_for("JPY", "outbound", fixed) == Rate(1_500_000, 30, 6, 8)
+
+
+def test_a_rate_that_names_no_currency_is_still_refused(tmp_path: Path) -> None:
+    text = _edit(TARIFF, 'rate_per_min = { USD = "0.02", JPY = "3" }', "rate_per_min = {}")
+    path = _write(tmp_path, "tariff.toml", text)
+    with pytest.raises(DataFileError) as caught:
+        load_tariffs(path)
+    assert str(caught.value).startswith(f"{path}: {ROW2}: rate_per_min = {{  }}: must give an amount per currency")
+
+
 @pytest.mark.parametrize(("old", "new", "entry", "says"), [
     ('kind = "fixed"\n', 'kind = "fixed"\nrate = "0.01"\n', ROW1, 'unknown field "rate" (known: class, prefix'),
     ('increment = "1/1"\n', "", ROW2, 'missing field "increment"'),
@@ -385,7 +404,6 @@ def test_the_small_good_files_load(tmp_path: Path) -> None:
     ('"0.02"', "0.02", ROW2, 'rate_per_min.USD = 0.02: write amounts as decimal strings ("0.02")'),
     ('"0.02"', '"-0.02"', ROW2, 'rate_per_min.USD = "-0.02": not a non-negative decimal amount'),
     ('JPY = "3"', 'XYZ = "3"', ROW2, 'rate_per_min.XYZ = "3": XYZ is not an ISO 4217 currency'),
-    ('{ USD = "0.02", JPY = "3" }', '{ USD = "0.02" }', ROW2, "rate_per_min has no JPY, which other rates"),
     ('{ USD = "0.05", JPY = "8" }', '{ USD = "0.05" }', ROW1, "connection_fee has no JPY"),
     ('{ USD = "0.05", JPY = "8" }', '{ USD = "0.05", JPY = "8", EUR = "0.05" }', ROW1,
      'connection_fee.EUR = "0.05": rate_per_min has no EUR'),

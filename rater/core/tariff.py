@@ -2,6 +2,9 @@
 
 A :class:`Tariff` maps (currency, call class, E.164 digit prefix) to a :class:`Rate`;
 the longest prefix of the destination's digits wins, and the empty prefix is a catch-all.
+A row may price only some of the version's currencies: the longest prefix of the call
+class decides whatever currencies it has, and a currency it lacks has no rate there (no
+shorter prefix stands in for it).
 """
 
 from __future__ import annotations
@@ -32,23 +35,39 @@ class Tariff:
     effective_from_us: int
     rates: dict[tuple[str, str], dict[str, Rate]] = field(default_factory=dict)
     """(currency, call class) → digit prefix → rate."""
-    _lengths: dict[tuple[str, str], tuple[int, ...]] = field(init=False, repr=False, compare=False)
+    _prefixes: dict[str, set[str]] = field(init=False, repr=False, compare=False)
+    """Call class → every prefix with a rate of that class, in any currency."""
+    _lengths: dict[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
+    """Call class → the lengths of its prefixes, longest first."""
 
-    def rate_for(self, currency: str, call_class: str, number: str) -> Rate | None:
-        """The rate of the longest matching prefix of ``number`` (E.164 with ``+``)."""
-        by_prefix = self.rates.get((currency, call_class))
-        if not by_prefix:
+    def prefix_for(self, call_class: str, number: str) -> str | None:
+        """The longest prefix of ``number`` (E.164 with ``+``) with a ``call_class`` rate in
+        any currency."""
+        prefixes = self._prefixes.get(call_class)
+        if not prefixes:
             return None
         digits = number.removeprefix("+")
-        for length in self._lengths.get((currency, call_class), ()):
-            if length <= len(digits):
-                rate = by_prefix.get(digits[:length])
-                if rate is not None:
-                    return rate
+        for length in self._lengths[call_class]:
+            if length <= len(digits) and digits[:length] in prefixes:
+                return digits[:length]
         return None
 
+    def rate_for(self, currency: str, call_class: str, number: str) -> Rate | None:
+        """The ``currency`` rate of the longest matching prefix of ``number`` (E.164 with
+        ``+``); None when no prefix matches or the longest one has no ``currency`` rate."""
+        prefix = self.prefix_for(call_class, number)
+        if prefix is None:
+            return None
+        by_prefix = self.rates.get((currency, call_class))
+        return by_prefix.get(prefix) if by_prefix is not None else None
+
     def __post_init__(self) -> None:
-        lengths = {key: tuple(sorted({len(p) for p in table}, reverse=True)) for key, table in self.rates.items()}
+        prefixes: dict[str, set[str]] = {}
+        for (_currency, call_class), table in self.rates.items():
+            prefixes.setdefault(call_class, set()).update(table)
+        lengths = {call_class: tuple(sorted({len(p) for p in found}, reverse=True))
+                   for call_class, found in prefixes.items()}
+        object.__setattr__(self, "_prefixes", prefixes)
         object.__setattr__(self, "_lengths", lengths)
 
 

@@ -14,8 +14,10 @@
     rate_per_min = { USD = "0.0120", EUR = "0.0110" }   # per currency, up to 6 decimals
     connection_fee = { USD = "0.05", EUR = "0.05" }     # optional (default 0), minor-unit precision
 
-Every rate of a version names the same currencies. There is no catch-all prefix outside
-the country calling codes: a destination no prefix matches has no rate (``no_rate``).
+A rate names one or more currencies, not necessarily all of its version's: the longest
+matching prefix decides, and when it has no rate in the tenant's currency the call is a
+``currency_mismatch`` (a shorter prefix never stands in). There is no catch-all prefix
+outside the country calling codes: a destination no prefix matches has no rate (``no_rate``).
 """
 
 from __future__ import annotations
@@ -97,7 +99,6 @@ def _version(entry: Entry, table: Mapping[str, Any], exponents: Mapping[str, int
         rows.append(row)
     if not rows:
         raise entry.error("no [[version.rate]] entries")
-    _check_currencies(rows)
     rates: dict[tuple[str, str], dict[str, Rate]] = {}
     for row in rows:
         fees = row.fee_minor or {}
@@ -172,12 +173,3 @@ def _amounts(entry: Entry, table: Mapping[str, Any], name: str, digits_of: Calla
             raise entry.bad(field, text, str(exc)) from None
     return parsed
 
-
-def _check_currencies(rows: list[_Row]) -> None:
-    """Every rate of a version names the same currencies (a fee names its rate's, see _row)."""
-    currencies: set[str] = set().union(*(row.rate_micro for row in rows))
-    for row in rows:
-        missing = sorted(currencies - row.rate_micro.keys())
-        if missing:
-            raise row.entry.error(f"rate_per_min has no {', '.join(missing)}, which other rates of this "
-                                  "version have: every rate needs every currency")

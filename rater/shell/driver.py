@@ -38,6 +38,7 @@ from rater import edge
 from rater.core.context import RatingContext
 from rater.shell.clock import BrokerClock
 from rater.shell.metrics import SOURCE_TOPICS, Metrics, Now, expected_series, registry
+from rater.shell.preflight import Preflight, PreflightFailed
 from rater.shell.settings import Settings
 from rater.shell.task import TENANT_KEYS, TICKS, PartitionTask, probe_value, tick_value
 from rater.shell.web import WebServer, WebServerError
@@ -276,6 +277,9 @@ class Driver:
         """Between a revocation and the assignment that follows it."""
         self.lag: dict[tuple[str, int], int] = {}
         """(logical input topic, partition) → records not yet fetched, as last measured."""
+        self.preflight = Preflight(settings.bootstrap, self.prefix, broker_wait_s=settings.broker_wait_s,
+                                   topics_wait_s=settings.topics_wait_s, stopping=self.stopping)
+        """The broker and the topics, checked before the worker joins its group."""
 
     def _topic(self, name: str) -> str:
         return self.prefix + name
@@ -310,7 +314,7 @@ class Driver:
         store: LocalStore | None = None
         handed_over = False
         try:
-            await producer.start()  # init_transactions: fences the previous owner of p
+            await _start(producer)  # init_transactions: fences the previous owner of p
             store = LocalStore(self.settings.data_dir / f"tenants-{p}.db")
             caught_up = await self._restore(p, store)
             task = PartitionTask(p, self.ctx, store, topic_prefix=self.prefix, counting=self.metrics is not None)
@@ -362,10 +366,10 @@ class Driver:
         reader = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
                                   enable_auto_commit=False, isolation_level="read_committed",
                                   auto_offset_reset="earliest")
-        await reader.start()
         count = 0
         progress = self.metrics.restoring(p) if self.metrics is not None else None
         try:
+            await _start(reader)  # inside the try: a restore cancelled here still closes the reader
             reader.assign([tp])
             end = (await reader.end_offsets([tp]))[tp]
             start = store.next_offset()
@@ -414,6 +418,8 @@ class Driver:
         details: dict[str, object] = {"partitions": sorted(self.owned), "restoring": sorted(self.preparing)}
         if self.stopping.is_set():
             return False, {**details, "reason": "stopping"}
+        if self.preflight.waiting is not None:
+            return False, {**details, "reason": self.preflight.waiting}
         if not self.joined:
             return False, {**details, "reason": "joining the consumer group"}
         if self.rebalancing:
@@ -461,6 +467,8 @@ class Driver:
             await self.web.stop()
 
     async def _run(self) -> None:
+        if not await self.preflight.run():
+            return  # stopped while waiting for the broker or the topics
         topics = [self._topic(name) for name in INPUTS]
         session_ms = int(self.settings.session_timeout_s * 1000)
         self.consumer = AIOKafkaConsumer(
@@ -692,25 +700,23 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             self.driver.fail(exc)
 
 
-class _TransientAsWarning(logging.Filter):
-    """aiokafka logs a group coordinator that is not ready yet — a new group, a broker
-    starting or moving its coordinator — at ERROR, then retries and goes on. An ERROR
-    line when nothing is wrong teaches operators to ignore ERROR lines: these are warnings."""
-
-    TRANSIENT = ("GroupCoordinatorNotAvailableError", "NotCoordinatorForGroupError", "CoordinatorLoadInProgressError")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and any(name in record.getMessage() for name in self.TRANSIENT):
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
+async def _start(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """Start an aiokafka client that a revocation or a stop may cancel meanwhile: the
+    start runs to its end first (aiokafka leaves the bootstrap connection of a start
+    cancelled half way unclosed — an ``Unclosed AIOKafkaConnection`` ERROR at exit), then
+    the cancellation goes on and the caller's ``finally`` stops the client."""
+    starting = asyncio.ensure_future(client.start())
+    try:
+        await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await starting
+        raise
 
 
 def run_worker(settings: Settings, ctx: RatingContext) -> None:
-    """Run a worker until SIGTERM/SIGINT (a clean stop) or a failure (exit non-zero)."""
-    logging.basicConfig(level=getattr(logging, {"warn": "WARNING", "crit": "CRITICAL"}.get(
-        settings.log_level.lower(), settings.log_level.upper()), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka.consumer.group_coordinator").addFilter(_TransientAsWarning())
+    """Run a worker until SIGTERM/SIGINT (a clean stop) or a failure (exit non-zero);
+    the log is set up by the caller (:mod:`rater.shell.logs`)."""
 
     # The catalog, the tariff and the prefix index are loaded for good: out of the cyclic
     # collector's sight, and a collection every 50,000 allocations instead of 700 (a
@@ -728,6 +734,9 @@ def run_worker(settings: Settings, ctx: RatingContext) -> None:
 
     try:
         asyncio.run(main())
-    except (ClockRefused, WebServerError) as exc:  # said without a traceback: the message is the whole story
+    except (ClockRefused, WebServerError, PreflightFailed) as exc:  # the message is the whole story
         log.error("%s", exc)
+        raise SystemExit(1) from None
+    except Exception as exc:  # a failure that stops the worker: logged (one record, in the log's format)
+        log.critical("the worker stopped: %r", exc, exc_info=True)
         raise SystemExit(1) from None

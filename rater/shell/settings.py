@@ -1,10 +1,27 @@
-"""Worker settings from the environment (every one has a sane default)."""
+"""Worker settings from the environment (every one has a sane default).
+
+A value the worker cannot use is a :class:`SettingsError` whose message names the
+variable, the value and what it may be: the command line prints it as one line and
+exits 1, before anything starts (no traceback: the message is the whole story).
+"""
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+LOG_LEVELS = ("crit", "error", "warn", "info", "debug")
+LOG_FORMATS = ("human", "json")
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A ``RATER_*`` variable has a value the worker cannot use (the message says which)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,48 +34,105 @@ class Settings:
     data_dir: Path = Path("data")
     web_port: int = 6066
     web_host: str = "127.0.0.1"
-    partitions: int | None = None
     tariff_path: str | None = None
     catalog_path: str | None = None
     session_timeout_s: float = 10.0
     log_level: str = "info"
+    log_format: str = "human"
+    """``human`` (a line of text per record) or ``json`` (one JSON object per line)."""
     metrics: bool = True
     """Count what the worker does for /metrics (``RATER_METRICS=off``: no counting and no
     /metrics — for measuring what the counting costs; /healthz and /readyz stay)."""
     tick_interval_s: float = 1.0
     """How often the worker carries the wall clock into its partitions (0: never — only
     for tests that send their own ticks)."""
+    topics_wait_s: float = 120.0
+    """How long a worker started before its topics exist waits for them, then exits 1."""
+    broker_wait_s: float = 120.0
+    """How long a worker waits for an unreachable broker at start, then exits 1."""
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        """Read ``RATER_*`` variables (``KAFKA_BOOTSTRAP`` also names the broker)."""
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read ``RATER_*`` variables (``KAFKA_BOOTSTRAP`` also names the broker); raises
+        :class:`SettingsError` for a value the worker cannot use."""
         env = dict(os.environ if env is None else env)
         default = cls()
-        partitions = env.get("RATER_PARTITIONS")
+        prefix = env.get("RATER_TOPIC_PREFIX", default.topic_prefix)
         return cls(
             bootstrap=env.get("RATER_BOOTSTRAP") or env.get("KAFKA_BOOTSTRAP") or default.bootstrap,
-            topic_prefix=(prefix := env.get("RATER_TOPIC_PREFIX", default.topic_prefix)),
+            topic_prefix=prefix,
             # two deployments on one cluster, told apart by their prefix, must not share a
             # consumer group or transactional ids (they would fence each other)
             app_id=env.get("RATER_APP_ID") or prefix + default.app_id,
             data_dir=Path(env.get("RATER_DATA_DIR", str(default.data_dir))),
-            web_port=int(env.get("RATER_WEB_PORT", default.web_port)),
+            web_port=read(env, "RATER_WEB_PORT", default.web_port, port),
             web_host=env.get("RATER_WEB_HOST", default.web_host),
-            partitions=int(partitions) if partitions else None,
             tariff_path=env.get("RATER_TARIFF") or None,
             catalog_path=env.get("RATER_CATALOG") or None,
-            session_timeout_s=float(env.get("RATER_SESSION_TIMEOUT", default.session_timeout_s)),
-            log_level=env.get("RATER_LOG_LEVEL", default.log_level),
-            metrics=_switch(env.get("RATER_METRICS", "on"), "RATER_METRICS"),
-            tick_interval_s=float(env.get("RATER_TICK_INTERVAL", default.tick_interval_s)),
+            session_timeout_s=read(env, "RATER_SESSION_TIMEOUT", default.session_timeout_s, seconds(positive=True)),
+            log_level=read(env, "RATER_LOG_LEVEL", default.log_level, choice(LOG_LEVELS)),
+            log_format=read(env, "RATER_LOG_FORMAT", default.log_format, choice(LOG_FORMATS)),
+            metrics=read(env, "RATER_METRICS", default.metrics, switch),
+            tick_interval_s=read(env, "RATER_TICK_INTERVAL", default.tick_interval_s, seconds()),
+            topics_wait_s=read(env, "RATER_TOPICS_WAIT", default.topics_wait_s, seconds()),
+            broker_wait_s=read(env, "RATER_BROKER_WAIT", default.broker_wait_s, seconds()),
         )
 
 
-def _switch(value: str, name: str) -> bool:
+def read(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:
+    """``env[name]`` parsed (``default`` when unset or empty); a value ``parse`` refuses
+    (``ValueError`` saying what it must be) is a :class:`SettingsError` naming ``name``."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={text!r}: {exc}") from None
+
+
+def port(text: str) -> int:
+    """A TCP port (0: any free one)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise ValueError("must be a TCP port number, 0–65535")
+    return int(text)
+
+
+def count(text: str) -> int:
+    """A whole number ≥ 1 (a partition count)."""
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError("must be a whole number ≥ 1")
+    return int(text)
+
+
+def seconds(*, positive: bool = False) -> Callable[[str], float]:
+    """A parser of a duration in seconds (a decimal number; > 0 when ``positive``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise ValueError(f"must be a number of seconds {'> 0' if positive else '≥ 0'}, e.g. 10 or 0.5")
+        return value
+    return parse
+
+
+def choice(allowed: tuple[str, ...]) -> Callable[[str], str]:
+    """A parser of one of ``allowed`` (any case)."""
+    def parse(text: str) -> str:
+        lowered = text.lower()
+        if lowered not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return lowered
+    return parse
+
+
+def switch(text: str) -> bool:
     """An on/off setting (on, off, true, false, 1, 0, yes, no)."""
-    lowered = value.strip().lower()
+    lowered = text.lower()
     if lowered in {"on", "true", "1", "yes"}:
         return True
     if lowered in {"off", "false", "0", "no"}:
         return False
-    raise ValueError(f"{name}={value!r}: expected on or off")
+    raise ValueError("must be on or off")

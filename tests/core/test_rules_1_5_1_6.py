@@ -46,6 +46,19 @@ def test_1_5_a_cdr_after_the_grace_period_is_a_late_dead_letter() -> None:
     assert step.outputs == []
 
 
+def test_1_5_a_tenant_created_in_a_month_keeps_the_month_before_with_no_licences() -> None:
+    # created on 3 November: October is still in its grace, so its calls are rated — but
+    # the tenant had no licences then, so October's pools are empty and credits pay
+    x = Tenant(now="2026-11-03T00:00:00Z")
+    x.license("u1", "US", "MCOPSTN1", "MCOPSTNPP")
+    x.fund("1.00", at="2026-11-03T00:00:00Z")
+    october = rated(x.call(60, US, usage_id="oct-1", start="2026-10-31T10:00:00Z"))
+    assert (october["billing_month"], october["pool_usage"], october["charge"]) == ("2026-10", [], "0.01")
+    assert rated(x.call(60, US, usage_id="oct-1", start="2026-10-31T10:00:00Z"))["status"] == "duplicate"
+    november = rated(x.call(60, US, usage_id="nov-1", start="2026-11-03T10:00:00Z"))
+    assert (november["pool_usage"][0]["seconds"], november["charge"]) == (60, "0.00")
+
+
 def test_1_5_a_repeated_usage_id_is_a_duplicate_no_second_charge() -> None:
     x = Tenant()
     x.license("u1", "US", "PAYG")
@@ -228,6 +241,26 @@ def test_1_6_a_rate_only_in_another_currency_is_a_currency_mismatch_none_at_all_
     y.license("u1", "US", "PAYG")
     y.fund("5.00")
     assert y.call(60, "+33123456789").rejection.reason == "no_rate"  # type: ignore[union-attr]
+
+
+def test_1_6_a_rate_may_price_some_currencies_and_its_longest_prefix_decides_in_any_currency() -> None:
+    # the test tariff prices JPY only at +1 and +81: a JPY tenant's call to Japan is
+    # rated in JPY, and its call to a premium +1 900 number — whose longest prefix, 1900,
+    # is priced in USD only — is a currency_mismatch: +1's JPY rate does not stand in
+    x = Tenant(currency="JPY")
+    x.license("u1", "US", "MCOPSTNPP")
+    x.fund("1000")
+    assert rated(x.call(60, "+81312345678"))["charge"] == "3"
+    assert rated(x.call(60, US))["charge"] == "2"
+    step = x.call(60, "+19005550100")
+    assert step.rejection is not None
+    assert step.rejection.reason == "currency_mismatch"
+    assert "outbound rate for +19005550100 is in USD, tenant currency is JPY" in step.rejection.message
+    # the USD tenant next to it still gets the 1900 rate
+    y = Tenant("t2")
+    y.license("u1", "US", "MCOPSTNPP")
+    y.fund("5.00")
+    assert rated(y.call(60, "+19005550100"))["charge"] == "1.00"
 
 
 def test_1_6_currency_is_fixed_by_the_first_tenant_upserted() -> None:

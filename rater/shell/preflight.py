@@ -1,0 +1,169 @@
+"""What a worker checks before it joins its group: the broker answers, and every topic
+of topics/topics.toml exists, with the inputs and the state changelog co-partitioned.
+
+Without these checks a worker started before the broker gave a flood of aiokafka ERROR
+lines, and one started before its topics idled for good with only aiokafka's "No
+partition metadata" warnings. Now each wait is said once (a WARNING naming the broker,
+or the missing topics and that ``rater topics create`` makes them), ``/readyz`` says
+what the worker waits for, and a wait that lasts past its bound (``RATER_BROKER_WAIT``,
+``RATER_TOPICS_WAIT``) stops the worker with one ERROR line (:class:`PreflightFailed`).
+A stop asked for (SIGTERM, SIGINT) while waiting ends the wait at once.
+
+The topics are read from the cluster's metadata of *all* topics: a metadata request
+that names a topic asks the broker to create it when ``auto.create.topics.enable`` is
+on, with the broker's partition count — never what the rater needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from rater.topics import load_topics
+
+log = logging.getLogger("rater.preflight")
+
+POLL_S = 1.0
+"""How often a wait looks again."""
+
+
+class PreflightFailed(RuntimeError):
+    """The worker cannot start (the message says why and what to do)."""
+
+
+def bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` → (host, port) pairs (port 9092 when none is given)."""
+    found: list[tuple[str, int]] = []
+    for raw in bootstrap.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        host, colon, port = item.rpartition(":")
+        if not colon or not port.isdigit():
+            host, port = item, "9092"
+        found.append((host.strip("[]"), int(port)))
+    return found
+
+
+async def _reachable(bootstrap: str, timeout_s: float = 3.0) -> str | None:
+    """None when a TCP connection to some bootstrap address opens; else why not."""
+    addresses = bootstrap_addresses(bootstrap)
+    failed: list[str] = []
+    for host, port in addresses:
+        try:
+            _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        except TimeoutError:
+            failed.append(f"{host}:{port}: no answer in {timeout_s:g} s")
+            continue
+        except OSError as exc:
+            failed.append(f"{host}:{port}: {exc.strerror or exc}")
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return None
+    return "; ".join(failed) if failed else f"no address in {bootstrap!r}"
+
+
+class Preflight:
+    """The checks of one worker start; ``waiting`` is what /readyz shows meanwhile."""
+
+    def __init__(self, bootstrap: str, prefix: str, *, broker_wait_s: float, topics_wait_s: float,
+                 stopping: asyncio.Event) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.broker_wait_s = broker_wait_s
+        self.topics_wait_s = topics_wait_s
+        self.stopping = stopping
+        self.waiting: str | None = None
+        """What the worker is waiting for (None: nothing)."""
+
+    async def _pause(self) -> bool:
+        """Wait :data:`POLL_S` unless a stop is asked for; True when it was."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), POLL_S)
+        except TimeoutError:
+            return False
+        return True
+
+    async def run(self) -> bool:
+        """Run the checks; False when a stop was asked for meanwhile. Raises
+        :class:`PreflightFailed` when a wait ran out or the topics cannot work."""
+        try:
+            if not await self._broker():
+                return False
+            return await self._topics()
+        finally:
+            self.waiting = None
+
+    async def _broker(self) -> bool:
+        deadline = time.monotonic() + self.broker_wait_s
+        warned = False
+        while (why := await _reachable(self.bootstrap)) is not None:
+            self.waiting = f"waiting for the Kafka broker at {self.bootstrap}"
+            if time.monotonic() >= deadline:
+                raise PreflightFailed(f"cannot reach the Kafka broker at {self.bootstrap} (RATER_BOOTSTRAP) after"
+                                      f" {self.broker_wait_s:g} s (RATER_BROKER_WAIT): {why}")
+            if not warned:
+                log.warning("cannot reach the Kafka broker at %s (RATER_BOOTSTRAP): %s; trying again for up to %g s"
+                            " (RATER_BROKER_WAIT)", self.bootstrap, why, self.broker_wait_s)
+                warned = True
+            if await self._pause():
+                return False
+        if warned:
+            log.info("the Kafka broker at %s answers", self.bootstrap)
+        return True
+
+    async def _topics(self) -> bool:
+        specs = load_topics()
+        names = {spec.name: self.prefix + spec.name for spec in specs.values()}
+        deadline = time.monotonic() + self.topics_wait_s
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=30_000)
+        warned = False
+        try:
+            await admin.start()
+            while True:
+                counts = await _partition_counts(admin)
+                missing = sorted(name for name in names.values() if name not in counts)
+                if not missing:
+                    break
+                listed = ", ".join(missing)
+                self.waiting = f"waiting for topics: {listed}"
+                if time.monotonic() >= deadline:
+                    raise PreflightFailed(f"topics missing after {self.topics_wait_s:g} s (RATER_TOPICS_WAIT):"
+                                          f" {listed}; `rater topics create` makes them")
+                if not warned:
+                    log.warning("topics missing: %s; `rater topics create` makes them (with the same"
+                                " RATER_BOOTSTRAP and RATER_TOPIC_PREFIX); waiting for them for up to %g s"
+                                " (RATER_TOPICS_WAIT)", listed, self.topics_wait_s)
+                    warned = True
+                if await self._pause():
+                    return False
+            if warned:
+                log.info("every topic exists: starting")
+            co_partitioned = sorted({names[s.name] for s in specs.values() if s.role in ("input", "internal")})
+            found = {name: counts[name] for name in co_partitioned}
+            if len(set(found.values())) != 1:
+                shown = ", ".join(f"{name} {count}" for name, count in found.items())
+                raise PreflightFailed("the inputs and the state changelog must have one partition count"
+                                      f" (co-partitioned by tenant), found: {shown}")
+            return True
+        except KafkaError as exc:
+            raise PreflightFailed(f"cannot read the topics from the Kafka broker at {self.bootstrap}"
+                                  f" (RATER_BOOTSTRAP): {exc}") from None
+        finally:
+            await admin.close()
+
+
+async def _partition_counts(admin: Any) -> dict[str, int]:
+    """Every topic of the cluster → its partition count (topics the broker lists with an
+    error, such as one being deleted, left out)."""
+    described = await admin.describe_topics(None)  # all topics: naming one could auto-create it
+    return {t["topic"]: len(t["partitions"]) for t in described if t.get("error_code", 0) == 0}
+
