@@ -69,6 +69,10 @@ class Sizing:
     rss_after_load_mib: float
     """Worker B's peak RSS after it rated the remaining CDRs."""
     shutdown_idle_s: float
+    cores_loaded: float
+    """CPU cores worker A kept busy while it rated (CPU seconds / wall seconds)."""
+    store_mib: float
+    """Worker B's RocksDB stores on disk after it rated everything."""
 
     @property
     def restore_rate(self) -> float:
@@ -97,6 +101,16 @@ def _peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _du_mib(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
 def _readyz(port: int) -> tuple[int, dict[str, object]]:
@@ -194,25 +208,27 @@ class Run:
         _wait_committed(self.bootstrap, self.group, f"{self.prefix}{topic}", self.partitions, count)
 
 
-def _loaded_shutdown(run: Run) -> tuple[float, float]:
+def _loaded_shutdown(run: Run) -> tuple[float, float, float]:
     """Worker A: setup, then CDRs; SIGTERM half-way through them. (Peak RSS MiB, seconds
-    from SIGTERM to exit.)"""
+    from SIGTERM to exit, CPU cores busy while rating.)"""
     asyncio.run(_fill(run.bootstrap, f"{run.prefix}account-commands", run.setup))
     worker, _port = run.start_worker("a")
     try:
         run.wait_committed("account-commands", len(run.setup))
         print(f"  worker A applied {len(run.setup):,} setup commands"
               f" (peak RSS {_peak_rss_mib(worker.pid):.0f} MiB)", flush=True)
+        cpu_before, wall_before = _cpu_s(worker.pid), time.monotonic()
         asyncio.run(_fill(run.bootstrap, f"{run.prefix}cdrs", run.cdrs))
         run.wait_committed("cdrs", len(run.cdrs) // 2)
+        cores = (_cpu_s(worker.pid) - cpu_before) / (time.monotonic() - wall_before)
         rss = _peak_rss_mib(worker.pid)
         shutdown = _sigterm(worker)
     finally:
         stop_process(worker)
     done = asyncio.run(_committed(run.bootstrap, run.group, f"{run.prefix}cdrs", run.partitions))
     print(f"  worker A under load: peak RSS {rss:.0f} MiB, SIGTERM → exit {shutdown:.2f} s"
-          f" ({done:,} of {len(run.cdrs):,} CDRs committed when it stopped)", flush=True)
-    return rss, shutdown
+          f" ({done:,} of {len(run.cdrs):,} CDRs committed when it stopped), {cores:.2f} CPU cores busy", flush=True)
+    return rss, shutdown, cores
 
 
 def _until_ready(worker: subprocess.Popen[bytes], port: int, log: Path) -> tuple[float, float]:
@@ -241,7 +257,7 @@ def measure(bootstrap: str, tenants: int, users: int, cdrs_count: int, workdir: 
     workload = Workload(tenants, users, seed=1)
     run = Run(bootstrap, prefix, input_partitions(load_topics()), [orjson.dumps(e) for _, e in workload.setup()],
               [orjson.dumps(e) for e in workload.cdrs(cdrs_count)], workdir)
-    rss_loaded, shutdown_loaded = _loaded_shutdown(run)
+    rss_loaded, shutdown_loaded, cores = _loaded_shutdown(run)
     # worker B: a wiped store restores from the changelog, then rates the rest
     records = asyncio.run(_end_offsets(bootstrap, f"{prefix}rater-state", run.partitions))
     worker, port = run.start_worker("b")
@@ -258,7 +274,7 @@ def measure(bootstrap: str, tenants: int, users: int, cdrs_count: int, workdir: 
     print(f"  worker B rated the rest: peak RSS {rss_after:.0f} MiB, SIGTERM → exit (idle) {shutdown_idle:.2f} s",
           flush=True)
     return Sizing(tenants, users, len(run.setup), len(run.cdrs), rss_loaded, shutdown_loaded, records,
-                  start_to_ready, restore, rss_restored, rss_after, shutdown_idle)
+                  start_to_ready, restore, rss_restored, rss_after, shutdown_idle, cores, _du_mib(workdir / "data-b"))
 
 
 def main() -> int:
@@ -287,12 +303,13 @@ def main() -> int:
             kafka.stop()
     print()
     print(f"{'tenants':>8} {'users':>8} {'RSS restored':>13} {'RSS load':>9} {'SIGTERM→exit load':>18}"
-          f" {'idle':>6} {'changelog':>10} {'restore':>8} {'records/s':>10} {'start→ready':>12}")
+          f" {'idle':>6} {'changelog':>10} {'restore':>8} {'records/s':>10} {'start→ready':>12} {'CPU':>6}"
+          f" {'store':>9}")
     for r in results:
         print(f"{r.tenants:>8,} {r.users:>8,} {r.rss_restored_mib:>9.0f} MiB"
               f" {max(r.rss_loaded_mib, r.rss_after_load_mib):>5.0f} MiB {r.shutdown_loaded_s:>16.2f} s"
               f" {r.shutdown_idle_s:>4.2f}s {r.restore_records:>10,} {r.restore_s:>6.2f} s {r.restore_rate:>10,.0f}"
-              f" {r.start_to_ready_s:>10.2f} s")
+              f" {r.start_to_ready_s:>10.2f} s {r.cores_loaded:>6.2f} {r.store_mib:>5.0f} MiB")
     return 0
 
 
