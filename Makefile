@@ -56,7 +56,7 @@ bench-stream: install core kafka-jars
 	$(BIN)/python benchmarks/streaming.py
 
 # Peak RSS, SIGTERM-to-exit time and restore rate of one real worker, for deploy sizing
-# (docs/deploying.md; not a test). ARGS="--tenants 200 --cdrs 20000" for a quick run.
+# (docs/deploying.md; not a test; ≈ 8 min). ARGS="--tenants 200 --cdrs 20000" for a quick run.
 sizing: install core kafka-jars
 	$(BIN)/python benchmarks/sizing.py $(ARGS)
 

@@ -10,11 +10,18 @@ each tenant count:
 1. worker A applies every tenant's setup commands, then rates CDRs filled meanwhile; when
    half of them are committed its peak RSS is read (``VmHWM`` in ``/proc/PID/status``) and
    it gets SIGTERM: the time from the signal to its exit is the shutdown time under load;
+   the CPU seconds it used over the wall time since the CDRs began are the cores it kept
+   busy;
 2. worker B starts on a wiped (empty) data directory, restores every partition from the
    state changelog and is timed from its start to its first ``/readyz`` 200 (the time from
    the first ``restoring`` answer to ready is the restore proper); the changelog's records
    over that time is the restore rate; its peak RSS after restore is read; then B rates the
-   remaining CDRs (peak RSS under load again) and is stopped (shutdown time, now idle).
+   remaining CDRs (peak RSS under load again) and is stopped (shutdown time, now idle);
+   its stores' size on disk is summed.
+
+While a worker rates, its RSS is printed every 15 s: it grows until the RocksDB memtables
+(64 MiB per partition store) start to flush, then levels off — so the default run is long
+enough (1.5 M CDRs) to show the plateau, not only the start.
 
 Prints the numbers with the machine and the date; docs/deploying.md records them. Not a
 test: it takes minutes and its numbers depend on the machine.
@@ -161,12 +168,27 @@ async def _end_offsets(bootstrap: str, topic: str, partitions: int) -> int:
         await consumer.stop()
 
 
+def _rss_mib(pid: int) -> float:
+    """The process's resident set size now (``VmRSS``), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 def _wait_committed(bootstrap: str, group: str, topic: str, partitions: int, count: int, *,
-                    timeout_s: float = 1800) -> None:
-    deadline = time.monotonic() + timeout_s
-    while asyncio.run(_committed(bootstrap, group, topic, partitions)) < count:
-        if time.monotonic() > deadline:
+                    timeout_s: float = 3600, pid: int | None = None) -> None:
+    """Until ``group`` committed ``count`` records of ``topic``; with ``pid``, print that
+    worker's RSS every 15 s meanwhile (does it level off?)."""
+    started = time.monotonic()
+    shown = started
+    while (done := asyncio.run(_committed(bootstrap, group, topic, partitions))) < count:
+        now = time.monotonic()
+        if now - started > timeout_s:
             raise TimeoutError(f"{group} did not commit {count} records of {topic} in {timeout_s:.0f} s")
+        if pid is not None and now - shown >= 15:
+            shown = now
+            print(f"    {now - started:5.0f} s: {done:>9,} committed, RSS {_rss_mib(pid):.0f} MiB", flush=True)
         time.sleep(0.2)
 
 
@@ -204,8 +226,8 @@ class Run:
                    RATER_LOG_LEVEL="warn", RATER_DATA_DIR=str(self.workdir / f"data-{name}"), RATER_WEB_PORT=str(port))
         return spawn([sys.executable, "-m", "rater", "worker"], log=self.workdir / f"worker-{name}.log", env=env), port
 
-    def wait_committed(self, topic: str, count: int) -> None:
-        _wait_committed(self.bootstrap, self.group, f"{self.prefix}{topic}", self.partitions, count)
+    def wait_committed(self, topic: str, count: int, pid: int | None = None) -> None:
+        _wait_committed(self.bootstrap, self.group, f"{self.prefix}{topic}", self.partitions, count, pid=pid)
 
 
 def _loaded_shutdown(run: Run) -> tuple[float, float, float]:
@@ -219,7 +241,7 @@ def _loaded_shutdown(run: Run) -> tuple[float, float, float]:
               f" (peak RSS {_peak_rss_mib(worker.pid):.0f} MiB)", flush=True)
         cpu_before, wall_before = _cpu_s(worker.pid), time.monotonic()
         asyncio.run(_fill(run.bootstrap, f"{run.prefix}cdrs", run.cdrs))
-        run.wait_committed("cdrs", len(run.cdrs) // 2)
+        run.wait_committed("cdrs", len(run.cdrs) // 2, worker.pid)
         cores = (_cpu_s(worker.pid) - cpu_before) / (time.monotonic() - wall_before)
         rss = _peak_rss_mib(worker.pid)
         shutdown = _sigterm(worker)
@@ -266,7 +288,7 @@ def measure(bootstrap: str, tenants: int, users: int, cdrs_count: int, workdir: 
         rss_restored = _peak_rss_mib(worker.pid)
         print(f"  worker B restored {records:,} changelog records in {restore:.2f} s"
               f" (start → ready {start_to_ready:.2f} s), peak RSS {rss_restored:.0f} MiB", flush=True)
-        run.wait_committed("cdrs", len(run.cdrs))
+        run.wait_committed("cdrs", len(run.cdrs), worker.pid)
         rss_after = _peak_rss_mib(worker.pid)
         shutdown_idle = _sigterm(worker)
     finally:
@@ -282,7 +304,8 @@ def main() -> int:
     parser.add_argument("--tenants", type=int, nargs="+", default=[200, 20_000])
     parser.add_argument("--users-per-tenant", type=int, default=3,
                         help="licensed users per tenant (a tenant's state grows with its users)")
-    parser.add_argument("--cdrs", type=int, default=100_000, help="CDRs rated per tenant count")
+    parser.add_argument("--cdrs", type=int, default=1_500_000,
+                        help="CDRs per tenant count (enough for the RSS to level off: RocksDB memtables fill first)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # aiokafka's retries while new topics elect leaders are no news
     print(f"rater sizing — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()},"
