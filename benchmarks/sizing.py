@@ -176,6 +176,16 @@ def _rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+async def _delete_topics(bootstrap: str, prefix: str) -> None:
+    """The run's own topics (a shared broker's disk is not ours to fill)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([t for t in await admin.list_topics() if t.startswith(prefix)])
+    finally:
+        await admin.close()
+
+
 def _wait_committed(bootstrap: str, group: str, topic: str, partitions: int, count: int, *,
                     timeout_s: float = 3600, pid: int | None = None) -> None:
     """Until ``group`` committed ``count`` records of ``topic``; with ``pid``, print that
@@ -279,20 +289,23 @@ def measure(bootstrap: str, tenants: int, users: int, cdrs_count: int, workdir: 
     workload = Workload(tenants, users, seed=1)
     run = Run(bootstrap, prefix, input_partitions(load_topics()), [orjson.dumps(e) for _, e in workload.setup()],
               [orjson.dumps(e) for e in workload.cdrs(cdrs_count)], workdir)
-    rss_loaded, shutdown_loaded, cores = _loaded_shutdown(run)
-    # worker B: a wiped store restores from the changelog, then rates the rest
-    records = asyncio.run(_end_offsets(bootstrap, f"{prefix}rater-state", run.partitions))
-    worker, port = run.start_worker("b")
     try:
-        start_to_ready, restore = _until_ready(worker, port, workdir / "worker-b.log")
-        rss_restored = _peak_rss_mib(worker.pid)
-        print(f"  worker B restored {records:,} changelog records in {restore:.2f} s"
-              f" (start → ready {start_to_ready:.2f} s), peak RSS {rss_restored:.0f} MiB", flush=True)
-        run.wait_committed("cdrs", len(run.cdrs), worker.pid)
-        rss_after = _peak_rss_mib(worker.pid)
-        shutdown_idle = _sigterm(worker)
+        rss_loaded, shutdown_loaded, cores = _loaded_shutdown(run)
+        # worker B: a wiped store restores from the changelog, then rates the rest
+        records = asyncio.run(_end_offsets(bootstrap, f"{prefix}rater-state", run.partitions))
+        worker, port = run.start_worker("b")
+        try:
+            start_to_ready, restore = _until_ready(worker, port, workdir / "worker-b.log")
+            rss_restored = _peak_rss_mib(worker.pid)
+            print(f"  worker B restored {records:,} changelog records in {restore:.2f} s"
+                  f" (start → ready {start_to_ready:.2f} s), peak RSS {rss_restored:.0f} MiB", flush=True)
+            run.wait_committed("cdrs", len(run.cdrs), worker.pid)
+            rss_after = _peak_rss_mib(worker.pid)
+            shutdown_idle = _sigterm(worker)
+        finally:
+            stop_process(worker)
     finally:
-        stop_process(worker)
+        asyncio.run(_delete_topics(bootstrap, prefix))
     print(f"  worker B rated the rest: peak RSS {rss_after:.0f} MiB, SIGTERM → exit (idle) {shutdown_idle:.2f} s",
           flush=True)
     return Sizing(tenants, users, len(run.setup), len(run.cdrs), rss_loaded, shutdown_loaded, records,
