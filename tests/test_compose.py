@@ -149,6 +149,27 @@ def test_prometheus_scrapes_both_workers_on_their_web_port_and_loads_the_rules()
     assert "rules.yml" in rules, "the alert rules beside prometheus.yml are loaded"
 
 
+def _provisioning(kind: str) -> list[dict[str, Any]]:
+    """The Grafana provisioning files of ``kind`` (datasources, dashboards); skips while
+    the monitoring branch has not brought them."""
+    folder = ROOT / "deploy" / "grafana" / "provisioning" / kind
+    files = sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")])
+    if not files:
+        pytest.skip(f"deploy/grafana/provisioning/{kind}/ comes with the monitoring branch of issue 12")
+    return [yaml.safe_load(f.read_text()) for f in files]
+
+
+def test_grafana_reads_prometheus_by_its_service_name_and_the_mounted_dashboards() -> None:
+    services = _services()
+    urls = {d["url"] for config in _provisioning("datasources") for d in config.get("datasources", [])}
+    port = services["prometheus"]["ports"][0].split(":")[1]
+    assert f"http://prometheus:{port}" in urls
+    mounted = {v.split(":")[1] for v in services["grafana"]["volumes"]}
+    paths = {p["options"]["path"] for config in _provisioning("dashboards") for p in config.get("providers", [])}
+    assert paths, "a dashboards provider"
+    assert paths <= mounted, "it reads the folder compose mounts"
+
+
 class _Readyz(http.server.BaseHTTPRequestHandler):
     status = 200
 
