@@ -18,16 +18,22 @@ RUN pip install --prefix=/install . \
 
 FROM python:3.11-slim
 
+# PYTHONDONTWRITEBYTECODE: nothing is written outside RATER_DATA_DIR (and /tmp), so the
+# root filesystem can be read-only (deploy/k8s/ runs it so).
 ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
     RATER_DATA_DIR=/var/lib/rater \
     RATER_WEB_HOST=0.0.0.0 \
     RATER_COMPILED_DIR=/usr/local/lib/rater-compiled
 
 COPY --from=build /install /usr/local
-RUN useradd --system --home-dir /var/lib/rater --create-home rater \
+# A fixed numeric uid/gid: Kubernetes' runAsNonRoot can only check a numeric USER, and
+# fsGroup 10001 makes a fresh volume writable for it (deploy/k8s/statefulset.yaml).
+RUN groupadd --system --gid 10001 rater \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/rater --create-home rater \
  && python -c "import rater, sys; print(rater.CORE_BUILD); sys.exit(not rater.CORE_BUILD.startswith('compiled'))"
 
-USER rater
+USER 10001:10001
 VOLUME ["/var/lib/rater"]
 EXPOSE 6066
 ENTRYPOINT ["rater"]

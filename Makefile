@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 CORE_SOURCES := $(wildcard rater/core/*.py) tools/compile_core.py
 COMPILED := .cache/compiled/manifest.json
 
-.PHONY: demo test lint pytest install core kafka-jars compose-schema bench bench-stream clean
+.PHONY: demo test lint pytest install core kafka-jars compose-schema bench bench-stream sizing clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ bench: install core
 # The worker on a real broker against a bare aiokafka pass-through (not a test).
 bench-stream: install core kafka-jars
 	$(BIN)/python benchmarks/streaming.py
+
+# Peak RSS, SIGTERM-to-exit time and restore rate of one real worker, for deploy sizing
+# (docs/deploying.md; not a test; ≈ 8 min). ARGS="--tenants 200 --cdrs 20000" for a quick run.
+sizing: install core kafka-jars
+	$(BIN)/python benchmarks/sizing.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,216 @@
+"""deploy/k8s/: valid Kubernetes 1.30 objects (strict), listed by the kustomization, and
+wired to what the worker really does and to the numbers docs/deploying.md records."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from rater.shell.settings import Settings
+from rater.topics import input_partitions, load_topics
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "deploy" / "k8s"
+MONITOR = K8S / "servicemonitor"
+DOCS = ROOT / "docs" / "deploying.md"
+KUBERNETES = "1.30.0"
+"""The oldest Kubernetes the manifests are for (kubernetes-validate bundles its schemas)."""
+
+
+def _documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _manifests(folder: Path = K8S) -> list[Path]:
+    return sorted(p for p in folder.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def _objects() -> dict[str, dict[str, Any]]:
+    """The base's objects by kind (one of each)."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in _manifests():
+        for doc in _documents(path):
+            assert doc["kind"] not in found, f"one {doc['kind']} expected"
+            found[doc["kind"]] = doc
+    return found
+
+
+def _worker() -> dict[str, Any]:
+    containers = _objects()["StatefulSet"]["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["worker"]
+    worker: dict[str, Any] = containers[0]
+    return worker
+
+
+def _worker_settings() -> Settings:
+    """The settings the worker container reads: the ConfigMap it loads, then its own env."""
+    worker = _worker()
+    assert worker["envFrom"] == [{"configMapRef": {"name": _objects()["ConfigMap"]["metadata"]["name"]}}]
+    env = {**_objects()["ConfigMap"]["data"], **{e["name"]: e["value"] for e in worker.get("env", [])}}
+    return Settings.from_env(env)
+
+
+def _container_port(name: str) -> int:
+    ports = {p["name"]: p["containerPort"] for p in _worker()["ports"]}
+    return ports[name]
+
+
+def _sizing_table() -> list[dict[str, str]]:
+    """The rows of docs/deploying.md's measured sizing table (the one whose header names
+    ``peak RSS under load``), by column header."""
+    lines = [line.strip() for line in DOCS.read_text().splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("|") and "peak RSS under load" in line)
+    header = [cell.strip() for cell in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")), strict=True)))
+    assert rows, "the sizing table has measured rows"
+    return rows
+
+
+def _number(cell: str) -> float:
+    found = re.search(r"[\d,]+(?:\.\d+)?", cell)
+    assert found, cell
+    return float(found.group().replace(",", ""))
+
+
+def _mebibytes(quantity: str) -> float:
+    units = {"Mi": 1, "Gi": 1024}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+@pytest.mark.parametrize("path", [*_manifests(), *_manifests(MONITOR)], ids=lambda p: p.name)
+def test_every_manifest_is_valid_kubernetes_strict(path: Path) -> None:
+    """Every object against Kubernetes' own schemas (strict: an unknown field fails).
+    The ServiceMonitor is a prometheus-operator CRD the validator has no schema for: its
+    fields are checked by the test on its wiring."""
+    for doc in _documents(path):
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            assert doc["kind"] == "ServiceMonitor"
+            continue
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+
+
+def test_the_validator_rejects_what_kubernetes_would() -> None:
+    statefulset = _objects()["StatefulSet"]
+    broken = {**statefulset, "spec": {**statefulset["spec"], "replica": 2}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES, strict=True)
+
+
+@pytest.mark.parametrize("folder", [K8S, MONITOR], ids=["base", "servicemonitor"])
+def test_the_kustomization_lists_every_manifest(folder: Path) -> None:
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Kustomization"
+    assert sorted(kustomization["resources"]) == [p.name for p in _manifests(folder)]
+
+
+def test_no_servicemonitor_in_the_base() -> None:
+    """The base applies on any cluster: the CRD-dependent object lives in servicemonitor/."""
+    assert "ServiceMonitor" not in _objects()
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kustomize_builds_the_base_into_valid_objects() -> None:
+    built = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, check=True).stdout
+    objects = [doc for doc in yaml.safe_load_all(built) if doc]
+    assert sorted(o["kind"] for o in objects) == sorted(_objects())
+    for doc in objects:
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+
+
+def test_probes_ask_the_worker_on_the_port_its_settings_listen_on() -> None:
+    settings = _worker_settings()
+    worker = _worker()
+    assert settings.web_host == "0.0.0.0"  # the kubelet and Prometheus reach it from outside the pod
+    assert _container_port("web") == settings.web_port
+    assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "web"}
+    assert worker["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "web"}
+    assert worker["startupProbe"]["httpGet"]["port"] == "web"
+    assert worker["startupProbe"]["httpGet"]["path"] in {"/readyz", "/healthz"}
+    startup = worker["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "minutes for a restore"
+    annotations = _objects()["StatefulSet"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(settings.web_port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_the_data_dir_is_the_claimed_volume_and_tmp_is_writable() -> None:
+    settings = _worker_settings()
+    statefulset = _objects()["StatefulSet"]
+    mounts = {m["name"]: m["mountPath"] for m in _worker()["volumeMounts"]}
+    assert mounts["data"] == str(settings.data_dir)
+    assert [t["metadata"]["name"] for t in statefulset["spec"]["volumeClaimTemplates"]] == ["data"]
+    assert mounts["tmp"] == "/tmp"
+    volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes["tmp"]
+
+
+def test_workers_run_as_the_images_non_root_user_on_a_read_only_root() -> None:
+    user = re.search(r"^USER (\d+):(\d+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert user, "the Dockerfile's USER is numeric"
+    for kind in ("StatefulSet", "Job"):
+        pod = _objects()[kind]["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == int(user.group(1))
+        assert pod["securityContext"]["runAsGroup"] == int(user.group(2))
+        for container in pod["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert _objects()["StatefulSet"]["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == int(user.group(2))
+
+
+def test_the_topics_job_creates_the_topics_with_the_workers_settings() -> None:
+    job = _objects()["Job"]["spec"]["template"]["spec"]
+    assert job["containers"][0]["args"] == ["topics", "create"]
+    assert job["containers"][0]["image"] == _worker()["image"]
+    assert job["containers"][0]["envFrom"] == _worker()["envFrom"]
+    assert job["restartPolicy"] == "OnFailure"
+
+
+def test_services_budget_and_monitor_select_the_workers() -> None:
+    objects = _objects()
+    pod_labels = objects["StatefulSet"]["spec"]["template"]["metadata"]["labels"]
+    service = objects["Service"]
+    assert objects["StatefulSet"]["spec"]["serviceName"] == service["metadata"]["name"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True, "a restoring worker is scraped too"
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [("web", "web")]
+    budget = objects["PodDisruptionBudget"]["spec"]
+    assert budget["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert budget["maxUnavailable"] == 1
+    replicas = objects["StatefulSet"]["spec"]["replicas"]
+    assert 1 < replicas <= input_partitions(load_topics()), "scaling is bounded by the partitions"
+    (monitor,) = _documents(MONITOR / "servicemonitor.yaml")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [("web", "/metrics")]
+
+
+def test_grace_period_and_resources_are_the_documented_ones_and_fit_the_measurements() -> None:
+    pod = _objects()["StatefulSet"]["spec"]["template"]["spec"]
+    grace = pod["terminationGracePeriodSeconds"]
+    resources = _worker()["resources"]
+    docs = DOCS.read_text()
+    assert f"terminationGracePeriodSeconds: {grace}" in docs
+    assert f"requests: cpu {resources['requests']['cpu']}, memory {resources['requests']['memory']}" in docs
+    assert f"limits: memory {resources['limits']['memory']}" in docs
+    rows = _sizing_table()
+    shutdown_s = max(_number(row["SIGTERM → exit under load"]) for row in rows)
+    peak_mib = max(_number(row["peak RSS under load"]) for row in rows)
+    cores = max(_number(row["CPU cores busy"]) for row in rows)
+    assert grace >= 10 * shutdown_s, "the grace period is well above the measured stop time"
+    assert _mebibytes(resources["requests"]["memory"]) >= 1.1 * peak_mib, "requests cover the measured peak"
+    assert _mebibytes(resources["limits"]["memory"]) >= 1.5 * peak_mib, "headroom over the peak"
+    cpu = resources["requests"]["cpu"]
+    assert (float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)) >= cores
