@@ -30,6 +30,12 @@ INPUT_TYPES = {
 }
 
 
+def enum(event_type: str, field: str) -> list[str]:
+    """The values a top-level string ``field`` of ``event_type`` may take (its ``enum``)."""
+    values = _registry()[1][event_type]["properties"][field]["enum"]
+    return [value for value in values if isinstance(value, str)]
+
+
 @cache
 def _registry() -> tuple[Registry, dict[str, dict[str, Any]]]:
     schemas: dict[str, dict[str, Any]] = {}

@@ -31,9 +31,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from rater import edge
 from rater.catalog import rating_context
 from rater.core.times import parse_time_us
+from rater.schemas import INPUT_TYPES, schema_names
 from rater.shell import tally
 from rater.shell.driver import Driver
-from rater.shell.metrics import Histogram, Metrics, registry
+from rater.shell.metrics import SOURCE_TOPICS, Histogram, Metrics, expected_series, registry
 from rater.shell.settings import Settings
 from rater.shell.task import TICKS, MemoryStore, PartitionTask, tick_value
 from rater.workload import Workload
@@ -107,10 +108,40 @@ def test_a_batchs_counts_are_its_outputs_recounted() -> None:
     expected = +expected  # zero amounts are not counted
     assert counts == expected
     assert sorted(ends) == sorted(rated_ends)
+    shown = set(expected_series(CTX))
+    assert set(counts) <= shown, f"counted but not shown at 0 from the start: {set(counts) - shown}"
     seen = {key[0] for key in counts} | {key[2] for key in counts if key[0] == tally.OUTPUT}
     for wanted in (tally.CHARGED, tally.DEBITED, tally.OVERAGE, tally.UNCOLLECTED, tally.RECHARGE_REQUESTED,
                    tally.DEAD_LETTER, "low_balance", "balance_depleted", "recharge_failed"):
         assert wanted in seen, f"the workload made no {wanted}: the test proves less than it says"
+
+
+def test_every_output_event_type_is_known_to_the_metrics() -> None:
+    inputs = {kind for kinds in INPUT_TYPES.values() for kind in kinds}
+    outputs = set(schema_names()) - inputs
+    assert sorted(kind for _, kind in tally.OUTPUT_TYPES) == sorted(outputs)
+
+
+def test_known_series_are_shown_at_zero_before_their_first_event() -> None:
+    """A counter that appears with its first increment hides it from increase()."""
+    metrics = Metrics("0.1.0", "pure")
+    metrics.expect(expected_series(CTX), SOURCE_TOPICS)
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry(metrics)).decode())}
+
+    def labels(family: str, *names: str) -> set[tuple[str, ...]]:
+        samples = [s for s in families[family].samples if s.name == family + "_total"]
+        assert all(s.value == 0 for s in samples)
+        return {tuple(s.labels[name] for name in names) for s in samples}
+
+    rated = labels("rater_cdrs_rated", "status", "capability")
+    assert ("rated", "MCOPSTNPP") in rated
+    assert ("blocked", "none") in rated
+    assert ("no_rate", "cdrs") in labels("rater_dead_letters", "reason", "topic")
+    assert ("rated-cdrs", "rated_cdr") in labels("rater_output_records", "topic", "type")
+    assert {("USD",), ("EUR",)} <= labels("rater_debited_minor_units", "currency")
+    assert ("USD",) in labels("rater_recharge_requests", "currency")
+    assert labels("rater_input_records", "topic") == {(topic,) for topic in SOURCE_TOPICS}
+    assert {s.labels["topic"] for s in families["rater_record_to_commit_seconds"].samples} == set(SOURCE_TOPICS)
 
 
 def test_a_task_that_does_not_count_decides_the_same() -> None:

@@ -37,7 +37,7 @@ import rater
 from rater import edge
 from rater.core.context import RatingContext
 from rater.shell.clock import BrokerClock
-from rater.shell.metrics import Metrics, Now, registry
+from rater.shell.metrics import SOURCE_TOPICS, Metrics, Now, expected_series, registry
 from rater.shell.settings import Settings
 from rater.shell.task import TENANT_KEYS, TICKS, PartitionTask, probe_value, tick_value
 from rater.shell.web import WebServer, WebServerError
@@ -265,6 +265,8 @@ class Driver:
         self.clock = BrokerClock(source=self._topic(TICKS))
         """The broker's clock: ticks carry it, records are stamped with it."""
         self.metrics = Metrics(rater.__version__, rater.CORE_BUILD, self._now) if settings.metrics else None
+        if self.metrics is not None:
+            self.metrics.expect(expected_series(ctx), SOURCE_TOPICS)
         self.web = WebServer(settings.web_host, settings.web_port, self.readiness,
                              registry(self.metrics) if self.metrics is not None else None,
                              before_scrape=self._measure_lag)

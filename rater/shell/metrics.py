@@ -23,6 +23,9 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from rater import schemas
+from rater.core.context import RatingContext
+from rater.core.rating import CREDITS, OVERAGE
 from rater.shell import tally
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
@@ -130,6 +133,15 @@ class Metrics(Collector):
         self.batch_records.observe(size)
         self.commit_seconds.observe(commit_s)
         self.commits += 1
+
+    def expect(self, keys: Iterable[tuple[str, ...]], input_topics: Iterable[str]) -> None:
+        """Show these counts (:func:`tally.expected`) and these input topics' counters
+        and latency histograms at 0 until they count something."""
+        for key in keys:
+            self.counts.setdefault(key, 0)
+        for topic in input_topics:
+            self.inputs.setdefault(topic, 0)
+            self.record_latency.setdefault(topic, Histogram(LATENCY_BUCKETS))
 
     def failed(self) -> None:
         """A unit failed (the worker stops)."""
@@ -246,6 +258,20 @@ class Metrics(Collector):
         if state.clock_offset_s is not None:
             yield GaugeMetricFamily("rater_broker_clock_offset_seconds", "The broker's clock − this host's, as"
                                     " measured", value=state.clock_offset_s)
+
+
+SOURCE_TOPICS = ("cdrs", "account-commands", "recharge-results")
+"""The input topics whose records are counted and may be dead letters."""
+
+
+def expected_series(ctx: RatingContext) -> list[tuple[str, ...]]:
+    """The counts shown at 0 from the start (:func:`tally.expected`): every rated status
+    by every capability of the catalog (and credits, overage, none), every dead-letter
+    reason by input topic, every output event, money in every currency of the tariff."""
+    capabilities = [cap.id for cap in ctx.catalog.capabilities] + [CREDITS, OVERAGE, "none"]
+    currencies = sorted({currency for tariff in ctx.tariffs.versions for currency, _ in tariff.rates})
+    return tally.expected(schemas.enum("rated_cdr", "status"), capabilities, schemas.enum("dead_letter", "reason"),
+                          SOURCE_TOPICS, currencies)
 
 
 def registry(metrics: Metrics) -> CollectorRegistry:

@@ -33,6 +33,30 @@ RECHARGE_REQUESTED = "recharge_requested"
 
 Counts = dict[tuple[str, ...], int]
 
+OUTPUT_TYPES = (
+    ("rated-cdrs", "rated_cdr"), ("balances", "balance"), ("low-balance", "low_balance"),
+    ("recharge-requests", "recharge_request"), ("notifications", "pool_exhausted"),
+    ("notifications", "credits_expired"), ("notifications", "balance_depleted"),
+    ("notifications", "recharge_failed"), ("notifications", "recharge_succeeded"),
+    ("dead-letters", "dead_letter"),
+)
+"""Every (logical output topic, event type) the worker produces (a test holds it to the
+schemas and to what the core emits)."""
+MONEY = (CHARGED, DEBITED, OVERAGE, UNCOLLECTED)
+
+
+def expected(statuses: Iterable[str], capabilities: Iterable[str], reasons: Iterable[str],
+             source_topics: Iterable[str], currencies: Iterable[str]) -> list[tuple[str, ...]]:
+    """The keys a worker can count, to be shown at 0 before their first event: a
+    counter that appears only with its first increment hides that increment from
+    ``rate()`` and ``increase()`` (Prometheus sees no earlier sample to start from)."""
+    capabilities, source_topics, currencies = list(capabilities), list(source_topics), list(currencies)
+    keys: list[tuple[str, ...]] = [(OUTPUT, topic, kind) for topic, kind in OUTPUT_TYPES]
+    keys += [(RATED, status, capability) for status in statuses for capability in capabilities]
+    keys += [(DEAD_LETTER, reason, topic) for reason in reasons for topic in source_topics]
+    keys += [(kind, currency) for kind in (*MONEY, RECHARGE_REQUESTED) for currency in currencies]
+    return keys
+
 
 class _Event(Protocol):
     stream: str
