@@ -1,7 +1,8 @@
 """Issue 12: the alert rules and the Prometheus configuration pass Prometheus's own
 checks (``promtool check rules``, ``promtool check config``), every alert's unit tests
 pass (``promtool test rules``: deploy/prometheus/rules.test.yml), every alert has one test
-that fires it and one that shows it quiet.
+that fires it and one that shows it quiet, and every alert is explained in
+docs/operating.md.
 
 Under CI (``CI=true``) a missing promtool fails; elsewhere these tests skip."""
 
@@ -12,7 +13,7 @@ from collections import defaultdict
 
 import yaml
 
-from tests.prometheus_support import PROMETHEUS_CONFIG, RULES, RULES_TEST, alert_rules, tool
+from tests.prometheus_support import OPERATING, PROMETHEUS_CONFIG, RULES, RULES_TEST, alert_rules, tool
 
 
 def _promtool(*args: str) -> str:
@@ -55,3 +56,12 @@ def test_every_alert_has_a_test_that_fires_it_and_one_that_keeps_it_quiet() -> N
         assert quiet[name], f"no test shows {name} quiet"
     assert set(fired) | set(quiet) <= set(names)
 
+
+def test_every_alert_has_a_severity_a_summary_and_a_runbook_in_the_operating_guide() -> None:
+    guide = OPERATING.read_text()
+    headings = {line.lstrip("#").strip().lower() for line in guide.splitlines() if line.startswith("#")}
+    for rule in alert_rules():
+        assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+        assert rule["annotations"]["runbook"] == f"docs/operating.md#{rule['alert'].lower()}"
+        assert rule["alert"].lower() in headings, f"docs/operating.md has no section {rule['alert']}"
