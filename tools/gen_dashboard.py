@@ -52,6 +52,9 @@ class Panel:
     kind: str = "timeseries"  # timeseries | stat | table
     width: int = 12
     extra: dict[str, Any] = field(default_factory=dict)
+    """More field defaults (min, max)."""
+    hide: tuple[str, ...] = ()
+    """Columns a table does not show."""
 
 
 def rate(metric: str, by: str, window: str = "$__rate_interval", matchers: str = "") -> str:
@@ -80,7 +83,7 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                Query(f"rater_partitions_ready{{{W}}}", "{{instance}} ready")), width=9),
         Panel("Versions", "Each worker's version and which rating core it runs (compiled or pure).",
               (Query(f"rater_info{{{W}}}", "{{instance}}", instant=True, table=True),),
-              kind="table", width=12),
+              kind="table", width=12, hide=("Time", "Value", "__name__", "job")),
         Panel("Process CPU and memory", "CPU seconds per second and resident memory of each worker process.",
               (Query(f"rate(process_cpu_seconds_total{{{W}}}[$__rate_interval])", "{{instance}} CPU"),
                Query(f"process_resident_memory_bytes{{{W}}} / 2^30", "{{instance}} RSS GiB")), width=12),
@@ -202,10 +205,12 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
     elif panel.kind == "stat":
         options = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                    "textMode": "value_and_name", "colorMode": "none", "graphMode": "none"}
+    transformations = [{"id": "organize", "options": {"excludeByName": dict.fromkeys(panel.hide, True)}}] if (
+        panel.hide) else []
     return {
         "id": panel_id, "type": panel.kind, "title": panel.title, "description": panel.description,
         "datasource": DATASOURCE, "gridPos": {"h": HEIGHT, "w": panel.width, "x": x, "y": y},
-        "fieldConfig": {"defaults": defaults, "overrides": []}, "options": options,
+        "fieldConfig": {"defaults": defaults, "overrides": []}, "options": options, "transformations": transformations,
         "targets": [_target(q, chr(ord("A") + n)) for n, q in enumerate(panel.queries)],
     }
 
