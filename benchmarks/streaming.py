@@ -14,7 +14,8 @@ the same number of partitions:
   CDRs for tenants whose accounts were set up first;
 * ``rater, no metrics`` — the same with ``RATER_METRICS=off`` (issue 12: the metrics may
   cost at most 5 %), run right before or after the one with metrics (alternating by
-  round, so the VM's drift weighs on both), their ratio printed per round.
+  round, so the VM's drift and whatever favours the second run weigh on both: an even
+  number of rounds, 4 by default), their ratio printed per round.
 
 Both read topics that were filled before they start; each is timed from its first
 committed record to its last, so start-up and group joins are not counted. Prints
@@ -170,7 +171,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=5_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="worker processes of each rater run (docker-compose.yml runs two)")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=4,
                         help="rounds of a pass-through, the rater runs and a pass-through again; the ratio is each"
                              " round's (against the mean pass-through), and their median (a shared VM's speed"
                              " drifts by a third within minutes)")

@@ -25,6 +25,8 @@ from typing import Any
 import iso4217
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -162,6 +164,20 @@ def test_histogram_buckets_are_prometheus_le_buckets() -> None:
         histogram.observe(value)
     assert histogram.buckets() == [("1.0", 2.0), ("2.0", 4.0), ("+Inf", 5.0)]
     assert histogram.sum == 12.0
+
+
+@given(st.lists(st.integers(min_value=-5_000_000, max_value=100_000_000_000), max_size=60),
+       st.sampled_from([1, 1000, 1_000_000]))
+def test_a_unit_observed_at_once_is_what_one_observe_each_would_give(ages: list[int], per_second: int) -> None:
+    now = 200_000_000_000
+    bounds = (0.01, 0.025, 1.0, 3600.0)
+    ages += [round(b * per_second) for b in bounds]  # exactly on a bound: le
+    one, each = Histogram(bounds), Histogram(bounds)
+    one.observe_ages(now, [now - age for age in ages], per_second)
+    for age in ages:
+        each.observe(max(0, age) / per_second)
+    assert one.counts == each.counts
+    assert one.sum == pytest.approx(each.sum, rel=1e-9)
 
 
 def _exposition() -> str:

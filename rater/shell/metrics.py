@@ -15,7 +15,7 @@ below 2**53 (Prometheus keeps float64s). docs/operating.md lists every metric.
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -57,6 +57,25 @@ class Histogram:
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1  # the first bound >= value: le
         self.sum += value
+
+    def observe_ages(self, now: int, times: list[int], per_second: int) -> None:
+        """Observe ``now − t`` seconds (0 for a ``t`` past ``now``) for every ``t`` of
+        ``times``, integers in 1/``per_second`` s: what one ``observe`` each would do, in
+        a sort and one binary search per bucket (a unit's records commit together)."""
+        if not times:
+            return
+        times = sorted(times)
+        n = len(times)
+        counts = self.counts
+        below = 0
+        for i, bound in enumerate(self.bounds):
+            # an age <= bound is a time >= now − bound (the bounds are whole units: exact)
+            within = n - bisect_left(times, now - round(bound * per_second))
+            counts[i] += within - below
+            below = within
+        counts[-1] += n - below
+        past = bisect_right(times, now)
+        self.sum += (past * now - sum(times[:past])) / per_second
 
     def buckets(self) -> list[tuple[str, float]]:
         cumulative, total = [], 0
@@ -110,26 +129,29 @@ class Metrics(Collector):
         self.restores: dict[int, Restore] = {}
 
     # -- what the driver tells ------------------------------------------------------------
-    def committed(self, counts: tally.Counts, call_ends_us: Iterable[int],
-                  records: Iterable[tuple[str, int]], commit_s: float, committed_ms: int) -> None:
+    def committed(self, counts: tally.Counts, call_ends_us: list[int], records: Iterable[tuple[str, int]],
+                  commit_s: float, committed_ms: int) -> None:
         """A unit committed: its batch's ``counts``, the ends of the calls it rated,
         its input ``records`` as (logical topic, Kafka timestamp in ms), how long its
         transaction took and when it committed (the broker's clock, ms)."""
         total = self.counts
         for key, value in counts.items():
             total[key] = total.get(key, 0) + value
-        observe = self.call_latency.observe
-        committed_us = committed_ms * 1000
-        for end_us in call_ends_us:
-            observe(max(0, committed_us - end_us) / 1e6)  # a call may end a little in the future
-        size = 0
+        self.call_latency.observe_ages(committed_ms * 1000, call_ends_us, 1_000_000)
+        stamps: dict[str, list[int]] = {}
         for topic, timestamp_ms in records:
-            size += 1
-            self.inputs[topic] = self.inputs.get(topic, 0) + 1
+            found = stamps.get(topic)
+            if found is None:
+                found = stamps[topic] = []
+            found.append(timestamp_ms)
+        size = 0
+        for topic, found in stamps.items():
+            size += len(found)
+            self.inputs[topic] = self.inputs.get(topic, 0) + len(found)
             histogram = self.record_latency.get(topic)
             if histogram is None:
                 histogram = self.record_latency[topic] = Histogram(LATENCY_BUCKETS)
-            histogram.observe(max(0, committed_ms - timestamp_ms) / 1e3)
+            histogram.observe_ages(committed_ms, found, 1000)
         self.batch_records.observe(size)
         self.commit_seconds.observe(commit_s)
         self.commits += 1

@@ -65,6 +65,10 @@ class _Event(Protocol):
     def payload(self) -> dict[str, Any]: ...
 
 
+ZEROS = frozenset(("0", "0.0", "0.00", "0.000", "0.0000"))
+"""Zero as the core formats it, in currencies of 0 to 4 digits."""
+
+
 def minor_units(amount: str) -> int:
     """A decimal string the core formatted (``format_decimal``: always its currency's
     number of digits) as an integer of minor units."""
@@ -83,10 +87,10 @@ def count_events(counts: Counts, events: Iterable[_Event]) -> None:
             counts[key] = counts.get(key, 0) + 1
             currency = payload["currency"]
             for name, field in ((CHARGED, "charge"), (OVERAGE, "overage"), (UNCOLLECTED, "uncollected")):
-                amount = minor_units(payload[field])
-                if amount:
+                text = payload[field]
+                if text not in ZEROS:  # most are: no parse
                     key = (name, currency)
-                    counts[key] = counts.get(key, 0) + amount
+                    counts[key] = counts.get(key, 0) + minor_units(text)
             debits = payload["lot_debits"]
             if debits:
                 key = (DEBITED, currency)
