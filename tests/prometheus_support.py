@@ -1,0 +1,191 @@
+"""Helpers for the tests of the monitoring material (issue 12): finding Prometheus's
+tools, a real ``prometheus`` process on a free port, the Grafana dashboard's queries and
+the alert rules' expressions.
+
+CI installs Debian's ``prometheus`` package (``.ci/run``): there a missing ``promtool`` or
+``prometheus`` FAILS the test that needs it; on a developer's machine it skips with the
+reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rater.localkafka import free_port, spawn, stop_process
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
+RULES_TEST = ROOT / "deploy" / "prometheus" / "rules.test.yml"
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "rater.json"
+OPERATING = ROOT / "docs" / "operating.md"
+JOB = "rater"
+"""The scrape job of the workers (deploy/prometheus/prometheus.yml); the rules select it."""
+
+
+def tool(name: str) -> str:
+    """The path of Prometheus's ``name`` (prometheus, promtool): under CI its absence
+    fails the test, elsewhere it skips it."""
+    found = shutil.which(name)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is missing: .ci/run installs Debian's prometheus package")
+        pytest.skip(f"{name} is not installed (apt-get install --no-install-recommends prometheus)")
+    return found
+
+
+# -- the dashboard's queries --------------------------------------------------------------
+
+
+def dashboard() -> dict[str, Any]:
+    return dict(json.loads(DASHBOARD.read_text()))
+
+
+def panels(model: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel that queries (not the rows), rows' collapsed children too."""
+    for panel in model["panels"]:
+        if panel["type"] == "row":
+            yield from panel.get("panels", [])
+        else:
+            yield panel
+
+
+def panel_queries(model: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(panel title and refId, expression) of every target of every panel."""
+    for panel in panels(model):
+        for target in panel["targets"]:
+            yield f'{panel["title"]} ({target["refId"]})', target["expr"]
+
+
+def grafana_expr(expr: str, workers: list[str], scrape_s: int, range_s: int) -> str:
+    """``expr`` as Grafana sends it to Prometheus: ``$worker`` with every worker chosen
+    (Grafana's multi-value form: the values regex-escaped, joined as ``(a|b)``);
+    ``$__interval`` the step (here the scrape interval, the datasource's minimum);
+    ``$__rate_interval`` = max(``$__interval`` + scrape interval, 4 × scrape interval), as
+    Grafana defines it; ``$__range`` the time range."""
+    escaped = "|".join(re.escape(worker).replace("\\", "\\\\") for worker in workers)
+    rate_interval = max(scrape_s + scrape_s, 4 * scrape_s)
+    out = (expr.replace("$__rate_interval", f"{rate_interval}s").replace("$__interval", f"{scrape_s}s")
+           .replace("$__range", f"{range_s}s").replace("$worker", f"({escaped})"))
+    assert "$" not in out, f"a Grafana variable the test does not know in {expr}"
+    return out
+
+
+# -- the alert rules ----------------------------------------------------------------------
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    """Every alerting rule of rules.yml."""
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+SELECTOR = re.compile(r"\b((?:rater|process)_[a-z_]+|up)\b(\{[^}]*\})?")
+
+
+def selectors(expr: str) -> list[str]:
+    """The instant-vector selectors an expression reads (metric name and matchers)."""
+    return sorted({name + (matchers or "") for name, matchers in SELECTOR.findall(expr)})
+
+
+# -- a real Prometheus --------------------------------------------------------------------
+
+
+class PrometheusError(AssertionError):
+    """Prometheus refused a query (the message has its error)."""
+
+
+@dataclass
+class Prometheus:
+    """A ``prometheus`` server in ``workdir`` scraping ``targets`` (host:port) every
+    ``scrape_s`` seconds as job ``rater``, evaluating the repository's rules.yml."""
+
+    workdir: Path
+    targets: list[str]
+    scrape_s: int = 1
+    proc: Any = None
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "prometheus.log"
+
+    def start(self) -> Prometheus:
+        binary = tool("prometheus")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = {
+            "global": {"scrape_interval": f"{self.scrape_s}s", "evaluation_interval": f"{self.scrape_s}s",
+                       "scrape_timeout": f"{self.scrape_s}s"},
+            "rule_files": [str(RULES)],
+            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": self.targets}]}],
+        }
+        (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.port = free_port()
+        self.proc = spawn([binary, f"--config.file={self.workdir / 'prometheus.yml'}",
+                           f"--storage.tsdb.path={self.workdir / 'data'}",
+                           f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"], log=self.log)
+        deadline = time.monotonic() + 30
+        while not self._ready():
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"prometheus never became ready:\n{self.log.read_text()}")
+            time.sleep(0.1)
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except (OSError, urllib.error.HTTPError):
+            return False
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"prometheus exited with {self.proc.returncode}:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout_s=10)
+
+    def api(self, path: str, **params: str) -> Any:
+        """The ``data`` of an HTTP API answer; an error answer raises :class:`PrometheusError`."""
+        url = f"{self.url}/api/v1/{path}"
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                body = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            body = json.loads(exc.read() or b"{}")
+        if body.get("status") != "success":
+            raise PrometheusError(f"{body.get('errorType')}: {body.get('error')}")
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query's result (a vector; a scalar becomes one sample)."""
+        data = self.api("query", query=expr)
+        if data["resultType"] == "scalar":
+            return [{"metric": {}, "value": data["result"]}]
+        return list(data["result"])
+
+    def targets_up(self) -> dict[str, str]:
+        """scrape URL → health of every active target."""
+        return {t["scrapeUrl"]: t["health"] for t in self.api("targets")["activeTargets"]}
