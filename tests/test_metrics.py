@@ -181,7 +181,7 @@ def test_a_unit_observed_at_once_is_what_one_observe_each_would_give(ages: list[
 
 
 def _exposition() -> str:
-    metrics = Metrics("0.1.0", "pure")
+    metrics = Metrics("0.1.0", "pure (RATER_PURE is set)")
     records = _workload_records()[:600]
     task = PartitionTask(0, CTX, MemoryStore())
     batch = task.process(records)
@@ -198,6 +198,7 @@ def test_the_exposition_parses_and_carries_what_was_committed() -> None:
     assert rated.type == "counter"
     assert sum(s.value for s in rated.samples if s.name == "rater_cdrs_rated_total") > 0
     assert families["rater_cdr_end_to_commit_seconds"].type == "histogram"
+    assert [s.labels["core_build"] for s in families["rater_info"].samples] == ["pure"]
     assert {s.labels["topic"] for s in families["rater_input_records"].samples} >= {"cdrs", "account-commands"}
     assert any(s.labels.get("partition") == "3" for s in families["rater_restore_target_records"].samples)
     for sample in families["rater_charged_minor_units"].samples:

@@ -115,7 +115,9 @@ class Metrics(Collector):
 
     def __init__(self, version: str, core_build: str, now: Callable[[], Now] | None = None) -> None:
         self.version = version
-        self.core_build = core_build
+        self.core_build = core_build.split(" ", 1)[0]
+        """``compiled`` or ``pure`` (why, and where the build is, are in the start-up log:
+        a host path in a label would split a fleet's series)."""
         self.now = now
         """Reads the driver's state (set by the driver)."""
         self.counts: tally.Counts = {}
