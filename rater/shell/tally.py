@@ -76,28 +76,52 @@ def minor_units(amount: str) -> int:
 
 
 def count_events(counts: Counts, events: Iterable[_Event]) -> None:
-    """Count the output events of one step of the core."""
+    """Count the output events of one step (or a batch's steps) of the core.
+
+    It runs for every output of every batch (the metrics may cost 5 % of throughput):
+    rated CDRs, nearly all of the outputs, are counted with no key built for what they
+    do not carry (most move no money in some of the four kinds), and added to the
+    output count once a call."""
+    get = counts.get
+    rated = 0
     for event in events:
         payload = event.payload
         kind = payload["type"]
-        key: tuple[str, ...] = (OUTPUT, event.stream, kind)
-        counts[key] = counts.get(key, 0) + 1
         if kind == "rated_cdr":
-            key = (RATED, payload["status"], payload["capability"] or "none")
-            counts[key] = counts.get(key, 0) + 1
-            currency = payload["currency"]
-            for name, field in ((CHARGED, "charge"), (OVERAGE, "overage"), (UNCOLLECTED, "uncollected")):
-                text = payload[field]
-                if text not in ZEROS:  # most are: no parse
-                    key = (name, currency)
-                    counts[key] = counts.get(key, 0) + minor_units(text)
+            rated += 1
+            key: tuple[str, ...] = (RATED, payload["status"], payload["capability"] or "none")
+            counts[key] = get(key, 0) + 1
+            charge, overage, uncollected = payload["charge"], payload["overage"], payload["uncollected"]
             debits = payload["lot_debits"]
+            if charge in ZEROS and overage in ZEROS and uncollected in ZEROS and not debits:
+                continue
+            currency = payload["currency"]
+            if charge not in ZEROS:
+                key = (CHARGED, currency)
+                counts[key] = get(key, 0) + minor_units(charge)
+            if overage not in ZEROS:
+                key = (OVERAGE, currency)
+                counts[key] = get(key, 0) + minor_units(overage)
+            if uncollected not in ZEROS:
+                key = (UNCOLLECTED, currency)
+                counts[key] = get(key, 0) + minor_units(uncollected)
             if debits:
+                total = 0
+                for debit in debits:
+                    total += minor_units(debit["amount"])
                 key = (DEBITED, currency)
-                counts[key] = counts.get(key, 0) + sum(minor_units(debit["amount"]) for debit in debits)
-        elif kind == "recharge_request":
+                counts[key] = get(key, 0) + total
+            continue
+        key = (OUTPUT, event.stream, kind)
+        counts[key] = get(key, 0) + 1
+        if kind == "recharge_request":
             key = (RECHARGE_REQUESTED, payload["currency"])
-            counts[key] = counts.get(key, 0) + 1
+            counts[key] = get(key, 0) + 1
+    if rated:
+        counts[_RATED_OUTPUT] = get(_RATED_OUTPUT, 0) + rated
+
+
+_RATED_OUTPUT = (OUTPUT, "rated-cdrs", "rated_cdr")
 
 
 def count_dead_letter(counts: Counts, reason: str, source_topic: str) -> None:
