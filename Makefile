@@ -51,6 +51,10 @@ test: lint pytest
 bench: install core
 	$(BIN)/python benchmarks/rating.py
 
+# What counting for the metrics costs the decision's CPU, against the same batches uncounted (not a test).
+bench-metrics: install core
+	$(BIN)/python benchmarks/metrics_cost.py
+
 # The worker on a real broker against a bare aiokafka pass-through (not a test).
 bench-stream: install core kafka-jars
 	$(BIN)/python benchmarks/streaming.py
