@@ -32,7 +32,7 @@ import orjson
 import rater
 from rater import edge
 from rater.catalog import rating_context
-from rater.shell.metrics import SOURCE_TOPICS, Metrics, expected_series
+from rater.shell.metrics import INPUT_TOPICS, Metrics, expected_series
 from rater.shell.task import MemoryStore, PartitionTask
 from rater.workload import Workload
 
@@ -59,7 +59,7 @@ def _run(setup: list[edge.Record], calls: list[edge.Record], batch: int) -> dict
         tasks[counting] = PartitionTask(0, ctx, stores[counting], counting=counting)
         stores[counting].write(tasks[counting].process(setup))
     metrics = Metrics(rater.__version__, rater.CORE_BUILD)
-    metrics.expect(expected_series(ctx), SOURCE_TOPICS)
+    metrics.expect(expected_series(ctx), INPUT_TOPICS)
     took = {False: 0.0, True: 0.0}
     for n, start in enumerate(range(0, len(calls), batch)):
         records = calls[start:start + batch]

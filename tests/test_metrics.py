@@ -36,7 +36,7 @@ from rater.core.times import parse_time_us
 from rater.schemas import INPUT_TYPES, schema_names
 from rater.shell import tally
 from rater.shell.driver import Driver
-from rater.shell.metrics import SOURCE_TOPICS, Histogram, Metrics, expected_series, registry
+from rater.shell.metrics import INPUT_TOPICS, SOURCE_TOPICS, Histogram, Metrics, expected_series, registry
 from rater.shell.settings import Settings
 from rater.shell.task import TICKS, MemoryStore, PartitionTask, tick_value
 from rater.workload import Workload
@@ -127,7 +127,7 @@ def test_every_output_event_type_is_known_to_the_metrics() -> None:
 def test_known_series_are_shown_at_zero_before_their_first_event() -> None:
     """A counter that appears with its first increment hides it from increase()."""
     metrics = Metrics("0.1.0", "pure")
-    metrics.expect(expected_series(CTX), SOURCE_TOPICS)
+    metrics.expect(expected_series(CTX), INPUT_TOPICS)
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry(metrics)).decode())}
 
     def labels(family: str, *names: str) -> set[tuple[str, ...]]:
@@ -142,8 +142,9 @@ def test_known_series_are_shown_at_zero_before_their_first_event() -> None:
     assert ("rated-cdrs", "rated_cdr") in labels("rater_output_records", "topic", "type")
     assert {("USD",), ("EUR",)} <= labels("rater_debited_minor_units", "currency")
     assert ("USD",) in labels("rater_recharge_requests", "currency")
-    assert labels("rater_input_records", "topic") == {(topic,) for topic in SOURCE_TOPICS}
-    assert {s.labels["topic"] for s in families["rater_record_to_commit_seconds"].samples} == set(SOURCE_TOPICS)
+    assert labels("rater_input_records", "topic") == {(topic,) for topic in INPUT_TOPICS}
+    assert {s.labels["topic"] for s in families["rater_record_to_commit_seconds"].samples} == set(INPUT_TOPICS)
+    assert {topic for (topic,) in labels("rater_dead_letters", "topic")} == set(SOURCE_TOPICS)
 
 
 def test_a_task_that_does_not_count_decides_the_same() -> None:
@@ -312,7 +313,16 @@ def test_a_worker_serves_what_it_committed(worker: Worker) -> None:
     lag = {dict(labels)["topic"]: value for (name, labels), value in samples.items()
            if name == "rater_consumer_lag_records"}
     assert lag.get("cdrs") == 0  # measured, and everything sent was rated
-    assert _total(samples, "rater_restore_seconds") >= 0
+    owned = int(_total(samples, "rater_partitions_owned"))
+
+    def partitions(metric: str) -> list[str]:
+        return [dict(labels)["partition"] for (name, labels), _ in samples.items() if name == metric]
+
+    assert len(partitions("rater_restore_seconds")) == owned  # every owned partition restored (or had nothing to)
+    # ticks are off for these workers: a partition's tick age counts from when it became
+    # ready, so a worker that never ticks still shows (and alerts on) an age that grows
+    assert len(partitions("rater_tick_age_seconds")) == owned
+    assert _total(samples, "rater_tick_age_seconds") > 0
     assert _total(samples, "process_resident_memory_bytes") > 0
 
 

@@ -37,7 +37,7 @@ import rater
 from rater import edge
 from rater.core.context import RatingContext
 from rater.shell.clock import BrokerClock
-from rater.shell.metrics import SOURCE_TOPICS, Metrics, Now, expected_series, registry
+from rater.shell.metrics import INPUT_TOPICS, Metrics, Now, expected_series, registry
 from rater.shell.preflight import Preflight, PreflightFailed
 from rater.shell.settings import Settings
 from rater.shell.task import TENANT_KEYS, TICKS, PartitionTask, probe_value, tick_value
@@ -234,13 +234,15 @@ class _Owned:
     """What the worker holds for one partition number."""
 
     def __init__(self, task: PartitionTask, producer: AIOKafkaProducer, store: LocalStore,
-                 first_tick: edge.Record | None = None) -> None:
+                 first_tick: edge.Record | None = None, ready_us: int = 0) -> None:
         self.task = task
         self.producer = producer
         self.store = store
         self.first_tick = first_tick
         """A tick sent when the partition was made ready, applied ahead of the first unit's
         inputs (its own copy, fetched later, is below the partition record's offset)."""
+        self.ready_us = ready_us
+        """When the partition was made ready (the broker's clock)."""
 
 
 class Driver:
@@ -267,7 +269,7 @@ class Driver:
         """The broker's clock: ticks carry it, records are stamped with it."""
         self.metrics = Metrics(rater.__version__, rater.CORE_BUILD, self._now) if settings.metrics else None
         if self.metrics is not None:
-            self.metrics.expect(expected_series(ctx), SOURCE_TOPICS)
+            self.metrics.expect(expected_series(ctx), INPUT_TOPICS)
         self.web = WebServer(settings.web_host, settings.web_port, self.readiness,
                              registry(self.metrics) if self.metrics is not None else None,
                              before_scrape=self._measure_lag)
@@ -321,7 +323,7 @@ class Driver:
             first_tick = await self._first_tick(p) if self.settings.tick_interval_s > 0 else None
             async with self.lock:  # after any unit in flight; FIFO, so after a fetch made before this
                 await self._seek(p, task)
-                self.owned[p] = _Owned(task, producer, store, first_tick)
+                self.owned[p] = _Owned(task, producer, store, first_tick, self.clock.now_us())
                 handed_over = True
                 del self.preparing[p]
                 assert self.consumer is not None
@@ -431,8 +433,10 @@ class Driver:
     def _now(self) -> Now:
         """What the metrics show of the worker now."""
         now_us = self.clock.now_us()
-        ages = {p: max(0, now_us - tick_us) / 1e6 for p, owned in self.owned.items()
-                if (tick_us := owned.task.clock.tick_us) is not None}
+        # since its last tick, or since it became ready if that is later: a partition that
+        # never ticks (ticks off, or failing to arrive) ages from its first moment
+        ages = {p: max(0, now_us - max(owned.task.clock.tick_us or 0, owned.ready_us)) / 1e6
+                for p, owned in self.owned.items()}
         lag = {key: value for key, value in self.lag.items() if key[1] in self.owned}
         offset = self.clock.offset_ms
         return Now(owned=len(self.owned) + len(self.preparing), ready=len(self.owned), is_ready=self.readiness()[0],
@@ -561,12 +565,17 @@ class Driver:
 
     async def _commit_unit(self, p: int, owned: _Owned, records: list[edge.Record],
                            topics: dict[str, list[Any]]) -> None:
-        batch = owned.task.process(records)
-        log.debug("partition %d: %d records, %d applied, %d skipped, %d outputs, %d states", p, len(records),
-                  batch.applied, batch.skipped, len(batch.outputs), len(batch.states))
         producer = owned.producer
-        began = time.monotonic()
-        await producer.begin_transaction()
+        try:
+            batch = owned.task.process(records)  # raises only when the store cannot be read
+            log.debug("partition %d: %d records, %d applied, %d skipped, %d outputs, %d states", p, len(records),
+                      batch.applied, batch.skipped, len(batch.outputs), len(batch.states))
+            began = time.monotonic()
+            await producer.begin_transaction()
+        except Exception:
+            if self.metrics is not None:
+                self.metrics.failed()
+            raise
         try:
             batches = _RecordBatches(producer, self.partition_counts, p, timestamp_ms=self.clock.now_ms())
             topic = self._topic
@@ -588,8 +597,8 @@ class Driver:
                        for name, messages in topics.items() if messages}
             await producer.send_offsets_to_transaction(offsets, self.group_id)
             await producer.commit_transaction()
-        except BaseException:
-            if self.metrics is not None:
+        except BaseException as exc:
+            if self.metrics is not None and isinstance(exc, Exception):  # not a stop
                 self.metrics.failed()
             with contextlib.suppress(Exception):
                 await producer.abort_transaction()

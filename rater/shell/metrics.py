@@ -27,6 +27,7 @@ from rater import schemas
 from rater.core.context import RatingContext
 from rater.core.rating import CREDITS, OVERAGE
 from rater.shell import tally
+from rater.shell.task import TICKS
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
                    21600.0, 86400.0)
@@ -106,7 +107,8 @@ class Now:
     lag: dict[tuple[str, int], int]
     """(logical input topic, partition) → records not yet fetched."""
     tick_age_s: dict[int, float]
-    """partition → seconds since its last tick (the broker's clock)."""
+    """Owned partition → seconds since its last tick or since it became ready, whichever
+    is later (the broker's clock)."""
     clock_offset_s: float | None
 
 
@@ -274,7 +276,8 @@ class Metrics(Collector):
         for (topic, p), behind in sorted(state.lag.items()):
             lag.add_metric([topic, str(p)], behind)
         yield lag
-        age = GaugeMetricFamily("rater_tick_age_seconds", "The broker's clock − the partition's last applied tick",
+        age = GaugeMetricFamily("rater_tick_age_seconds", "The broker's clock − the partition's last applied"
+                                " tick, or when it became ready if later (ticks off: it grows)",
                                 labels=["partition"])
         for p, seconds_ago in sorted(state.tick_age_s.items()):
             age.add_metric([str(p)], seconds_ago)
@@ -285,7 +288,9 @@ class Metrics(Collector):
 
 
 SOURCE_TOPICS = ("cdrs", "account-commands", "recharge-results")
-"""The input topics whose records are counted and may be dead letters."""
+"""The input topics whose records may be dead letters."""
+INPUT_TOPICS = (*SOURCE_TOPICS, TICKS)
+"""The input topics whose records are counted (ticks too: they are units' inputs)."""
 
 
 def expected_series(ctx: RatingContext) -> list[tuple[str, ...]]:
