@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import yaml
 
 from rater.shell.settings import Settings
 from rater.topics import input_partitions, load_topics
+from tests.prometheus_support import JOB
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -139,9 +141,6 @@ def test_probes_ask_the_worker_on_the_port_its_settings_listen_on() -> None:
     assert worker["startupProbe"]["httpGet"]["path"] in {"/readyz", "/healthz"}
     startup = worker["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "minutes for a restore"
-    annotations = _objects()["StatefulSet"]["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/port"] == str(settings.web_port)
-    assert annotations["prometheus.io/path"] == "/metrics"
 
 
 def test_the_data_dir_is_the_claimed_volume_and_tmp_is_writable() -> None:
@@ -214,3 +213,56 @@ def test_grace_period_and_resources_are_the_documented_ones_and_fit_the_measurem
     assert _mebibytes(resources["limits"]["memory"]) >= 1.5 * peak_mib, "headroom over the peak"
     cpu = resources["requests"]["cpu"]
     assert (float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)) >= cores
+
+
+def _monitored_service() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ServiceMonitor and the one Service of the base it selects."""
+    (monitor,) = _documents(MONITOR / "servicemonitor.yaml")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    services = [o for o in _objects().values()
+                if o["kind"] == "Service" and selector.items() <= o["metadata"].get("labels", {}).items()]
+    assert len(services) == 1, "the ServiceMonitor selects the workers' Service"
+    return monitor, services[0]
+
+
+def test_the_servicemonitor_scrapes_the_workers_as_the_job_the_rules_select() -> None:
+    """prometheus-operator names the job after the Service (``rater-worker``) unless
+    ``jobLabel`` names one of the Service's labels: then the job is that label's value."""
+    monitor, service = _monitored_service()
+    job_label = monitor["spec"].get("jobLabel")
+    job = service["metadata"]["labels"][job_label] if job_label else service["metadata"]["name"]
+    assert job == JOB
+    rules = (ROOT / "deploy" / "prometheus" / "rules.yml").read_text()
+    assert f'up{{job="{JOB}"}}' in rules
+
+
+def _scrape_job_of_the_docs() -> dict[str, Any]:
+    """The scrape job docs/deploying.md gives a Prometheus without the operator."""
+    section = DOCS.read_text().split("### Prometheus", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert block, "docs/deploying.md, Prometheus: a scrape job"
+    (job,) = yaml.safe_load(textwrap.dedent(block.group(1)))["scrape_configs"]
+    assert isinstance(job, dict)
+    return job
+
+
+def test_the_documented_scrape_job_selects_the_workers_once_as_job_rater() -> None:
+    job = _scrape_job_of_the_docs()
+    assert job["job_name"] == JOB
+    pod_labels = _objects()["StatefulSet"]["spec"]["template"]["metadata"]["labels"]
+    (discovery,) = job["kubernetes_sd_configs"]
+    assert discovery["role"] == "pod"
+    (selector,) = discovery["selectors"]
+    wanted = dict(pair.split("=") for pair in selector["label"].split(","))
+    assert wanted == _objects()["Service"]["spec"]["selector"], "the pods the Service (and ServiceMonitor) reach"
+    assert wanted.items() <= pod_labels.items()
+    [keep] = [r for r in job["relabel_configs"] if r.get("action") == "keep"]
+    assert keep["source_labels"] == ["__meta_kubernetes_pod_container_port_name"]
+    assert keep["regex"] in {p["name"] for p in _worker()["ports"]}
+
+
+def test_the_pods_carry_no_scrape_annotations() -> None:
+    """A Prometheus honouring both the annotations and the ServiceMonitor would scrape each
+    worker twice (every sum doubled), under a job that is not ``rater``."""
+    metadata = _objects()["StatefulSet"]["spec"]["template"]["metadata"]
+    assert not [k for k in metadata.get("annotations", {}) if k.startswith("prometheus.io/")]
