@@ -266,3 +266,13 @@ def test_the_pods_carry_no_scrape_annotations() -> None:
     worker twice (every sum doubled), under a job that is not ``rater``."""
     metadata = _objects()["StatefulSet"]["spec"]["template"]["metadata"]
     assert not [k for k in metadata.get("annotations", {}) if k.startswith("prometheus.io/")]
+
+
+def test_the_configmap_leaves_the_app_id_to_follow_the_topic_prefix() -> None:
+    """RATER_APP_ID pinned in the ConfigMap would give two prefixed deployments one
+    consumer group and the same transactional ids: they would fence each other."""
+    data = _objects()["ConfigMap"]["data"]
+    assert "RATER_APP_ID" not in data
+    assert "RATER_TOPIC_PREFIX" in data
+    ids = {Settings.from_env({**data, "RATER_TOPIC_PREFIX": prefix}).app_id for prefix in ("", "a.", "b.")}
+    assert len(ids) == 3
