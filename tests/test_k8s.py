@@ -137,10 +137,19 @@ def test_probes_ask_the_worker_on_the_port_its_settings_listen_on() -> None:
     assert _container_port("web") == settings.web_port
     assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "web"}
     assert worker["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "web"}
-    assert worker["startupProbe"]["httpGet"]["port"] == "web"
-    assert worker["startupProbe"]["httpGet"]["path"] in {"/readyz", "/healthz"}
-    startup = worker["startupProbe"]
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "minutes for a restore"
+
+def test_the_startup_probe_waits_for_the_web_server_not_for_restores() -> None:
+    """On /readyz a restore longer than the startup budget got the pod killed, restarted
+    and restoring again. /healthz answers once the web server is up — after the data files
+    load, before the broker and topics waits, the group join and the restores — so the
+    budget only covers that start (measured under a second)."""
+    startup = _worker()["startupProbe"]
+    assert startup["httpGet"] == {"path": "/healthz", "port": "web"}
+    budget = startup["periodSeconds"] * startup["failureThreshold"]
+    assert 30 <= budget <= 120, budget
+    assert startup["timeoutSeconds"] < startup["periodSeconds"]
+    documented = f"every {startup['periodSeconds']} s, {startup['failureThreshold']} failures = {budget} s"
+    assert documented in DOCS.read_text()
 
 
 def test_the_data_dir_is_the_claimed_volume_and_tmp_is_writable() -> None:
