@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp.http_exceptions import BadHttpMessage
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from click.testing import CliRunner
@@ -56,6 +58,15 @@ def _readyz(worker: Worker) -> tuple[int, dict[str, Any]]:
             return response.status, orjson.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, orjson.loads(error.read())
+
+
+def _ready_partitions(worker: Worker) -> list[int]:
+    """The partitions a ready worker owns ([] while it is not ready or not listening)."""
+    try:
+        status, body = _readyz(worker)
+    except OSError:  # not listening yet
+        return []
+    return list(body["partitions"]) if status == 200 else []
 
 
 def _until(what: Any, timeout_s: float = 60.0) -> Any:
@@ -121,6 +132,30 @@ def test_a_coordinator_not_yet_available_is_info_not_error() -> None:
     assert quiet.getvalue() == ""  # lowered to INFO, below warn
 
 
+@pytest.mark.usefixtures("own_log")
+def test_a_rebalance_and_a_request_that_is_not_http_are_info() -> None:
+    stream = io.StringIO()
+    logs.setup("info", "json", stream)
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    coordinator.warning("Heartbeat failed for group %s because it is rebalancing", "rater")
+    coordinator.warning("Heartbeat failed for group %s: coordinator (node %s) is either not started or not valid",
+                        "rater", 1)  # a coordinator gone is worth a look
+    server = logging.getLogger("aiohttp.server")
+    try:
+        raise BadHttpMessage("Bad header")
+    except BadHttpMessage as exc:
+        server.error("Error handling request from %s", "10.0.0.9", exc_info=exc)
+    try:
+        raise RuntimeError("a handler failed")
+    except RuntimeError as exc:
+        server.error("Error handling request from %s", "10.0.0.9", exc_info=exc)
+    records = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [r["level"] for r in records] == ["INFO", "WARNING", "INFO", "ERROR"]
+    assert "exception" not in records[2]
+    assert records[2]["message"] == "Error handling request from 10.0.0.9: BadHttpMessage: Bad header"
+    assert "RuntimeError: a handler failed" in records[3]["exception"]
+
+
 @pytest.mark.kafka
 def test_a_worker_rates_and_stops_on_sigterm_with_json_lines_and_no_error(tmp_path: Path, topic_prefix: str) -> None:
     """Start, rate, SIGTERM: exit 0; every line of the log is a JSON object, none is at
@@ -135,14 +170,29 @@ def test_a_worker_rates_and_stops_on_sigterm_with_json_lines_and_no_error(tmp_pa
             send_events(bootstrap, topic_prefix, [*open_account("t1", "5.00"), ("cdrs", cdr("t1", "call-1", 60))])
             outs = collect(bootstrap, topic_prefix, lambda seen: any(o.topic == "rated-cdrs" for o in seen), worker)
             assert [o.event["status"] for o in outs if o.topic == "rated-cdrs"] == ["rated"]
+            # a port scanner at the web port, then a second worker joins (a rebalance)
+            # and leaves (another): all of it normal
+            with socket.create_connection(("127.0.0.1", worker.web_port), timeout=5) as scanner:
+                scanner.sendall(b"GET /metrics HTTP/1.1\r\nthis is no header\r\n\r\n")
+                assert scanner.recv(100).split(b"\r\n")[0].endswith(b" 400 Bad Request")
+            other = Worker(bootstrap, topic_prefix, tmp_path / "w2", {"RATER_LOG_FORMAT": "json"}).start()
+            try:
+                _until(lambda: _ready_partitions(other))
+                _until(lambda: 0 < len(_ready_partitions(worker)) < TEST_PARTITIONS)
+                other.proc.send_signal(signal.SIGTERM)
+                assert other.proc.wait(timeout=60) == 0
+            finally:
+                other.stop()
+            _until(lambda: len(_ready_partitions(worker)) == TEST_PARTITIONS)
             worker.proc.send_signal(signal.SIGTERM)
             assert worker.proc.wait(timeout=60) == 0
         finally:
             worker.stop()
-    records = _json_lines(worker.log)
+    records = _json_lines(worker.log) + _json_lines(other.log)
     assert [r for r in records if r["level"] in ("ERROR", "CRITICAL")] == []
     assert not [r for r in records if "Unclosed" in r["message"] or "exception" in r]
     assert any(r["logger"] == "rater.driver" and "caught up" in r["message"] for r in records)
+    assert any(r["logger"] == "aiohttp.server" and "BadHttpMessage" in r["message"] for r in records)
 
 
 # --- 8. a worker started before its topics, or its broker -------------------------------

@@ -8,8 +8,9 @@ the message or the traceback are escaped by JSON.
 
 An ERROR line must mean something is wrong, or operators learn to ignore them: aiokafka
 logs a group coordinator that is not known yet — a new group, a broker starting or
-moving its coordinator, after which it retries and goes on — at ERROR. Those records are
-lowered to INFO here (:class:`CoordinatorNotReadyAsInfo`).
+moving its coordinator, after which it retries and goes on — at ERROR, and a heartbeat
+that meets a normal rebalance at WARNING; aiohttp logs a request it cannot parse (a port
+scanner) at ERROR with a traceback. Those records are lowered to INFO here.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 from typing import Any, TextIO
 
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 from aiokafka import errors
 
 LEVELS = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WARNING, "info": logging.INFO,
@@ -70,6 +72,41 @@ TRANSIENT_SOURCES = ("aiokafka.consumer.group_coordinator", "aiokafka.producer.s
 """The loggers whose coordinator records :class:`CoordinatorNotReadyAsInfo` lowers."""
 
 
+class RebalanceAsInfo(logging.Filter):
+    """aiokafka's WARNING records of a heartbeat that meets a rebalance become INFO: a
+    rebalance is how a group takes in or lets go of a worker (a deploy, a restart), and
+    the worker rejoins by itself (``/readyz`` says "rebalancing" meanwhile)."""
+
+    NORMAL = ("because it is rebalancing", "generation id is not  current", "generation id is not current")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and any(text in record.getMessage() for text in self.NORMAL):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
+class BadRequestAsInfo(logging.Filter):
+    """aiohttp's ERROR record (with a traceback) of a request it could not parse becomes
+    one INFO line: a port scanner or a client speaking something else to the metrics
+    port is the client's fault, not the worker's. A handler that raises stays ERROR."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.levelno >= logging.ERROR and isinstance(exc, HttpProcessingError):
+            record.msg, record.args = f"{record.getMessage()}: {exc.__class__.__name__}: {exc.message}", None
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
+def _add_filter(logger_name: str, kind: type[logging.Filter]) -> None:
+    source = logging.getLogger(logger_name)
+    if not any(isinstance(f, kind) for f in source.filters):
+        source.addFilter(kind())
+
+
 def setup(level: str, log_format: str, stream: TextIO | None = None) -> logging.Handler:
     """Send every record at ``level`` (a key of :data:`LEVELS`) and above to ``stream``
     (stderr) as ``human`` or ``json`` lines; replaces the root logger's handlers.
@@ -82,8 +119,8 @@ def setup(level: str, log_format: str, stream: TextIO | None = None) -> logging.
     root.addHandler(handler)
     root.setLevel(LEVELS[level])
     for name in TRANSIENT_SOURCES:
-        source = logging.getLogger(name)
-        if not any(isinstance(f, CoordinatorNotReadyAsInfo) for f in source.filters):
-            source.addFilter(CoordinatorNotReadyAsInfo())
+        _add_filter(name, CoordinatorNotReadyAsInfo)
+    _add_filter("aiokafka.consumer.group_coordinator", RebalanceAsInfo)
+    _add_filter("aiohttp.server", BadRequestAsInfo)
     logging.captureWarnings(True)  # a Python warning is a record too (one line, in the format)
     return handler
