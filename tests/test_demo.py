@@ -11,9 +11,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.kafka
 
@@ -29,6 +31,13 @@ def _processes_mentioning(text: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def _rated(url: str) -> float:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "rater_cdrs_rated_total")
 
 
 def test_demo_shows_rated_cdrs_and_balances_and_ctrl_c_leaves_nothing_running() -> None:
@@ -48,6 +57,13 @@ def test_demo_shows_rated_cdrs_and_balances_and_ctrl_c_leaves_nothing_running() 
                 seen.append(lines.get(timeout=1))
             except queue.Empty:
                 continue
+        # the worker's metrics, at the URL the demo printed, count what it showed
+        url = re.search(r"worker metrics: (http://\S+/metrics)", "".join(seen))
+        assert url, "".join(seen)
+        while (rated := _rated(url.group(1))) < 4:  # counted once the unit committed
+            assert time.monotonic() < deadline, f"the metrics counted {rated} rated CDRs"
+            time.sleep(0.2)
+        assert rated == 4
     finally:
         demo.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
         rc = demo.wait(timeout=90)
