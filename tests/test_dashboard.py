@@ -74,14 +74,16 @@ def test_ids_are_unique_and_panels_fit_the_grid_without_overlapping(model: dict[
         taken |= cells
 
 
-METRIC = re.compile(r"\b((?:rater|process)_[a-z_]+)\b(\{[^}]*\})?")
+METRIC = re.compile(r"\b((?:rater|process)_[a-z_]+|up)\b(\{[^}]*\})?")
+JOB = 'job="rater"'
 
 
 def test_every_query_filters_every_selector_on_the_worker_variable(model: dict[str, Any]) -> None:
     [worker] = [v for v in model["templating"]["list"] if v["name"] == "worker"]
     assert worker["type"] == "query"
     assert worker["datasource"] == DATASOURCE
-    assert worker["query"]["query"] == "label_values(rater_info, instance)"
+    # up: a worker that died stays in the list (rater_info goes stale after 5 minutes)
+    assert worker["query"]["query"] == f"label_values(up{{{JOB}}}, instance)"
     assert worker["multi"]
     assert worker["includeAll"]
     for where, expr in panel_queries(model):
@@ -89,6 +91,8 @@ def test_every_query_filters_every_selector_on_the_worker_variable(model: dict[s
         assert found, f"{where}: no rater or process metric in {expr}"
         for name, matchers in found:
             assert WORKER in matchers, f"{where}: {name} is not filtered on $worker in {expr}"
+            if name == "up":  # Prometheus's for every target: the workers' job only
+                assert JOB in matchers, f"{where}: up is not filtered on the job in {expr}"
 
 
 def test_the_panels_the_operators_asked_for_are_there(model: dict[str, Any]) -> None:
@@ -115,3 +119,24 @@ def test_the_provisioning_points_grafana_at_prometheus_and_the_dashboard() -> No
     assert provider["type"] == "file"
     assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
     assert dashboard()["uid"] == "rater"
+
+
+def test_workers_ready_counts_the_targets_not_the_workers_still_exporting(model: dict[str, Any]) -> None:
+    """count(rater_info) dropped a dead worker after 5 minutes of staleness ("2 of 2"
+    became "1 of 1"): the targets (up) stay counted, a dead one at 0."""
+    [panel] = [p for p in panels(model) if p["title"] == "Workers ready"]
+    exprs = [t["expr"] for t in panel["targets"]]
+    assert f"count(up{{{JOB},{WORKER}}})" in exprs
+    assert f"sum(up{{{JOB},{WORKER}}})" in exprs
+    assert f"sum(rater_ready{{{WORKER}}})" in exprs
+    assert not [e for e in exprs if "rater_info" in e]
+
+
+def test_restore_progress_is_done_when_there_was_nothing_to_restore(model: dict[str, Any]) -> None:
+    """1 = done, also for a restore whose target was 0 (records 0 of 0)."""
+    [panel] = [p for p in panels(model) if p["title"] == "Restore progress"]
+    [target] = panel["targets"]
+    progress = re.sub(r"rater_restore_target_records\{[^}]*\}", "{target}",
+                      re.sub(r"rater_restore_records\{[^}]*\}", "{records}", target["expr"]))
+    for records, goal, expected in ((0, 0, 1.0), (500, 500, 1.0), (0, 999, 0.001)):
+        assert eval(progress.format(records=records, target=goal)) == pytest.approx(expected)

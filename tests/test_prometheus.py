@@ -174,7 +174,7 @@ def _not_scraped(m: Monitored) -> list[str]:
 
 def test_prometheus_scrapes_both_workers(monitored: Monitored) -> None:
     _until("targets not up", lambda: _not_scraped(monitored), monitored)
-    values = monitored.prometheus.api("label/instance/values", **{"match[]": "rater_info"})
+    values = monitored.prometheus.api("label/instance/values", **{"match[]": 'up{job="rater"}'})
     assert sorted(values) == sorted(monitored.instances)  # the dashboard's worker variable
 
 

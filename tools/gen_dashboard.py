@@ -5,8 +5,9 @@ JSON model Grafana reads is small and stable, and ``tests/test_dashboard.py`` ch
 structure; grafanalib and grafana-foundation-sdk would add a dependency that tracks
 Grafana's releases for the dozen keys used here). Every query filters on the ``worker``
 template variable (``instance=~"$worker"``; the variable's values are
-``label_values(rater_info, instance)``), and ``tests/test_prometheus.py`` runs every query
-against a real Prometheus scraping two real workers.
+``label_values(up{job="rater"}, instance)``: every worker Prometheus scrapes, a dead one
+too), and ``tests/test_prometheus.py`` runs every query against a real Prometheus scraping
+two real workers.
 
 Regenerate after editing (``tests/test_dashboard.py`` fails when the committed file and a
 fresh generation differ)::
@@ -29,6 +30,9 @@ DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 """The provisioned datasource (deploy/grafana/provisioning/datasources/prometheus.yml)."""
 W = 'instance=~"$worker"'
 """The selector every query carries."""
+JOB = 'job="rater"'
+"""The scrape job of the workers: ``up`` is Prometheus's for every target, the job tells
+the workers' apart (the rater's own metrics come from the workers only)."""
 WIDTH = 24  # Grafana's grid
 HEIGHT = 8
 
@@ -69,10 +73,12 @@ def quantile(q: float, histogram: str, by: str = "") -> str:
 
 ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
     ("Workers", (
-        Panel("Workers ready", "Workers whose /readyz says ready (rater_ready) out of the workers Prometheus"
-              " scrapes. A worker is not ready while it joins its group, during a rebalance and while a"
-              " partition restores from its changelog.",
-              (Query(f"sum(rater_ready{{{W}}})", "ready"), Query(f"count(rater_info{{{W}}})", "workers")),
+        Panel("Workers ready", "Workers whose /readyz says ready (rater_ready), workers that answer Prometheus's"
+              " scrape (up), and the workers Prometheus is told to scrape (its targets of job rater: a dead"
+              " worker stays counted here, not up). A worker is not ready while it waits for the broker or the"
+              " topics, joins its group, during a rebalance and while a partition restores from its changelog.",
+              (Query(f"sum(rater_ready{{{W}}})", "ready"), Query(f"sum(up{{{JOB},{W}}})", "up"),
+               Query(f"count(up{{{JOB},{W}}})", "workers")),
               kind="stat", width=6),
         Panel("Readiness per worker", "1 = ready. A worker that stays at 0 for minutes is stuck restoring or"
               " rebalancing: see Restore progress below.",
@@ -170,15 +176,16 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
     )),
     ("Restore and time", (
         Panel("Restore progress", "Share of the changelog each partition's current or last restore has read"
-              " (1 = done).",
-              (Query(f"rater_restore_records{{{W}}} / clamp_min(rater_restore_target_records{{{W}}}, 1)",
+              " (1 = done; a restore with nothing to read shows 1). Computed as (read + 1) / (to read + 1).",
+              (Query(f"(rater_restore_records{{{W}}} + 1) / (rater_restore_target_records{{{W}}} + 1)",
                      "{{instance}} p{{partition}}"),), unit="percentunit", width=8),
         Panel("Restore duration and state", "How long each partition's current or last restore took, and 1 while"
               " it restores.",
               (Query(f"rater_restore_seconds{{{W}}}", "{{instance}} p{{partition}} seconds"),
                Query(f"rater_restoring{{{W}}}", "{{instance}} p{{partition}} restoring")), width=8),
-        Panel("Tick age per partition", "The broker's clock − each partition's last applied tick. Ticks carry"
-              " time forward (recharge timeouts, month ends): more than a few seconds means ticks stalled.",
+        Panel("Tick age per partition", "The broker's clock − each partition's last applied tick (or the moment"
+              " it became ready, if it has not ticked since). Ticks carry time forward (recharge timeouts, month"
+              " ends): more than a few seconds means ticks stalled, or are off (RATER_TICK_INTERVAL=0).",
               (Query(f"max by (partition) (rater_tick_age_seconds{{{W}}})", "p{{partition}}"),), unit="s", width=8),
         Panel("Broker clock offset", "The broker's clock − each worker host's, as measured by its ticks. The"
               " rater stamps records with the broker's clock; a large offset is a host clock to fix.",
@@ -233,8 +240,8 @@ def dashboard() -> dict[str, Any]:
     """The dashboard's JSON model."""
     worker = {
         "name": "worker", "label": "worker", "type": "query", "datasource": DATASOURCE,
-        "definition": "label_values(rater_info, instance)",
-        "query": {"query": "label_values(rater_info, instance)", "refId": "worker"},
+        "definition": f"label_values(up{{{JOB}}}, instance)",
+        "query": {"query": f"label_values(up{{{JOB}}}, instance)", "refId": "worker"},
         "refresh": 2, "multi": True, "includeAll": True, "sort": 1,
         "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
     }
