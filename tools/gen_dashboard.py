@@ -117,12 +117,15 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
               (Query(quantile(0.5, "rater_cdr_end_to_commit_seconds"), "p50"),
                Query(quantile(0.99, "rater_cdr_end_to_commit_seconds"), "p99")), unit="s", width=8),
         Panel("Input record → commit (p50, p99)", "From an input record's Kafka timestamp to its unit's commit,"
-              " by topic: the rater's own delay.",
+              " by topic. Only rater-ticks is stamped by the broker (LogAppendTime); the other topics keep their"
+              " producer's CreateTime (for cdrs the platform's: its send time, the call's end or a backfill's old"
+              " time), so with no lag a high value there is the producer's delay, not the rater's.",
               (Query(quantile(0.5, "rater_record_to_commit_seconds", "topic"), "p50 {{topic}}"),
                Query(quantile(0.99, "rater_record_to_commit_seconds", "topic"), "p99 {{topic}}")), unit="s",
               width=8),
         Panel("Consumer lag per partition", "Records of each owned input partition not yet fetched. Growing lag:"
-              " the workers do not keep up (add workers up to the partition count) or one is stuck.",
+              " the workers do not keep up (add workers up to the partition count). A stuck worker's lag freezes"
+              " (it is measured from its last fetch): see the RaterNotCommitting alert.",
               (Query(f"sum by (topic, partition) (rater_consumer_lag_records{{{W}}})", "{{topic}} {{partition}}"),),
               width=8),
     )),
