@@ -91,8 +91,7 @@ def test_every_query_filters_every_selector_on_the_worker_variable(model: dict[s
         assert found, f"{where}: no rater or process metric in {expr}"
         for name, matchers in found:
             assert WORKER in matchers, f"{where}: {name} is not filtered on $worker in {expr}"
-            if name == "up":  # Prometheus's for every target: the workers' job only
-                assert JOB in matchers, f"{where}: up is not filtered on the job in {expr}"
+            assert JOB in matchers, f"{where}: {name} is not filtered on the job in {expr}"
 
 
 def test_the_panels_the_operators_asked_for_are_there(model: dict[str, Any]) -> None:
@@ -128,7 +127,7 @@ def test_workers_ready_counts_the_targets_not_the_workers_still_exporting(model:
     exprs = [t["expr"] for t in panel["targets"]]
     assert f"count(up{{{JOB},{WORKER}}})" in exprs
     assert f"sum(up{{{JOB},{WORKER}}})" in exprs
-    assert f"sum(rater_ready{{{WORKER}}})" in exprs
+    assert f"sum(rater_ready{{{JOB},{WORKER}}})" in exprs
     assert not [e for e in exprs if "rater_info" in e]
 
 

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import yaml
 
-from tests.prometheus_support import OPERATING, PROMETHEUS_CONFIG, RULES, RULES_TEST, alert_rules, tool
+from tests.prometheus_support import JOB, OPERATING, PROMETHEUS_CONFIG, RULES, RULES_TEST, alert_rules, selectors, tool
 
 
 def _promtool(*args: str) -> str:
@@ -65,3 +65,14 @@ def test_every_alert_has_a_severity_a_summary_and_a_runbook_in_the_operating_gui
         assert rule["annotations"]["summary"], rule["alert"]
         assert rule["annotations"]["runbook"] == f"docs/operating.md#{rule['alert'].lower()}"
         assert rule["alert"].lower() in headings, f"docs/operating.md has no section {rule['alert']}"
+
+
+def test_every_rule_selects_the_workers_job() -> None:
+    """Every metric a rule reads carries ``job="rater"``: ``up`` and ``process_*`` exist
+    for every target Prometheus scrapes, and the workers scraped under a second job too
+    would double every sum."""
+    for rule in alert_rules():
+        found = selectors(rule["expr"])
+        assert found, rule["alert"]
+        for selector in found:
+            assert f'job="{JOB}"' in selector, f"{rule['alert']}: {selector}"

@@ -3,11 +3,11 @@
 Dashboards as code: the panels are the table below (plain Python dicts, no SDK — the
 JSON model Grafana reads is small and stable, and ``tests/test_dashboard.py`` checks its
 structure; grafanalib and grafana-foundation-sdk would add a dependency that tracks
-Grafana's releases for the dozen keys used here). Every query filters on the ``worker``
-template variable (``instance=~"$worker"``; the variable's values are
-``label_values(up{job="rater"}, instance)``: every worker Prometheus scrapes, a dead one
-too), and ``tests/test_prometheus.py`` runs every query against a real Prometheus scraping
-two real workers.
+Grafana's releases for the dozen keys used here). Every query selects the job ``rater``
+and filters on the ``worker`` template variable (``instance=~"$worker"``; the variable's
+values are ``label_values(up{job="rater"}, instance)``: every worker Prometheus scrapes, a
+dead one too), and ``tests/test_prometheus.py`` runs every query against a real
+Prometheus scraping two real workers.
 
 Regenerate after editing (``tests/test_dashboard.py`` fails when the committed file and a
 fresh generation differ)::
@@ -28,11 +28,11 @@ TARGET = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "dashbo
 
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 """The provisioned datasource (deploy/grafana/provisioning/datasources/prometheus.yml)."""
-W = 'instance=~"$worker"'
-"""The selector every query carries."""
 JOB = 'job="rater"'
-"""The scrape job of the workers: ``up`` is Prometheus's for every target, the job tells
-the workers' apart (the rater's own metrics come from the workers only)."""
+"""The scrape job of the workers, as the alert rules select it: ``up`` is Prometheus's for
+every target, and the same workers scraped under another job as well would count twice."""
+W = f'{JOB},instance=~"$worker"'
+"""The selector every query carries."""
 WIDTH = 24  # Grafana's grid
 HEIGHT = 8
 
@@ -77,8 +77,8 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
               " scrape (up), and the workers Prometheus is told to scrape (its targets of job rater: a dead"
               " worker stays counted here, not up). A worker is not ready while it waits for the broker or the"
               " topics, joins its group, during a rebalance and while a partition restores from its changelog.",
-              (Query(f"sum(rater_ready{{{W}}})", "ready"), Query(f"sum(up{{{JOB},{W}}})", "up"),
-               Query(f"count(up{{{JOB},{W}}})", "workers")),
+              (Query(f"sum(rater_ready{{{W}}})", "ready"), Query(f"sum(up{{{W}}})", "up"),
+               Query(f"count(up{{{W}}})", "workers")),
               kind="stat", width=6),
         Panel("Readiness per worker", "1 = ready. A worker that stays at 0 for minutes is stuck restoring or"
               " rebalancing: see Restore progress below.",
