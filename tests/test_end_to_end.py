@@ -18,10 +18,22 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from rater.catalog import DEFAULT_TARIFF
 from rater.core.times import parse_time_us
-from tests.support import Worker, cdr, collect, create_topics, event, fresh_worker, produce, send_events
+from rater.shell.keys import key_partition
+from tests.support import (
+    TEST_PARTITIONS,
+    Worker,
+    cdr,
+    collect,
+    create_topics,
+    event,
+    fresh_worker,
+    produce,
+    send_events,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -232,6 +244,15 @@ def test_wall_clock_ticks_expire_a_lot_while_no_input_arrives(kafka_bootstrap: s
     assert worker.proc.returncode == 0
 
 
+async def _produce_to(bootstrap: str, topic: str, partition: int, key: bytes, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key, partition=partition)
+    finally:
+        await producer.stop()
+
+
 def test_every_dead_letter_reason_of_the_wire_contract_through_the_worker(rater_worker: Worker) -> None:
     """SPEC §2's dead-letter reasons, each from a real message; the worker goes on."""
     tenant = f"dl-{uuid.uuid4().hex[:6]}"
@@ -262,6 +283,11 @@ def test_every_dead_letter_reason_of_the_wire_contract_through_the_worker(rater_
     messages.append(("cdrs", key, future))
     bad["future"] = future
     asyncio.run(produce(bootstrap, prefix, messages))
+    # a producer whose partitioner is not Kafka's default puts the tenant's CDR elsewhere
+    wrong = orjson.dumps(cdr(tenant, f"{tenant}-wp", 60))
+    asyncio.run(_produce_to(bootstrap, prefix + "cdrs", (key_partition(key, TEST_PARTITIONS) + 1) % TEST_PARTITIONS,
+                            key, wrong))
+    bad["wrong_partition"] = wrong
     values = {base64.b64encode(v[:64 * 1024]).decode(): reason for reason, v in bad.items()}
 
     def all_letters(outs):  # type: ignore[no-untyped-def]
@@ -273,7 +299,9 @@ def test_every_dead_letter_reason_of_the_wire_contract_through_the_worker(rater_
     assert {reason: letter["reason"] for reason, letter in letters.items()} == {r: r for r in bad}
     assert letters["too_large"]["value_size"] == len(bad["too_large"])
     assert not [o for o in outs if o.topic == "rated-cdrs" and o.event["usage_id"] in {
-        f"{tenant}-{s}" for s in ("neg", "t", "who", "nr", "late", "big", "fut")}]
+        f"{tenant}-{s}" for s in ("neg", "t", "who", "nr", "late", "big", "fut", "wp")}]
+    home = key_partition(key, TEST_PARTITIONS)
+    assert f"partition {home} of {TEST_PARTITIONS}" in letters["wrong_partition"]["message"]
     rater_worker.check_alive()
 
 

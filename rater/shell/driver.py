@@ -30,13 +30,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import InvalidTimestampError, RecordTooLargeError
-from aiokafka.partitioner import murmur2
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
 import rater
 from rater import edge
 from rater.core.context import RatingContext
 from rater.shell.clock import BrokerClock
+from rater.shell.keys import key_partition as _key_partition
 from rater.shell.metrics import INPUT_TOPICS, Metrics, Now, expected_series, registry
 from rater.shell.preflight import Preflight, PreflightFailed
 from rater.shell.settings import Settings
@@ -216,20 +216,6 @@ class _RecordBatches:
             await future
 
 
-_KEY_PARTITIONS: dict[tuple[bytes, int], int] = {}
-
-
-def _key_partition(key: bytes, count: int) -> int:
-    """Kafka's default partition of ``key`` among ``count`` partitions (cached: the keys
-    are tenant ids, a few thousand per worker)."""
-    found = _KEY_PARTITIONS.get((key, count))
-    if found is None:
-        if len(_KEY_PARTITIONS) > 200_000:
-            _KEY_PARTITIONS.clear()
-        found = _KEY_PARTITIONS[(key, count)] = (murmur2(key) & 0x7FFFFFFF) % count
-    return found
-
-
 class _Owned:
     """What the worker holds for one partition number."""
 
@@ -319,7 +305,8 @@ class Driver:
             await _start(producer)  # init_transactions: fences the previous owner of p
             store = LocalStore(self.settings.data_dir / f"tenants-{p}.db")
             caught_up = await self._restore(p, store)
-            task = PartitionTask(p, self.ctx, store, topic_prefix=self.prefix, counting=self.metrics is not None)
+            task = PartitionTask(p, self.ctx, store, topic_prefix=self.prefix, counting=self.metrics is not None,
+                                 partitions=self.preflight.partitions)
             first_tick = await self._first_tick(p) if self.settings.tick_interval_s > 0 else None
             async with self.lock:  # after any unit in flight; FIFO, so after a fetch made before this
                 await self._seek(p, task)

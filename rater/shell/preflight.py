@@ -83,6 +83,8 @@ class Preflight:
         self.stopping = stopping
         self.waiting: str | None = None
         """What the worker is waiting for (None: nothing)."""
+        self.partitions: int | None = None
+        """The inputs' partition count, once the topics were found."""
 
     async def _pause(self) -> bool:
         """Wait :data:`POLL_S` unless a stop is asked for; True when it was."""
@@ -153,6 +155,7 @@ class Preflight:
                 shown = ", ".join(f"{name} {count}" for name, count in found.items())
                 raise PreflightFailed("the inputs and the state changelog must have one partition count"
                                       f" (co-partitioned by tenant), found: {shown}")
+            self.partitions = next(iter(found.values()))
             return True
         except KafkaError as exc:
             raise PreflightFailed(f"cannot read the topics from the Kafka broker at {self.bootstrap}"

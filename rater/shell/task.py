@@ -53,6 +53,7 @@ from rater.core.state import IdMemory, IdReader, TenantState, User, UserReader, 
 from rater.core.steps import Step
 from rater.core.times import TimeFormatError, parse_time_us
 from rater.shell import tally
+from rater.shell.keys import key_partition
 
 log = logging.getLogger("rater.task")
 
@@ -214,11 +215,15 @@ class PartitionTask:
     """The rater's work for one input partition number."""
 
     def __init__(self, partition: int, ctx: RatingContext, store: Store, *, topic_prefix: str = "",
-                 counting: bool = True) -> None:
+                 counting: bool = True, partitions: int | None = None) -> None:
         """``store`` holds what earlier units committed (tenant states, ids, the
         partition record); dead letters name the source topic with ``topic_prefix``;
-        ``counting``: count each batch's outputs for the metrics (``Batch.counts``)."""
+        ``counting``: count each batch's outputs for the metrics (``Batch.counts``);
+        ``partitions``: the inputs' partition count — an input whose key Kafka's default
+        partitioner puts on another partition is a ``wrong_partition`` dead letter
+        (``None``: not checked)."""
         self.partition = partition
+        self.partitions = partitions
         self.counting = counting
         self.topic_prefix = topic_prefix
         self.ctx = ctx
@@ -395,6 +400,15 @@ class PartitionTask:
             decoded = edge.decode(record)
             if isinstance(decoded, edge.Refusal):
                 self._dead_letter(record, decoded, batch)
+                return
+            if self.partitions is not None and record.key is not None \
+                    and (home := key_partition(record.key, self.partitions)) != self.partition:
+                # a tenant lives on one partition: its key's (the API finds it there too)
+                self._dead_letter(record, edge.Refusal(
+                    "wrong_partition", f"tenant {decoded.tenant_id!r} belongs on partition {home} of"
+                    f" {self.partitions} (Kafka's default partitioner, murmur2), not {self.partition}: its"
+                    " producer uses another partitioner (librdkafka clients: partitioner=murmur2_random)",
+                    decoded.tenant_id), batch)
                 return
             if isinstance(decoded, Cdr):
                 future = self.clock.refuses(decoded.end_us, self.ctx)
