@@ -135,5 +135,7 @@ def demo(once: bool) -> None:
 
 # The operator's commands live in modules of their own (light to import: `rater --help` stays quick).
 from rater.admin import tenant  # noqa: E402
+from rater.export import export  # noqa: E402
 
 main.add_command(tenant)
+main.add_command(export)
