@@ -196,3 +196,12 @@ def test_a_worker_applies_the_cli_commands_and_a_retry_once(kafka_bootstrap: str
         assert not [o for o in outs if o.topic == "dead-letters"]
     finally:
         worker.stop()
+
+
+@pytest.mark.parametrize("path", [["tenant"], ["tenant", "upsert"], ["tenant", "licences"], ["tenant", "remove-user"],
+                                  ["tenant", "funds"], ["tenant", "auto-recharge"], ["export"], ["export", "usage"]])
+def test_every_operator_command_has_help(path: list[str]) -> None:
+    result = run(*path, "--help")
+    assert result.exit_code == 0
+    assert result.stdout.startswith(f"Usage: main {' '.join(path)} [OPTIONS]")
+    assert "--help" in result.stdout
