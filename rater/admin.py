@@ -250,9 +250,12 @@ def tenant_upsert(*, tenant_id: str, command_id: str | None, dry_run: bool, boot
 @click.option("--capability", "capabilities", multiple=True, metavar="ID",
               help="a capability (licence) of the catalog, e.g. MCOPSTN1; repeat for several")
 @click.option("--none", "no_capabilities", is_flag=True, help="take every licence away from the user")
+@click.option("--catalog", type=click.Path(dir_okay=False), envvar="RATER_CATALOG", default=None,
+              help="the plan catalog the workers rate with, to check the capability ids against "
+                   "[env RATER_CATALOG; default: the shipped one]")
 def tenant_licences(*, tenant_id: str, command_id: str | None, dry_run: bool, bootstrap: str, prefix: str,
                     timeout: float, user_id: str, usage_location: str, capabilities: tuple[str, ...],
-                    no_capabilities: bool) -> None:
+                    no_capabilities: bool, catalog: str | None) -> None:
     """Set a user's licences: the --capability list REPLACES the user's whole set."""
     if bool(capabilities) == no_capabilities:
         raise OptionError("--capability: give at least one (the list replaces the user's set), "
@@ -260,7 +263,24 @@ def tenant_licences(*, tenant_id: str, command_id: str | None, dry_run: bool, bo
                           else "--none: not together with --capability")
     event = build("licenses_assigned", tenant_id, command_id, user_id=user_id, usage_location=usage_location,
                   capabilities=list(capabilities))
+    check(event)
+    check_capabilities(capabilities, catalog)
     send(event, bootstrap=bootstrap, prefix=prefix, timeout_s=timeout, dry_run=dry_run)
+
+
+def check_capabilities(capabilities: tuple[str, ...], catalog_path: str | None) -> None:
+    """A capability the catalog does not define is refused here, as the worker would
+    refuse the command (``schema`` dead letter)."""
+    from rater.catalog import DataFileError, load_catalog
+
+    try:
+        catalog = load_catalog(catalog_path)
+    except DataFileError as exc:
+        raise OptionError(f"--catalog: {exc}") from None
+    for capability in capabilities:
+        if capability not in catalog.by_id:
+            raise OptionError(f"--capability {capability!r}: not in catalog {catalog.version}"
+                              f" (it has {', '.join(catalog.by_id)})")
 
 
 @tenant.command("remove-user")

@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 
 from rater import schemas
 from rater.admin import BILLING_MODELS
+from rater.catalog import load_catalog
 from rater.cli import main
 from tests.support import TEST_PARTITIONS, collect, create_topics, fresh_worker
 
@@ -92,6 +93,11 @@ def test_every_command_builds_its_schema_valid_event() -> None:
     (["licences", "--tenant", "acme", "--user", "alice", "--location", "US", "--capability", "A", "--capability",
       "A"], "Error: --capability: must be at most 32 distinct capability ids of A-Z 0-9 _ (up to 32 characters),"
             " e.g. MCOPSTN1"),
+    (["licences", "--tenant", "acme", "--user", "alice", "--location", "US", "--capability", "MCOPSTN9"],
+     f"Error: --capability 'MCOPSTN9': not in catalog {load_catalog().version} (it has"
+     f" {', '.join(load_catalog().by_id)})"),
+    (["licences", "--tenant", "acme", "--user", "alice", "--location", "US", "--capability", "PAYG",
+      "--catalog", "/nonexistent/catalog.toml"], "Error: --catalog: /nonexistent/catalog.toml: catalog file not found"),
     (["remove-user", "--tenant", "acme", "--user", ""], "Error: --user '': must be 1–200 characters"),
     (["auto-recharge", "--tenant", "acme", "--enabled", "--trigger", "5"],
      "Error: --recharge: required with --enabled"),
