@@ -102,7 +102,7 @@ def test_cdrs_rated_by_a_worker_come_out_as_the_usage_report(kafka_bootstrap: st
                                        currency="USD", purchased_at=opened)),
         ])
         collect(bootstrap, prefix, lambda outs: any(o.event.get("caused_by") == "lot-1" for o in outs), worker)
-        start = NOW - timedelta(hours=1)
+        start = max(NOW - timedelta(hours=1), month_window(MONTH)[0])  # in this month, even in its first hour
         calls = [cdr(tenant, f"{tenant}-u{n}", 30 + 47 * n, destination=destination, start=at(start),
                      end=at(start + timedelta(seconds=30 + 47 * n)), call_id=f'call "{n}", with a comma')
                  for n, destination in enumerate(["+12125550123", "+442071838750", "+4930901820"])]
