@@ -131,3 +131,11 @@ def demo(once: bool) -> None:
 
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(run_demo(once=once))
+
+
+# The operator's commands live in modules of their own (light to import: `rater --help` stays quick).
+from rater.admin import tenant  # noqa: E402
+from rater.export import export  # noqa: E402
+
+main.add_command(tenant)
+main.add_command(export)
