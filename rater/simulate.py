@@ -62,29 +62,33 @@ def simulate() -> None:
 @click.option("--count", type=click.IntRange(min=0), default=None, help="stop after this many CDRs")
 @click.option("--tenants", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--users", type=click.IntRange(min=1), default=100, show_default=True,
-              help="users, spread over the tenants (at least one each)")
+              help="users, spread over the tenants (at least one each: ≥ --tenants)")
 @click.option("--seed", type=int, default=1, show_default=True, help="the same seed gives the same call mix")
 @click.option("--setup/--no-setup", default=True, show_default=True,
               help="first send the tenants' account commands (tenant, licences, funds, auto-recharge) and wait"
                    " until a worker has applied them")
 @click.option("--setup-timeout", type=click.FloatRange(min=0), default=120.0, show_default=True,
               help="seconds to wait for a worker to apply the accounts (then exit 3)")
+@click.option("--tenant-prefix", default=None,
+              help="tenant ids are PREFIX00000, PREFIX00001, ... (default: s{seed}t{tenants}u{users}-)")
 @click.option("--run-id", default=None, help="part of every usage id (default: random, so runs never collide)")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
               help="seconds between status lines when the output is not a terminal")
 @_broker_options
 def traffic(*, rate: float, duration: float | None, count: int | None, tenants: int, users: int, seed: int,
-            setup: bool, setup_timeout: float, run_id: str | None, interval: float, bootstrap: str | None,
-            prefix: str | None) -> None:
+            setup: bool, setup_timeout: float, tenant_prefix: str | None, run_id: str | None, interval: float,
+            bootstrap: str | None, prefix: str | None) -> None:
     """Send a realistic call mix (rater/workload.py) to {prefix}cdrs at --rate CDRs/s.
 
     CDRs end when they are sent (keyed by tenant id); Ctrl-C or SIGTERM stops with a summary.
     """
     from rater.simulators.traffic import TrafficPlan, run_traffic
 
+    if users < tenants:
+        raise click.BadParameter(f"every tenant needs a user: at least --tenants ({tenants})", param_hint="--users")
     bootstrap, prefix = _broker(bootstrap, prefix)
-    plan = TrafficPlan(rate_per_s=rate, tenants=tenants, users=max(users, tenants), seed=seed,
-                       run_id=run_id or uuid.uuid4().hex[:8], duration_s=duration, count=count, setup=setup,
+    plan = TrafficPlan(rate_per_s=rate, tenants=tenants, users=users, seed=seed, run_id=run_id or uuid.uuid4().hex[:8],
+                       tenant_prefix=tenant_prefix, duration_s=duration, count=count, setup=setup,
                        setup_timeout_s=setup_timeout)
     _run_until_signal(lambda stop: run_traffic(bootstrap, prefix, plan, interval_s=interval, stop=stop))
 

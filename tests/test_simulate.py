@@ -17,10 +17,12 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 from aiokafka import AIOKafkaConsumer
 
 from rater import schemas
 from rater.core.times import parse_time_us
+from rater.simulate import simulate
 from rater.simulators.pacing import TokenBucket
 from rater.simulators.payments import PaymentRules, answer, parse_fail
 from tests.support import Worker, cdr, collect, create_topics, event, send_events
@@ -57,6 +59,25 @@ def test_a_payment_result_is_a_function_of_its_request() -> None:
     assert (failed["status"], failed["reason"], failed["processed_at"]) == (
         "failed", "card_expired", "2026-12-04T10:00:02.500000Z")
     assert parse_fail("t1:insufficient_funds") == ("t1", "insufficient_funds")
+
+
+def test_compose_runs_both_simulators_after_the_topics_with_options_they_take() -> None:
+    services = yaml.safe_load((Path(__file__).resolve().parent.parent / "docker-compose.yml").read_text())["services"]
+    commands = {}
+    for name in ("traffic", "payments"):
+        service = services[name]
+        assert service["image"] == services["topics"]["image"], "the rater image"
+        assert service["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+        assert service["environment"]["RATER_BOOTSTRAP"] == "kafka:9092"
+        assert service["command"][:2] == ["simulate", name]
+        command = simulate.commands[name]
+        commands[name] = command.make_context(name, list(service["command"][2:])).params  # parses, or raises
+    # the failing tenant is one the traffic creates: its ids are s{seed}t{tenants}u{users}-NNNNN
+    traffic = commands["traffic"]
+    [failing] = commands["payments"]["fail"]
+    tenant = failing.split(":")[0]
+    assert tenant.startswith(f"s{traffic['seed']}t{traffic['tenants']}u{traffic['users']}-")
+    assert int(tenant.rsplit("-", 1)[1]) < traffic["tenants"]
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +119,7 @@ def test_traffic_at_a_small_rate_is_rated_by_a_real_worker(worker: Worker) -> No
     rated = mine(outs)
     assert sorted(int(e["usage_id"].rsplit("/", 1)[1]) for e in rated) == list(range(30))  # each once
     assert {e["status"] for e in rated} <= RATED
-    assert {e["tenant_id"] for e in rated} <= {f"tenant-{n:05d}" for n in range(3)}
+    assert {e["tenant_id"] for e in rated} <= {f"s7t3u12-{n:05d}" for n in range(3)}
     assert not [o for o in outs if o.topic == "dead-letters"], "the setup made every CDR rateable"
     ends = sorted(parse_time_us(e["end_time"]) for e in rated)
     assert 2.5e6 <= ends[-1] - ends[0] <= 15e6, "30 CDRs at 10/s: about 3 s of end times"

@@ -24,13 +24,19 @@ class RateMeter:
         self.window_s = window_s
         self.samples: deque[tuple[float, int]] = deque()
 
-    def rate(self, now_s: float, total: int) -> float:
-        """The rate ending at ``now_s``, given the total at that moment."""
+    def rate(self, now_s: float, total: int) -> float | None:
+        """The rate ending at ``now_s``, given the total at that moment (None until a
+        second sample)."""
         self.samples.append((now_s, total))
         while len(self.samples) > 2 and now_s - self.samples[1][0] >= self.window_s:
             self.samples.popleft()
         first_s, first = self.samples[0]
-        return (total - first) / (now_s - first_s) if now_s > first_s else 0.0
+        return (total - first) / (now_s - first_s) if now_s > first_s else None
+
+
+def per_s(rate: float | None) -> str:
+    """A rate for the display (``…`` while not known yet)."""
+    return "…" if rate is None else f"{rate:.1f}/s"
 
 
 def _table(title: str, rows: Rows) -> Table:
@@ -44,7 +50,7 @@ def _table(title: str, rows: Rows) -> Table:
 
 def plain_line(title: str, rows: Rows) -> str:
     """One line of ``name value`` pairs."""
-    return f"{title}: " + "  ".join(f"{name} {value}" for name, value in rows)
+    return f"{title}: " + "  ".join(f"{name.strip()} {value}" for name, value in rows)
 
 
 async def show(title: str, rows: Callable[[], Rows], stop: asyncio.Event, *, interval_s: float,

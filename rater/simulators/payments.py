@@ -23,7 +23,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from rater import schemas
 from rater.core.times import US_PER_S, format_time_us, parse_time_us_rfc3339
-from rater.simulators.display import RateMeter, Rows, show, wait_or_stop
+from rater.simulators.display import RateMeter, Rows, per_s, show, wait_or_stop
 from rater.simulators.kafka import EXIT_KAFKA, EXIT_OK, SimulatorError, start_producer
 
 DEFAULT_REASON = "card_expired"
@@ -106,7 +106,7 @@ class Payments:
             ("succeeded", str(t.succeeded)),
             ("failed", str(t.failed)),
             ("skipped", str(t.skipped)),
-            ("answers now", f"{self.meter.rate(now_s, t.succeeded + t.failed):.1f}/s"),
+            ("answers now", per_s(self.meter.rate(now_s, t.succeeded + t.failed))),
             ("failing tenants", ", ".join(f"{k}:{v}" for k, v in sorted(self.rules.failing.items())) or "none"),
         ]
 

@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from rater.core.times import US_PER_S, format_time_us
-from rater.simulators.display import RateMeter, Rows, show, wait_or_stop
+from rater.simulators.display import RateMeter, Rows, per_s, show, wait_or_stop
 from rater.simulators.kafka import EXIT_KAFKA, EXIT_NOT_READY, EXIT_OK, SimulatorError, start_producer
 from rater.simulators.pacing import TokenBucket
 from rater.workload import Workload
@@ -45,6 +45,10 @@ class TrafficPlan:
     users: int
     seed: int
     run_id: str
+    tenant_prefix: str | None = None
+    """Tenant ids are ``{tenant_prefix}{n:05d}``; by default the prefix names the seed and the
+    sizes (``s1t10u100-``), because a tenant's country, users and licences depend on all
+    three: another mix under the same ids would be ``id_conflict`` dead letters."""
     duration_s: float | None = None
     count: int | None = None
     setup: bool = True
@@ -56,11 +60,19 @@ class TrafficTotals:
     """What was sent so far; ``acked`` counts the broker's acknowledgements."""
 
     started_s: float
+    sending_s: float | None = None
+    """When the first CDR was sent (after the setup)."""
     made: int = 0
     acked: int = 0
     failed: int = 0
     first_error: str | None = None
     by_call_type: Counter[str] = field(default_factory=Counter)
+
+    def average_per_s(self, now_s: float) -> float:
+        """CDRs acknowledged per second since sending began."""
+        if self.sending_s is None or now_s <= self.sending_s:
+            return 0.0
+        return self.acked / (now_s - self.sending_s)
 
     def done(self, future: asyncio.Future[Any]) -> None:
         """The producer's answer for one message."""
@@ -142,11 +154,20 @@ class Traffic:
     def __init__(self, bootstrap: str, prefix: str, plan: TrafficPlan) -> None:
         self.bootstrap, self.prefix, self.plan = bootstrap, prefix, plan
         self.workload = Workload(plan.tenants, plan.users, plan.seed)
+        for n, tenant in enumerate(self.workload.tenants):
+            tenant.tenant_id = f"{self.tenant_prefix}{n:05d}"
         # drawn now whether sent or not: the same seed gives the same calls either way
         self.setup_events = dated_setup(self.workload, setup_time_us(wall_clock_us()))
         self.totals = TrafficTotals(time.monotonic())
         self.meter = RateMeter()
         self.phase = "starting"
+
+    @property
+    def tenant_prefix(self) -> str:
+        """What every tenant id of this run starts with."""
+        plan = self.plan
+        default = f"s{plan.seed}t{plan.tenants}u{plan.users}-"
+        return default if plan.tenant_prefix is None else plan.tenant_prefix
 
     def rows(self) -> Rows:
         """What the display shows."""
@@ -157,8 +178,8 @@ class Traffic:
             ("phase", self.phase),
             ("elapsed", f"{elapsed_s:.1f} s"),
             ("sent (acked)", f"{t.acked}"),
-            ("rate now", f"{self.meter.rate(now_s, t.acked):.1f}/s"),
-            ("rate average", f"{t.acked / elapsed_s if elapsed_s > 0 else 0.0:.1f}/s"),
+            ("rate now", per_s(self.meter.rate(now_s, t.acked))),
+            ("rate average", f"{t.average_per_s(now_s):.1f}/s"),
             ("target", f"{self.plan.rate_per_s:g}/s"),
             ("failed", f"{t.failed}"),
         ]
@@ -168,10 +189,11 @@ class Traffic:
     def summary(self) -> str:
         """The last line: what was sent, how fast."""
         t = self.totals
-        elapsed_s = time.monotonic() - t.started_s
-        return (f"traffic: sent {t.acked} CDRs in {elapsed_s:.1f} s ({t.acked / max(elapsed_s, 1e-9):.1f}/s,"
-                f" target {self.plan.rate_per_s:g}/s), failed {t.failed}, run {self.plan.run_id},"
-                f" topic {self.prefix}cdrs")
+        now_s = time.monotonic()
+        sending_s = now_s - (t.sending_s or now_s)
+        return (f"traffic: sent {t.acked} CDRs in {sending_s:.1f} s ({t.average_per_s(now_s):.1f}/s,"
+                f" target {self.plan.rate_per_s:g}/s), failed {t.failed}, tenants {self.tenant_prefix}00000.."
+                f"{self.tenant_prefix}{self.plan.tenants - 1:05d}, run {self.plan.run_id}, topic {self.prefix}cdrs")
 
     async def run(self, stop: asyncio.Event, *, interval_s: float) -> int:
         """Set up (if asked), send until the count, the duration or ``stop``; the exit code."""
@@ -223,7 +245,7 @@ class Traffic:
         plan, totals = self.plan, self.totals
         calls = self._calls()
         topic = self.prefix + "cdrs"
-        start_s = time.monotonic()
+        start_s = totals.sending_s = time.monotonic()
         end_s = start_s + plan.duration_s if plan.duration_s is not None else float("inf")
         bucket = TokenBucket(plan.rate_per_s, max(1.0, plan.rate_per_s), start_s)  # at most 1 s of catch-up
         remaining = plan.count if plan.count is not None else 1 << 62
