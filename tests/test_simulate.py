@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -197,6 +198,24 @@ def test_payments_answers_recharge_requests_succeeding_or_failing_by_tenant(work
     after = [o.event for o in outs if o.topic == "balances" and o.event["caused_by"] == succeeded["request_id"]][-1]
     assert Decimal(after["balance"]) == Decimal(before["balance"]) + Decimal("20.00")
     assert succeeded["request_id"] in [lot["lot_id"] for lot in after["lots"]]
+
+    # at least once, committed after the acks: the same group started again answers nothing twice
+    with (tmp_path / "again.log").open("w") as out:
+        again = subprocess.Popen(_simulate("payments", "--interval", "0.5"), env=_env(worker), stdout=out,
+                                 stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "partitions 4" not in (tmp_path / "again.log").read_text():  # it has every partition, and fetched
+            assert again.poll() is None, (tmp_path / "again.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "again.log").read_text()
+            time.sleep(0.2)
+        time.sleep(1)
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.wait(timeout=60)
+    rerun = (tmp_path / "again.log").read_text()
+    assert again.returncode == 0, rerun
+    assert "payments: 0 requests" in rerun.splitlines()[-1], rerun
 
     results = asyncio.run(_read_all(worker.bootstrap, worker.prefix + "recharge-results", 3))
     mine = {value["tenant_id"]: (key, value) for key, value in results if value["tenant_id"] in requests}

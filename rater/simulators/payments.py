@@ -95,6 +95,7 @@ class Payments:
         self.bootstrap, self.prefix, self.rules, self.group = bootstrap, prefix, rules, group
         self.totals = PaymentTotals(time.monotonic())
         self.meter = RateMeter()
+        self.consumer: Any = None
 
     def rows(self) -> Rows:
         """What the display shows."""
@@ -102,6 +103,7 @@ class Payments:
         now_s = time.monotonic()
         return [
             ("elapsed", f"{now_s - t.started_s:.1f} s"),
+            ("partitions", str(len(self.consumer.assignment())) if self.consumer is not None else "…"),
             ("requests", str(t.requests)),
             ("succeeded", str(t.succeeded)),
             ("failed", str(t.failed)),
@@ -124,7 +126,7 @@ class Payments:
             producer = await start_producer(self.bootstrap, self.prefix + "recharge-results",
                                             self.prefix + "recharge-requests")
             try:
-                consumer = AIOKafkaConsumer(
+                consumer = self.consumer = AIOKafkaConsumer(
                     self.prefix + "recharge-requests", bootstrap_servers=self.bootstrap, group_id=self.group,
                     isolation_level="read_committed", enable_auto_commit=False, auto_offset_reset="earliest")
                 await consumer.start()
@@ -132,6 +134,7 @@ class Payments:
                     while not stop.is_set():
                         await self._answer_batch(consumer, producer, stop)
                 finally:
+                    self.consumer = None
                     await consumer.stop()
             finally:
                 await producer.stop()
