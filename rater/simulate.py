@@ -3,7 +3,7 @@
 The commands import Kafka and rich only when they run (``rater --help`` stays fast).
 Exit codes: 0 done or stopped by Ctrl-C / SIGTERM, 1 Kafka failed (no broker, a missing
 topic, a message not acknowledged), 2 a bad option, 3 ``traffic --setup`` found no worker
-applying the accounts in time.
+applying the accounts in time, 130 a second Ctrl-C (no wait for what is in flight).
 """
 
 from __future__ import annotations
@@ -38,15 +38,30 @@ def _broker(bootstrap: str | None, prefix: str | None) -> tuple[str, str]:
 
 
 def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> None:
-    """Run ``main(stop)``; Ctrl-C and SIGTERM set ``stop`` (a clean stop, exit 0)."""
+    """Run ``main(stop)``; Ctrl-C and SIGTERM set ``stop`` (a clean stop, exit 0). A second
+    one does not wait for the flush: Ctrl-C exits 130, SIGTERM ends the process."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+
     async def runner() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+
+        def first_signal() -> None:
+            print("stopping (once more to stop at once) ...", file=sys.stderr, flush=True)
+            stop.set()
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+
+        for signum in signals:
+            loop.add_signal_handler(signum, first_signal)
         return await main(stop)
 
-    sys.exit(asyncio.run(runner()))
+    try:
+        code = asyncio.run(runner())
+    except KeyboardInterrupt:
+        click.echo("interrupted again: stopped without waiting for the messages in flight", err=True)
+        code = 130
+    sys.exit(code)
 
 
 @click.group()
