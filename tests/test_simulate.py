@@ -4,6 +4,7 @@ simulator answering a real worker's recharge requests — real broker, real proc
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import subprocess
@@ -20,10 +21,12 @@ import orjson
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer
+from rich.console import Console
 
 from rater import schemas
 from rater.core.times import parse_time_us
 from rater.simulate import simulate
+from rater.simulators.display import show
 from rater.simulators.pacing import TokenBucket
 from rater.simulators.payments import PaymentRules, answer, parse_fail
 from tests.support import Worker, cdr, collect, create_topics, event, send_events
@@ -60,6 +63,30 @@ def test_a_payment_result_is_a_function_of_its_request() -> None:
     assert (failed["status"], failed["reason"], failed["processed_at"]) == (
         "failed", "card_expired", "2026-12-04T10:00:02.500000Z")
     assert parse_fail("t1:insufficient_funds") == ("t1", "insufficient_funds")
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_the_display_is_a_live_table_on_a_terminal_and_plain_lines_when_piped(terminal: bool) -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=terminal, width=100)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        shown = asyncio.create_task(show("sim", lambda: [("sent", "42"), ("  user_out", "40")], stop,
+                                         interval_s=0.2, console=console))
+        await asyncio.sleep(0.5)
+        stop.set()
+        await shown
+
+    asyncio.run(run())
+    text = out.getvalue()
+    if terminal:
+        assert text.count("\x1b[1A") >= 4, "redrawn in place (cursor up)"
+        assert "│ 42 │" in text, "a table"
+    else:
+        lines = text.splitlines()
+        assert len(lines) == 2
+        assert lines[0] == "sim: sent 42  user_out 40"
 
 
 def test_compose_runs_both_simulators_after_the_topics_with_options_they_take() -> None:
@@ -226,3 +253,21 @@ def test_payments_answers_recharge_requests_succeeding_or_failing_by_tenant(work
         assert result["request_id"] == requests[tenant]["request_id"]
         assert result["processed_at"] == requests[tenant]["occurred_at"]
         assert (result["amount"], result["currency"]) == ("20.00", "USD")
+
+
+@pytest.mark.kafka
+def test_exit_codes_say_a_topic_is_missing_or_no_worker_applied_the_accounts(kafka_bootstrap: str,
+                                                                           topic_prefix: str) -> None:
+    env = dict(os.environ, RATER_BOOTSTRAP=kafka_bootstrap, RATER_TOPIC_PREFIX=topic_prefix)
+    missing = subprocess.run(_simulate("traffic", "--count", "1"), env=env, capture_output=True, text=True,
+                             timeout=120, check=False)
+    assert missing.returncode == 1, missing.stderr
+    assert f"no topic {topic_prefix}account-commands, {topic_prefix}cdrs" in missing.stderr
+    bad = subprocess.run(_simulate("traffic", "--tenants", "5", "--users", "3"), env=env, capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert bad.returncode == 2, bad.stderr
+    create_topics(kafka_bootstrap, topic_prefix)  # and no worker
+    alone = subprocess.run(_simulate("traffic", "--count", "1", "--setup-timeout", "2"), env=env,
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert alone.returncode == 3, alone.stdout + alone.stderr
+    assert "no worker applied the accounts of 10 of 10 tenants within 2 s" in alone.stderr

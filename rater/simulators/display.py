@@ -68,7 +68,7 @@ async def show(title: str, rows: Callable[[], Rows], stop: asyncio.Event, *, int
     while not stop.is_set():
         await wait_or_stop(stop, max(0.0, next_s - time.monotonic()))
         if not stop.is_set():
-            print(plain_line(title, rows()), flush=True)
+            print(plain_line(title, rows()), file=console.file, flush=True)
             next_s += interval_s
 
 
