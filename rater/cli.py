@@ -11,11 +11,15 @@ import sys
 import click
 
 from rater.shell.settings import LOG_LEVELS, Settings, SettingsError, count, read
+from rater.simulate import simulate
 
 
 @click.group()
 def main() -> None:
     """rater: a stream-processing usage rater for PSTN calling."""
+
+
+main.add_command(simulate)
 
 
 @main.command()
