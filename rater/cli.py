@@ -10,6 +10,8 @@ import sys
 
 import click
 
+from rater.admin import tenant
+from rater.export import export
 from rater.shell.settings import LOG_LEVELS, Settings, SettingsError, count, read
 from rater.simulate import simulate
 
@@ -19,7 +21,10 @@ def main() -> None:
     """rater: a stream-processing usage rater for PSTN calling."""
 
 
-main.add_command(simulate)
+# The operator's commands live in modules of their own (light to import: `rater --help`
+# stays quick; each imports Kafka and the rest when it runs).
+for command in (tenant, export, simulate):
+    main.add_command(command)
 
 
 @main.command()
@@ -135,11 +140,3 @@ def demo(once: bool) -> None:
 
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(run_demo(once=once))
-
-
-# The operator's commands live in modules of their own (light to import: `rater --help` stays quick).
-from rater.admin import tenant  # noqa: E402
-from rater.export import export  # noqa: E402
-
-main.add_command(tenant)
-main.add_command(export)
