@@ -331,6 +331,13 @@ def test_3_every_answer_is_what_rating_then_does(
     answer = authorize(x.state, request, CTX, x.now_us)
     assert encoded(x.s) == before  # authorize changed nothing
     agrees_with_rating(x.state, request, x.ctx, x.now_us, answer)
+    if answer.allowed:  # monotonic: every shorter call is paid, every longer one is not
+        most = MAX_CALL_S if answer.max_duration_s is None else answer.max_duration_s
+        shorter = data.draw(st.integers(1, most), label="shorter")
+        assert rate(x.state, request, x.ctx, x.now_us, shorter)[0]
+        if most < MAX_CALL_S:
+            longer = data.draw(st.integers(most + 1, MAX_CALL_S), label="longer")
+            assert not rate(x.state, request, x.ctx, x.now_us, longer)[0]
     event(f"{answer.reason or 'allowed'}, limited by {answer.limited_by}, pools {len(answer.pools)},"
           f" credits {answer.credits is not None}")
 
