@@ -116,9 +116,10 @@ class Authorization:
     ``pools``: the pools that would pay, in the order rating draws them, with the seconds
     each has left; ``credits``: the terms of what would pay after them, None when nothing
     would (no licence lets credits pay, no rate, a free call). ``balance_minor``: the
-    balance at the call's start (lots that expire before then left out); a call is also
-    refused ``no_funds`` when lots expire while it runs. Amounts are in the currency's
-    minor units (``exponent`` digits); nothing is reserved."""
+    balance at the call's start (lots that expire before then left out); a lot that
+    expires while the call runs does not pay for it (rating expires lots at the CDR's end
+    first), which ``max_duration_s`` counts. Amounts are in the currency's minor units
+    (``exponent`` digits); nothing is reserved."""
 
     allowed: bool
     reason: str | None
