@@ -98,14 +98,25 @@ def first_expiry(state: TenantState) -> int:
     return min(lot.expires_us for lot in state.lots)
 
 
+def _expired(lot: Lot, now_us: int) -> bool:
+    """Whether ``lot`` is past its expiry at ``now_us`` (SPEC §1.4)."""
+    return lot.expires_us <= now_us
+
+
+def balance_at(state: TenantState, when_us: int) -> int:
+    """The balance at ``when_us`` (not before the tenant's "now") if nothing but time
+    moves it: what :func:`expire_lots` would leave. Changes nothing."""
+    return sum(lot.remaining_minor for lot in state.lots if not _expired(lot, when_us))
+
+
 def expire_lots(events: Work) -> None:
     """Forfeit the remainder of every lot past its expiry (SPEC §1.4), oldest first."""
     state = events.tenant
     now_us = events.now_us
-    expired = [lot for lot in state.lots if lot.expires_us <= now_us]
+    expired = [lot for lot in state.lots if _expired(lot, now_us)]
     if not expired:
         return
-    state.lots = [lot for lot in state.lots if lot.expires_us > now_us]
+    state.lots = [lot for lot in state.lots if not _expired(lot, now_us)]
     for lot in expired:
         before = state.balance_minor
         state.balance_minor -= lot.remaining_minor

@@ -3,8 +3,11 @@ price, then commit the decision — seconds drawn, lots debited, the ``rated_cdr
 and what follows from it.
 
 Every check runs before anything changes (:func:`rate_cdr`); what rating decided is an
-:class:`_Outcome`, applied by :func:`_commit`. The rated CDR's wire fields are
-formatted later, from the values decided here (:func:`_rated_payload`).
+:class:`Outcome`, made by :func:`decide` without changing the state and applied by
+:func:`_commit`. The rated CDR's wire fields are formatted later, from the values decided
+here (:func:`_rated_payload`). Authorize (:mod:`rater.core.authorize`) asks :func:`decide`,
+:func:`late` and :func:`unfunded` the same questions about a call that has not happened:
+one rule set for both.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from rater.core.money import format_decimal
 from rater.core.pools import draw_pools
 from rater.core.state import PoolKey, PoolUse, TenantState, User, usage_key
 from rater.core.steps import SCHEMA_VERSION, Output, Rejection, Work
-from rater.core.tariff import Tariff, charged_seconds, usage_cost_minor
+from rater.core.tariff import Rate, Tariff, charged_seconds, usage_cost_minor
 from rater.core.times import format_time_us, month_end_us, month_of_fast
 
 CREDITS = "MCOPSTNPP"
@@ -29,11 +32,14 @@ OVERAGE = "OVERAGE"
 """The ``capability`` of a postpaid rated CDR whose charged part paid the most seconds."""
 
 
-class _Outcome:
-    """What rating decided for one CDR, before any of it is applied."""
+class Outcome:
+    """What rating decided for one CDR, before any of it is applied: a ``rejection``
+    (the CDR is a dead letter), or what pays it — pools, then credits (or overage) — and
+    at what price. Whether the balance covers the price is known only when the money
+    moves (:func:`unfunded`)."""
 
-    __slots__ = ("billed_s", "cost", "credit_s", "dest", "digest", "draws", "end_us", "fee", "month", "reason",
-                 "status", "tariff")
+    __slots__ = ("billed_s", "cost", "credit_s", "dest", "digest", "draws", "end_us", "fee", "month", "rate",
+                 "reason", "rejection", "status", "tariff")
 
     def __init__(self, month: str, digest: str, end_us: int, dest: Destination, tariff: Tariff | None,
                  *, status: str = "rated") -> None:
@@ -51,6 +57,10 @@ class _Outcome:
         self.billed_s = 0
         self.fee = 0
         self.cost = 0
+        self.rate: Rate | None = None
+        """The rate of the part paid from credits (or overage), when there is one."""
+        self.rejection: Rejection | None = None
+        """Why the CDR is a dead letter (nothing else in the outcome counts then)."""
 
 
 def _seen(state: TenantState, usage_id: str, month: str) -> str | None:
@@ -77,9 +87,9 @@ def rate_cdr(work: Work, cdr: Cdr, position: str) -> Rejection | None:
     state, ctx = work.tenant, work.ctx
     end_us = cdr.end_us if cdr.end_us > work.now_us else work.now_us
     month = month_of_fast(cdr.start_us)
-    if month_end_us(month) + ctx.grace_us <= end_us:
-        return Rejection("late", f"billing month {month} closed more than {ctx.grace_us // US_PER_HOUR} h"
-                                 f" before {format_time_us(end_us)}")
+    too_late = late(ctx, month, end_us)
+    if too_late is not None:
+        return too_late
     digest = fingerprint(cdr)
     seen = _seen(state, cdr.usage_id, month)
     if seen is not None:
@@ -87,28 +97,51 @@ def rate_cdr(work: Work, cdr: Cdr, position: str) -> Rejection | None:
             return Rejection("id_conflict", f"usage_id {cdr.usage_id!r} was rated with other content")
         advance(work, work.now_us)  # no time from a duplicate, but what fell due before it
         tariff, destination = ctx.destination_at(cdr.start_us, cdr.destination_number)
-        duplicate = _Outcome(month, digest, end_us, destination, tariff, status="duplicate")
+        duplicate = Outcome(month, digest, end_us, destination, tariff, status="duplicate")
         _emit_rated(work, cdr, duplicate, [],
                     f"rated_cdr/{cdr.usage_id}/duplicate/{position}")
         return None
+    outcome = decide(work, cdr, month, digest, end_us)
+    if outcome.rejection is not None:
+        return outcome.rejection
+    _commit(work, cdr, outcome)
+    return None
+
+
+def late(ctx: RatingContext, month: str, end_us: int) -> Rejection | None:
+    """Why a CDR of billing ``month`` rated at ``end_us`` (its end, or "now" if later) is
+    ``late``: its month closed more than the grace period before; else None."""
+    if month_end_us(month) + ctx.grace_us <= end_us:
+        return Rejection("late", f"billing month {month} closed more than {ctx.grace_us // US_PER_HOUR} h"
+                                 f" before {format_time_us(end_us)}")
+    return None
+
+
+def decide(work: Work, cdr: Cdr, month: str, digest: str, end_us: int) -> Outcome:
+    """Decide what pays a CDR billed in ``month`` (not late, not a duplicate) and at what
+    price, changing nothing in the tenant's state (the pool sizes it computes are cached
+    in ``state.sizes``, which is derived, never stored). Its ``rejection`` says why it is
+    a dead letter instead."""
+    state, ctx = work.tenant, work.ctx
     emergency = cdr.destination_number in ctx.catalog.emergency and cdr.call_type not in INBOUND
-    if not emergency and not cdr.destination_number.startswith("+"):
-        return Rejection("schema", f"destination {cdr.destination_number!r} is not E.164 and not an emergency"
-                                   f" number of catalog {ctx.catalog.version}")
     tariff, destination = ctx.destination_at(cdr.start_us, cdr.destination_number)
-    outcome = _Outcome(month, digest, end_us, destination, tariff)
+    outcome = Outcome(month, digest, end_us, destination, tariff)
+    if not emergency and not cdr.destination_number.startswith("+"):
+        outcome.rejection = Rejection("schema", f"destination {cdr.destination_number!r} is not E.164 and not an"
+                                                f" emergency number of catalog {ctx.catalog.version}")
+        return outcome
     if cdr.call_type in INBOUND and cdr.number_type != "toll_free":
-        _commit(work, cdr, outcome)  # free, recorded
-        return None
+        return outcome  # free, recorded
     if emergency:
         outcome.reason = "emergency"
-        _commit(work, cdr, outcome)
-        return None
+        return outcome
     user = None
     if cdr.call_type in USER_OUT or cdr.call_type == "conf_out":
         user = state.users.get(cdr.user_id) if cdr.user_id is not None else None
         if user is None:
-            return Rejection("unknown_user", f"user {cdr.user_id!r} was never licensed in tenant {state.tenant_id!r}")
+            outcome.rejection = Rejection("unknown_user",
+                                          f"user {cdr.user_id!r} was never licensed in tenant {state.tenant_id!r}")
+            return outcome
     left = draw_pools(work, cdr, user, outcome.dest, outcome.month, draws=outcome.draws) if cdr.duration_s else 0
     if left and not _may_pay_from_credits(cdr, user, ctx):
         # Nothing may pay (the rest): ``blocked``, or ``partially_funded`` when a pool
@@ -116,11 +149,15 @@ def rate_cdr(work: Work, cdr: Cdr, position: str) -> Rejection | None:
         outcome.status = "partially_funded" if outcome.draws else "blocked"
         outcome.reason = "no_license"
     elif left:
-        rejection = _price_credit_part(work, cdr, outcome, left)
-        if rejection is not None:
-            return rejection
-    _commit(work, cdr, outcome)
-    return None
+        outcome.rejection = _price_credit_part(work, cdr, outcome, left)
+    return outcome
+
+
+def unfunded(state: TenantState, cost_minor: int, balance_minor: int) -> bool:
+    """Whether a call costing ``cost_minor`` finds ``balance_minor`` too low to pay it in
+    full: it is then ``partially_funded``, reason ``no_funds`` (SPEC §1.6). Never on
+    post-paid, where the cost is overage."""
+    return state.billing_model == PREPAID and cost_minor > balance_minor
 
 
 def _may_pay_from_credits(cdr: Cdr, user: User | None, ctx: RatingContext) -> bool:
@@ -130,7 +167,7 @@ def _may_pay_from_credits(cdr: Cdr, user: User | None, ctx: RatingContext) -> bo
     return user is not None and ctx.catalog.may_pay_from_credits(user.capabilities, family)
 
 
-def _price_credit_part(work: Work, cdr: Cdr, outcome: _Outcome, seconds: int) -> Rejection | None:
+def _price_credit_part(work: Work, cdr: Cdr, outcome: Outcome, seconds: int) -> Rejection | None:
     """Price the part paid from credits (or overage) with the tariff in force at the
     call's start: increments, connection fee, one half-up rounding (SPEC §1.3)."""
     state = work.tenant
@@ -147,6 +184,7 @@ def _price_credit_part(work: Work, cdr: Cdr, outcome: _Outcome, seconds: int) ->
                              f" tenant currency is {state.currency} (tariff {version})")
         return Rejection("no_rate", f"no {call_class} rate in {state.currency} for {cdr.destination_number}"
                                     f" (tariff {version})")
+    outcome.rate = rate
     outcome.credit_s = seconds
     outcome.billed_s = charged_seconds(seconds, rate.first_s, rate.next_s)
     outcome.fee = rate.connection_fee_minor
@@ -154,7 +192,7 @@ def _price_credit_part(work: Work, cdr: Cdr, outcome: _Outcome, seconds: int) ->
     return None
 
 
-def _commit(work: Work, cdr: Cdr, outcome: _Outcome) -> None:
+def _commit(work: Work, cdr: Cdr, outcome: Outcome) -> None:
     """Move the seconds and money the rating decided, and emit what follows (returns
     None: the CDR was accepted)."""
     state = work.tenant
@@ -177,11 +215,11 @@ def _commit(work: Work, cdr: Cdr, outcome: _Outcome) -> None:
         if use.used_s >= size:
             exhausted.append(key)
     before = state.balance_minor
+    if unfunded(state, outcome.cost, before):
+        outcome.status, outcome.reason = "partially_funded", "no_funds"
     debits: list[tuple[str, int]] = []
     if outcome.cost and state.billing_model == PREPAID:
         debits = debit_fifo(state, outcome.cost)
-    if state.balance_minor + outcome.cost > before and state.billing_model == PREPAID:
-        outcome.status, outcome.reason = "partially_funded", "no_funds"
     _emit_rated(work, cdr, outcome, debits, None)
     for key in exhausted:
         work.notify("pool_exhausted", f"{'/'.join(key)}/{cdr.usage_id}", {
@@ -193,7 +231,7 @@ def _commit(work: Work, cdr: Cdr, outcome: _Outcome) -> None:
         balance_moved(work, before, cdr.usage_id)
 
 
-def _paid_most(postpaid: bool, outcome: _Outcome) -> str | None:
+def _paid_most(postpaid: bool, outcome: Outcome) -> str | None:
     """The capability that paid the most seconds (the first one on a tie)."""
     draws = outcome.draws
     if not draws:  # the common cases first
@@ -210,7 +248,7 @@ def _paid_most(postpaid: bool, outcome: _Outcome) -> str | None:
     return max(paid, key=paid.__getitem__) if paid else None
 
 
-def _emit_rated(work: Work, cdr: Cdr, outcome: _Outcome, debits: list[tuple[str, int]],
+def _emit_rated(work: Work, cdr: Cdr, outcome: Outcome, debits: list[tuple[str, int]],
                 event_id: str | None) -> None:
     """A ``rated_cdr`` event (``event_id`` None: the rating's own, ``rated_cdr/{usage_id}``)."""
     state = work.tenant
@@ -220,7 +258,7 @@ def _emit_rated(work: Work, cdr: Cdr, outcome: _Outcome, debits: list[tuple[str,
 
 
 def _rated_payload(tenant_id: str, currency: str, exponent: int, postpaid: bool, now_us: int,  # noqa: PLR0917
-                   event_id: str | None, cdr: Cdr, outcome: _Outcome,
+                   event_id: str | None, cdr: Cdr, outcome: Outcome,
                    debits: list[tuple[str, int]], balance_after: int) -> dict[str, Any]:
     """The wire form of a rated CDR, from the values decided when it was rated."""
     capability = None if outcome.status == "duplicate" else _paid_most(postpaid, outcome)
