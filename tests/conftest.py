@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -29,3 +30,14 @@ def kafka_bootstrap() -> Iterator[str]:
 def topic_prefix() -> str:
     """A fresh topic prefix, so every test has topics (and a consumer group) of its own."""
     return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture(autouse=True)
+def _logger_levels() -> Iterator[None]:
+    """Loggers as they were before each test: a command run in-process (click's
+    CliRunner) may quiet aiokafka for the rest of its process, as a CLI should."""
+    names = ("aiokafka", "aiohttp", "rater")
+    levels = {name: logging.getLogger(name).level for name in names}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
