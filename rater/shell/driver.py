@@ -35,6 +35,7 @@ from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 import rater
 from rater import edge
 from rater.core.context import RatingContext
+from rater.shell.api import Api, Located
 from rater.shell.clock import BrokerClock
 from rater.shell.keys import key_partition as _key_partition
 from rater.shell.metrics import INPUT_TOPICS, Metrics, Now, expected_series, registry
@@ -258,7 +259,7 @@ class Driver:
             self.metrics.expect(expected_series(ctx), INPUT_TOPICS)
         self.web = WebServer(settings.web_host, settings.web_port, self.readiness,
                              registry(self.metrics) if self.metrics is not None else None,
-                             before_scrape=self._measure_lag)
+                             before_scrape=self._measure_lag, mount=Api(ctx, self).mount)
         self.joined = False
         """The group gave this worker its partitions at least once."""
         self.rebalancing = False
@@ -398,6 +399,23 @@ class Driver:
                 self.consumer.seek(tp, offset)
             else:
                 await self.consumer.seek_to_beginning(tp)
+
+    # -- the tenant API ------------------------------------------------------------------
+    def locate(self, tenant_id: str) -> Located:
+        """Where a tenant's committed state is (:mod:`rater.shell.api`): its partition is
+        the one producers pick for its key, among the input topics' partitions."""
+        count = self.consumer.partitions_for_topic(self._topic("account-commands")) if self.consumer else None
+        if not count:
+            return Located(None, None, "the worker has not read the topics' metadata yet")
+        p = _key_partition(tenant_id.encode(), len(count))
+        owned = self.owned.get(p)
+        if owned is not None:
+            return Located(p, owned.store)
+        if p in self.preparing:
+            return Located(p, None, f"partition {p} is being restored from its changelog on this worker")
+        if self.rebalancing or not self.joined:
+            return Located(p, None, "the consumer group is rebalancing")
+        return Located(p, None, f"partition {p} is owned by another worker")
 
     # -- what operators see ------------------------------------------------------------
     def readiness(self) -> tuple[bool, dict[str, object]]:

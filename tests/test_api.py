@@ -1,0 +1,124 @@
+"""The tenant API (rater/shell/api.py) on a real worker and the real broker: what it
+answers is what the worker committed — the balance snapshot on the ``balances`` topic,
+the pools of a month — and its errors are RFC 9457 problems."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from rater.shell.api import TENANT_ID
+from tests.support import Worker, fresh_worker
+from tests.test_scenarios import NEW_YORK, Tenant, pool_seconds, tenant_id
+
+pytestmark = pytest.mark.kafka
+
+
+def http_get(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, dict[str, str], Any]:
+    """GET ``url``: status, headers and the JSON body (raw text when not JSON)."""
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, head, raw = response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        status, head, raw = exc.code, dict(exc.headers), exc.read()
+    try:
+        return status, head, orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return status, head, raw.decode(errors="replace")
+
+
+def wait_ready(worker: Worker, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        worker.check_alive()
+        try:
+            if http_get(worker.url + "/readyz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{worker.url} never became ready")
+
+
+def assert_problem(answer: tuple[int, dict[str, str], Any], status: int, slug: str) -> dict[str, Any]:
+    got, headers, body = answer
+    assert got == status, body
+    assert headers["Content-Type"].startswith("application/problem+json")
+    assert isinstance(body, dict)
+    assert body["status"] == status
+    assert body["type"].endswith("/" + slug)
+    assert body["title"]
+    assert body["detail"]
+    return body
+
+
+@pytest.fixture(scope="module")
+def worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    started = fresh_worker(kafka_bootstrap, "api", tmp_path_factory.mktemp("api"))
+    wait_ready(started)
+    yield started
+    started.stop()
+
+
+def test_tenant_ids_are_matched_whole() -> None:
+    assert TENANT_ID.fullmatch("acme.eu_1-x")
+    assert not TENANT_ID.fullmatch("acme\n")  # what `^...$` with re.match would let through
+    assert not TENANT_ID.fullmatch("a" * 65)
+    assert not TENANT_ID.fullmatch("")
+
+
+def test_balance_and_pools_are_the_committed_state(worker: Worker) -> None:
+    t = Tenant(worker, tenant_id("bal", (0, 1, 2, 3)))
+    t.open(funds="10.00", users={"alice": ("US", ["MCOPSTN1"])})
+    t.send(t.call("a", 600, destination=NEW_YORK))
+    outs = t.wait(t.all_rated("a"), t.has("balance", caused_by=t.uid("a")))
+    snapshot = t.balance(outs, t.uid("a"))
+
+    status, headers, body = http_get(f"{worker.url}/v1/tenants/{t.id}/balance")
+    assert status == 200, body
+    assert headers["Content-Type"].startswith("application/json")
+    for name in ("balance", "currency", "status", "lots", "auto_recharge", "pools"):
+        assert body[name] == snapshot[name], name  # the core's snapshot, as the topic has it
+    assert body["tenant_id"] == t.id
+    assert body["billing_model"] == "prepaid_credits"
+    as_of = body["as_of"]
+    assert as_of["changelog_offset"] > 0
+    assert as_of["clock"] == "2026-11-02T10:10:00Z"  # the partition's now: the CDR's end (ticks are off)
+    assert as_of["tick"] is None
+
+    status, _, pools = http_get(f"{worker.url}/v1/tenants/{t.id}/pools")
+    assert status == 200, pools
+    assert pools["month"] == "2026-11"  # the partition's current month
+    [us] = [p for p in pools["pools"] if p["location"] == "US"]
+    assert us == {"capability": "MCOPSTN1", "location": "US", "scope": "domestic",
+                  "size_seconds": pool_seconds("MCOPSTN1", "US"), "used_seconds": 600,
+                  "available_seconds": pool_seconds("MCOPSTN1", "US") - 600}
+    assert pools["as_of"] == as_of
+
+    status, _, december = http_get(f"{worker.url}/v1/tenants/{t.id}/pools?month=2026-12")
+    assert status == 200
+    [us] = [p for p in december["pools"] if p["location"] == "US"]
+    assert (us["used_seconds"], us["available_seconds"]) == (0, pool_seconds("MCOPSTN1", "US"))
+    status, _, long_ago = http_get(f"{worker.url}/v1/tenants/{t.id}/pools?month=2020-01")
+    assert (status, long_ago["pools"]) == (200, [])
+
+
+def test_errors_are_problems(worker: Worker) -> None:
+    url = worker.url + "/v1/tenants"
+    assert_problem(http_get(f"{url}/nobody-{time.time_ns()}/balance"), 404, "unknown-tenant")
+    assert_problem(http_get(f"{url}/nobody/pools?month=2026-13"), 400, "invalid-month")
+    assert_problem(http_get(f"{url}/nobody/pools?month=2026-1"), 400, "invalid-month")
+    assert_problem(http_get(f"{url}/acme%0A/balance"), 400, "invalid-tenant-id")
+    assert_problem(http_get(f"{url}/{'a' * 65}/balance"), 400, "invalid-tenant-id")
+    assert_problem(http_get(f"{url}/a%20b/balance"), 400, "invalid-tenant-id")
+    assert_problem(http_get(worker.url + "/v1/nothing-here"), 404, "http-404")
+    assert_problem(posted := http_get(f"{url}/x/balance", method="POST"), 405, "http-405")
+    assert posted[1]["Allow"] == "GET,HEAD"
+    assert http_get(worker.url + "/healthz")[0] == 200  # the rest of the server is not the API's
