@@ -27,7 +27,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -38,6 +38,9 @@ from rater.core.pools import pool_report
 from rater.core.state import TenantState
 from rater.core.times import format_time_us, month_of
 from rater.shell.task import PARTITION_KEY, decode_state
+
+if TYPE_CHECKING:
+    from rater.shell.api_auth import Auth
 
 log = logging.getLogger("rater.api")
 
@@ -141,9 +144,16 @@ def read_snapshot(store: Committed, partition: int, tenant_id: str) -> Snapshot 
     return Snapshot(partition, decode_state(raw), int(clock.get("now_us") or 0), clock.get("tick_us"), offset)
 
 
-def tenant_id_of(request: web.Request) -> str:
-    """The path's tenant id, validated like the schemas (400 otherwise)."""
+def tenant_id_of(request: web.Request, auth: Auth) -> str:
+    """The path's tenant id, once the request may read it (401, 403) and it is valid
+    like the schemas' (400)."""
     tenant_id = request.match_info["tenant"]
+    verdict = auth.check(request.headers.get("Authorization"), tenant_id)
+    if verdict.status == 401:
+        challenge = 'Bearer realm="rater"' + (', error="invalid_token"' if verdict.slug == "invalid-token" else "")
+        raise Problem(401, verdict.slug, "Unauthorized", verdict.detail, headers={"WWW-Authenticate": challenge})
+    if verdict.status == 403:
+        raise Problem(403, verdict.slug, "Forbidden", verdict.detail)
     if not TENANT_ID.fullmatch(tenant_id):
         raise Problem(400, "invalid-tenant-id", "Invalid tenant id",
                       "a tenant id is 1–64 characters of A-Z, a-z, 0-9, '.', '_' and '-'")
@@ -170,9 +180,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Api:
     """The ``/v1`` routes of one worker."""
 
-    def __init__(self, ctx: RatingContext, partitions: Partitions) -> None:
+    def __init__(self, ctx: RatingContext, partitions: Partitions, auth: Auth) -> None:
         self.ctx = ctx
         self.partitions = partitions
+        self.auth = auth
 
     def mount(self, app: web.Application) -> None:
         """Add the routes, and the middleware that answers every ``/v1`` error as a problem."""
@@ -212,7 +223,7 @@ class Api:
         return snapshot
 
     async def _balance(self, request: web.Request) -> web.Response:
-        tenant_id = tenant_id_of(request)
+        tenant_id = tenant_id_of(request, self.auth)
         snapshot = self._snapshot(tenant_id)
         state = snapshot.state
         payload = balance_event(state, self.ctx, max(snapshot.now_us, state.now_us), "api").payload
@@ -230,7 +241,7 @@ class Api:
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     async def _pools(self, request: web.Request) -> web.Response:
-        tenant_id = tenant_id_of(request)
+        tenant_id = tenant_id_of(request, self.auth)
         month = request.query.get("month")
         if month is not None and not MONTH.fullmatch(month):
             raise Problem(400, "invalid-month", "Invalid month", "month is YYYY-MM (01–12)")

@@ -36,6 +36,7 @@ import rater
 from rater import edge
 from rater.core.context import RatingContext
 from rater.shell.api import Api, Located
+from rater.shell.api_auth import Auth, Tokens, TokensError
 from rater.shell.clock import BrokerClock
 from rater.shell.keys import key_partition as _key_partition
 from rater.shell.metrics import INPUT_TOPICS, Metrics, Now, expected_series, registry
@@ -257,9 +258,11 @@ class Driver:
         self.metrics = Metrics(rater.__version__, rater.CORE_BUILD, self._now) if settings.metrics else None
         if self.metrics is not None:
             self.metrics.expect(expected_series(ctx), INPUT_TOPICS)
+        tokens = Tokens.load(settings.api_tokens) if settings.api_tokens is not None else None
+        api = Api(ctx, self, Auth(tokens, settings.web_host))
         self.web = WebServer(settings.web_host, settings.web_port, self.readiness,
                              registry(self.metrics) if self.metrics is not None else None,
-                             before_scrape=self._measure_lag, mount=Api(ctx, self).mount)
+                             before_scrape=self._measure_lag, mount=api.mount)
         self.joined = False
         """The group gave this worker its partitions at least once."""
         self.rebalancing = False
@@ -748,7 +751,7 @@ def run_worker(settings: Settings, ctx: RatingContext) -> None:
 
     try:
         asyncio.run(main())
-    except (ClockRefused, WebServerError, PreflightFailed) as exc:  # the message is the whole story
+    except (ClockRefused, WebServerError, PreflightFailed, TokensError) as exc:  # the message is the whole story
         log.error("%s", exc)
         raise SystemExit(1) from None
     except Exception as exc:  # a failure that stops the worker: logged (one record, in the log's format)

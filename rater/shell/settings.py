@@ -50,6 +50,9 @@ class Settings:
     """How long a worker started before its topics exist waits for them, then exits 1."""
     broker_wait_s: float = 120.0
     """How long a worker waits for an unreachable broker at start, then exits 1."""
+    api_tokens: Path | None = None
+    """The tenant API's bearer-token file (``RATER_API_TOKENS``; :mod:`rater.shell.api_auth`);
+    without one the API serves only on a loopback address."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,6 +79,7 @@ class Settings:
             tick_interval_s=read(env, "RATER_TICK_INTERVAL", default.tick_interval_s, seconds()),
             topics_wait_s=read(env, "RATER_TOPICS_WAIT", default.topics_wait_s, seconds()),
             broker_wait_s=read(env, "RATER_BROKER_WAIT", default.broker_wait_s, seconds()),
+            api_tokens=Path(env["RATER_API_TOKENS"]) if env.get("RATER_API_TOKENS", "").strip() else None,
         )
 
 
