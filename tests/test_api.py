@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from rater.shell.api import TENANT_ID
+from tests import openapi_support
 from tests.support import Worker, fresh_worker
 from tests.test_scenarios import NEW_YORK, Tenant, pool_seconds, tenant_id
 
@@ -29,9 +30,12 @@ def http_get(url: str, headers: dict[str, str] | None = None, method: str = "GET
     except urllib.error.HTTPError as exc:
         status, head, raw = exc.code, dict(exc.headers), exc.read()
     try:
-        return status, head, orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return status, head, raw.decode(errors="replace")
+        body = raw.decode(errors="replace")
+    if "/v1" in url:  # every answer of the API is held to its OpenAPI document
+        openapi_support.check(method, url, status, head, body)
+    return status, head, body
 
 
 def wait_ready(worker: Worker, timeout_s: float = 60) -> None:
@@ -122,3 +126,11 @@ def test_errors_are_problems(worker: Worker) -> None:
     assert_problem(posted := http_get(f"{url}/x/balance", method="POST"), 405, "http-405")
     assert posted[1]["Allow"] == "GET,HEAD"
     assert http_get(worker.url + "/healthz")[0] == 200  # the rest of the server is not the API's
+
+
+def test_the_openapi_document_is_served_as_kept(worker: Worker) -> None:
+    status, headers, body = http_get(worker.url + "/v1/openapi.json")
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/json")
+    assert body == openapi_support.DOC
+    assert body["openapi"].startswith("3.1")

@@ -3,7 +3,8 @@
 - ``GET /v1/tenants/{tenant}/balance`` — the core's balance snapshot
   (:func:`~rater.core.engine.balance_event`) of the tenant's committed state;
 - ``GET /v1/tenants/{tenant}/pools?month=YYYY-MM`` — the pools of one month
-  (:func:`~rater.core.pools.pool_report`), by default the partition's current month.
+  (:func:`~rater.core.pools.pool_report`), by default the partition's current month;
+- ``GET /v1/openapi.json`` — the OpenAPI 3.1 document of these (``rater/data/openapi.json``).
 
 **Consistency.** A tenant is read from the local store of the partition that owns it,
 never from the task's in-memory states (a unit in flight changes those in place before
@@ -27,6 +28,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -49,6 +51,9 @@ TENANT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 """A tenant id as the schemas have it (common.json), matched with ``fullmatch``: ``$``
 would let ``acme\\n`` through."""
 MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
+OPENAPI = Path(__file__).resolve().parent.parent / "data" / "openapi.json"
+"""The API's OpenAPI 3.1 document (served at ``/v1/openapi.json``; the tests hold every
+answer to it)."""
 PROBLEM_TYPES = "https://rater.invalid/problems/"
 PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_S = 2
@@ -184,12 +189,14 @@ class Api:
         self.ctx = ctx
         self.partitions = partitions
         self.auth = auth
+        self.openapi = OPENAPI.read_bytes()
 
     def mount(self, app: web.Application) -> None:
         """Add the routes, and the middleware that answers every ``/v1`` error as a problem."""
         app.middlewares.append(self._problems)
         app.router.add_get(PREFIX + "/tenants/{tenant}/balance", self._balance)
         app.router.add_get(PREFIX + "/tenants/{tenant}/pools", self._pools)
+        app.router.add_get(PREFIX + "/openapi.json", self._openapi)
 
     @web.middleware
     async def _problems(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -221,6 +228,10 @@ class Api:
             raise Problem(404, "unknown-tenant", "Unknown tenant",
                           f"no tenant {tenant_id!r}: it has no tenant_upserted yet")
         return snapshot
+
+    async def _openapi(self, _request: web.Request) -> web.Response:
+        """The OpenAPI document (no token needed: it says nothing about a tenant)."""
+        return web.Response(body=self.openapi, content_type="application/json")
 
     async def _balance(self, request: web.Request) -> web.Response:
         tenant_id = tenant_id_of(request, self.auth)
