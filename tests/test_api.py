@@ -128,6 +128,13 @@ def test_errors_are_problems(worker: Worker) -> None:
     assert http_get(worker.url + "/healthz")[0] == 200  # the rest of the server is not the API's
 
 
+def test_without_tokens_on_loopback_the_worker_says_once_that_the_api_is_open(worker: Worker) -> None:
+    said = [line for line in worker.log.read_text().splitlines() if "unauthenticated" in line]
+    assert len(said) == 1
+    assert " INFO " in said[0]
+    assert "loopback address 127.0.0.1" in said[0]
+
+
 def test_the_openapi_document_is_served_as_kept(worker: Worker) -> None:
     status, headers, body = http_get(worker.url + "/v1/openapi.json")
     assert status == 200

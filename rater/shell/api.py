@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import aiohttp
 import orjson
 from aiohttp import web
 
@@ -39,6 +40,7 @@ from rater.core.engine import balance_event
 from rater.core.pools import pool_report
 from rater.core.state import TenantState
 from rater.core.times import format_time_us, month_of
+from rater.shell.routing import ANSWERED, FORWARDED
 from rater.shell.task import PARTITION_KEY, decode_state
 
 if TYPE_CHECKING:
@@ -58,6 +60,10 @@ PROBLEM_TYPES = "https://rater.invalid/problems/"
 PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_S = 2
 """What a 503 asks a client to wait: a rebalance or a restore usually ends in seconds."""
+FORWARD_TIMEOUT_S = 5.0
+"""How long a forwarded request may take (the owner reads its store: milliseconds)."""
+PASSED_BACK = ("Retry-After", "WWW-Authenticate", ANSWERED)
+"""The owner's headers a forwarded answer keeps (with its status, type and body)."""
 
 
 class Committed(Protocol):
@@ -81,10 +87,17 @@ class Located:
     """The partition's committed state, when this worker owns it and it is ready."""
     why_not: str = ""
     """Why ``store`` is None (a rebalance, a restore, another worker's partition)."""
+    owner: str | None = None
+    """The URL of the worker that owns the partition, when another does and the group
+    said which (:mod:`rater.shell.routing`)."""
 
 
 class Partitions(Protocol):
     """The worker's partitions, as the API needs them (the driver)."""
+
+    @property
+    def advertised(self) -> str:
+        """This worker's own URL, as the group knows it."""
 
     def locate(self, tenant_id: str) -> Located:
         """Where ``tenant_id``'s state is."""
@@ -190,10 +203,13 @@ class Api:
         self.partitions = partitions
         self.auth = auth
         self.openapi = OPENAPI.read_bytes()
+        self.session: aiohttp.ClientSession | None = None
+        """The client of forwarded requests (made at the first one)."""
 
     def mount(self, app: web.Application) -> None:
         """Add the routes, and the middleware that answers every ``/v1`` error as a problem."""
         app.middlewares.append(self._problems)
+        app.on_cleanup.append(self._close)
         app.router.add_get(PREFIX + "/tenants/{tenant}/balance", self._balance)
         app.router.add_get(PREFIX + "/tenants/{tenant}/pools", self._pools)
         app.router.add_get(PREFIX + "/openapi.json", self._openapi)
@@ -219,15 +235,46 @@ class Api:
             return problem_response(500, "internal-error", "Internal error",
                                     "the worker failed answering this request (its log says why)")
 
-    def _snapshot(self, tenant_id: str) -> Snapshot:
+    async def _close(self, _app: web.Application) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def _answer(self, request: web.Request, tenant_id: str,
+                      body: Callable[[Snapshot], dict[str, Any]]) -> web.Response:
+        """``body`` of the tenant's committed state, read here when this worker owns its
+        partition, else the owner's answer (one hop), else 503."""
         where = self.partitions.locate(tenant_id)
-        if where.partition is None or where.store is None:
-            raise unavailable(where.why_not or "the worker does not know the topics' partitions yet")
-        snapshot = read_snapshot(where.store, where.partition, tenant_id)
-        if snapshot is None:
-            raise Problem(404, "unknown-tenant", "Unknown tenant",
-                          f"no tenant {tenant_id!r}: it has no tenant_upserted yet")
-        return snapshot
+        if where.partition is not None and where.store is not None:
+            snapshot = read_snapshot(where.store, where.partition, tenant_id)
+            if snapshot is None:
+                raise Problem(404, "unknown-tenant", "Unknown tenant",
+                              f"no tenant {tenant_id!r}: it has no tenant_upserted yet")
+            return web.Response(body=orjson.dumps(body(snapshot)), content_type="application/json",
+                                headers={ANSWERED: self.partitions.advertised})
+        forwarded = request.headers.get(FORWARDED)
+        if where.owner is not None and forwarded is None and where.owner != self.partitions.advertised:
+            return await self._forward(request, where.owner, where.partition)
+        if forwarded is not None:
+            raise unavailable(f"forwarded by {forwarded}, but partition {where.partition} is not ready on this"
+                              f" worker ({where.why_not}): the group is moving it")
+        raise unavailable(where.why_not or "the worker does not know the topics' partitions yet")
+
+    async def _forward(self, request: web.Request, owner: str, partition: int | None) -> web.Response:
+        """The owner's answer to the same request, marked forwarded (never forwarded again)."""
+        if self.session is None:
+            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S))
+        headers = {FORWARDED: self.partitions.advertised}
+        if "Authorization" in request.headers:
+            headers["Authorization"] = request.headers["Authorization"]
+        try:
+            async with self.session.get(owner + request.raw_path, headers=headers, allow_redirects=False) as answer:
+                body = await answer.read()
+                kept = {name: answer.headers[name] for name in PASSED_BACK if name in answer.headers}
+                return web.Response(status=answer.status, body=body, headers=kept,
+                                    content_type=answer.content_type, charset=answer.charset)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise unavailable(f"the owner of partition {partition}, {owner}, did not answer: {exc!r}") from None
 
     async def _openapi(self, _request: web.Request) -> web.Response:
         """The OpenAPI document (no token needed: it says nothing about a tenant)."""
@@ -235,11 +282,13 @@ class Api:
 
     async def _balance(self, request: web.Request) -> web.Response:
         tenant_id = tenant_id_of(request, self.auth)
-        snapshot = self._snapshot(tenant_id)
+        return await self._answer(request, tenant_id, self._balance_of)
+
+    def _balance_of(self, snapshot: Snapshot) -> dict[str, Any]:
         state = snapshot.state
         payload = balance_event(state, self.ctx, max(snapshot.now_us, state.now_us), "api").payload
-        body = {
-            "tenant_id": tenant_id,
+        return {
+            "tenant_id": state.tenant_id,
             "balance": payload["balance"],
             "currency": payload["currency"],
             "status": payload["status"],
@@ -249,21 +298,21 @@ class Api:
             "pools": payload["pools"],
             "as_of": snapshot.as_of(),
         }
-        return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     async def _pools(self, request: web.Request) -> web.Response:
         tenant_id = tenant_id_of(request, self.auth)
         month = request.query.get("month")
         if month is not None and not MONTH.fullmatch(month):
             raise Problem(400, "invalid-month", "Invalid month", "month is YYYY-MM (01–12)")
-        snapshot = self._snapshot(tenant_id)
-        state = snapshot.state
-        if month is None:
-            month = month_of(max(snapshot.now_us, state.now_us))
-        body = {
-            "tenant_id": tenant_id,
-            "month": month,
-            "pools": pools_of_month(state, self.ctx, month),
-            "as_of": snapshot.as_of(),
-        }
-        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+        def pools(snapshot: Snapshot) -> dict[str, Any]:
+            state = snapshot.state
+            shown = month or month_of(max(snapshot.now_us, state.now_us))
+            return {
+                "tenant_id": tenant_id,
+                "month": shown,
+                "pools": pools_of_month(state, self.ctx, shown),
+                "as_of": snapshot.as_of(),
+            }
+
+        return await self._answer(request, tenant_id, pools)
