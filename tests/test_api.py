@@ -4,18 +4,24 @@ the pools of a month — and its errors are RFC 9457 problems."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import murmur2
 
 from rater.shell.api import TENANT_ID
+from rater.shell.task import decode_state
 from tests import openapi_support
-from tests.support import Worker, fresh_worker
+from tests.support import TEST_PARTITIONS, Worker, fresh_worker
 from tests.test_scenarios import NEW_YORK, Tenant, pool_seconds, tenant_id
 
 pytestmark = pytest.mark.kafka
@@ -112,6 +118,72 @@ def test_balance_and_pools_are_the_committed_state(worker: Worker) -> None:
     assert (us["used_seconds"], us["available_seconds"]) == (0, pool_seconds("MCOPSTN1", "US"))
     status, _, long_ago = http_get(f"{worker.url}/v1/tenants/{t.id}/pools?month=2020-01")
     assert (status, long_ago["pools"]) == (200, [])
+
+
+def test_an_answer_is_a_committed_unit_never_one_in_flight(worker: Worker) -> None:
+    """While calls are rated, unit after unit, the API is read without a pause: every
+    balance it shows is one a unit published on the ``balances`` topic, ``as_of`` never
+    goes back, and it is exact — the balance is the tenant's state in the last committed
+    changelog record below ``as_of.changelog_offset`` (an answer from the task's memory,
+    ahead of its unit's commit, or a store half written, would break that)."""
+    t = Tenant(worker, tenant_id("flight", (0, 1, 2, 3)))
+    t.open(funds="500.00", users={"alice": ("US", ["MCOPSTNPP"])})
+    url = f"{worker.url}/v1/tenants/{t.id}/balance"
+    seen: list[tuple[int, str]] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            status, _, body = http_get(url)
+            assert status == 200, body
+            seen.append((body["as_of"]["changelog_offset"], body["balance"]))
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        calls = [t.call(f"c{n}", 61 + n % 37, start=f"2026-11-02T{10 + n // 60:02d}:{n % 60:02d}:00Z")
+                 for n in range(300)]
+        t.send(*calls)
+        outs = t.wait(t.all_rated(*(f"c{n}" for n in range(300))), t.has("balance", caused_by=t.uid("c299")))
+    finally:
+        done.set()
+        poller.join()
+    published = {b["balance"] for b in t.events(outs, "balance")}
+    assert len(published) > 2  # several units
+    assert len(seen) > 10
+    shown = [balance for _offset, balance in seen]
+    assert set(shown) <= published, sorted(set(shown) - published)[:5]
+    offsets = [offset for offset, _balance in seen]
+    assert offsets == sorted(offsets)
+    assert [Decimal(b) for b in shown] == sorted((Decimal(b) for b in shown), reverse=True)  # only calls: it falls
+    # as_of is exact: the balance shown is the tenant's state in the last changelog record
+    # below as_of.changelog_offset
+    states = asyncio.run(_changelog(worker, t.id))
+    for offset, balance in seen:
+        below = [minor for at, minor in states if at < offset]
+        assert below, offset
+        assert Decimal(balance) * 100 == below[-1], (offset, balance)
+
+
+async def _changelog(worker: Worker, tenant: str) -> list[tuple[int, int]]:
+    """(offset, balance in minor units) of each committed state record of ``tenant`` on
+    the state changelog."""
+    tp = TopicPartition(worker.prefix + "rater-state", (murmur2(tenant.encode()) & 0x7FFFFFFF) % TEST_PARTITIONS)
+    consumer = AIOKafkaConsumer(bootstrap_servers=worker.bootstrap, isolation_level="read_committed",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        found = []
+        while await consumer.position(tp) < end:
+            for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                if record.key == tenant.encode():
+                    found.append((record.offset, decode_state(record.value).balance_minor))
+        return found
+    finally:
+        await consumer.stop()
 
 
 def test_errors_are_problems(worker: Worker) -> None:
