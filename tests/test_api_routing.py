@@ -103,12 +103,18 @@ def pair(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             worker.stop()
 
 
-@pytest.mark.kafka
-def test_every_tenant_is_answered_through_either_worker(pair: list[Worker]) -> None:
-    owners = _settled(pair)
-    tenants = {p: Tenant(pair[0], tenant_id(f"route{p}", (p,))) for p in range(TEST_PARTITIONS)}
-    for p, t in tenants.items():
+@pytest.fixture(scope="module")
+def tenants(pair: list[Worker]) -> dict[int, Tenant]:
+    """One tenant on each partition, funded with p + 1 dollars."""
+    found = {p: Tenant(pair[0], tenant_id(f"route{p}", (p,))) for p in range(TEST_PARTITIONS)}
+    for p, t in found.items():
         t.open(funds=f"{p + 1}.00", users={"alice": ("US", ["MCOPSTN1"])})
+    return found
+
+
+@pytest.mark.kafka
+def test_every_tenant_is_answered_through_either_worker(pair: list[Worker], tenants: dict[int, Tenant]) -> None:
+    owners = _settled(pair)
     for p, t in tenants.items():
         owner = owners[p]
         for worker in pair:
@@ -128,3 +134,30 @@ def test_every_tenant_is_answered_through_either_worker(pair: list[Worker]) -> N
         assert_problem(answer, 503, "unavailable")
         assert answer[1]["Retry-After"].isdigit()
         assert http_get(f"{owner.url}/v1/tenants/{t.id}/balance", {FORWARDED: other.url})[0] == 200
+
+
+@pytest.mark.kafka
+def test_when_an_owner_leaves_its_tenants_are_503_then_answered_by_the_next(
+        pair: list[Worker], tenants: dict[int, Tenant]) -> None:
+    """The worker that stays answers 503 with Retry-After while the group moves the
+    partitions (or forwards to an owner that is leaving), never anything else, then
+    answers every tenant itself."""
+    stays = _settled(pair)[0]
+    leaves = next(w for w in pair if w is not stays)
+    leaves.stop()
+    statuses: list[int] = []
+    deadline = time.monotonic() + 90
+    pending = dict(tenants)
+    while pending:
+        assert time.monotonic() < deadline, f"never answered: {sorted(pending)}; statuses {statuses}"
+        for p, t in list(pending.items()):
+            status, headers, body = http_get(f"{stays.url}/v1/tenants/{t.id}/balance")
+            statuses.append(status)
+            if status == 503:
+                assert headers["Retry-After"].isdigit()
+            else:
+                assert status == 200, body
+                if headers[ANSWERED] == stays.url:
+                    assert body["balance"] == f"{p + 1}.00"  # restored from the changelog
+                    del pending[p]
+        time.sleep(0.1)
