@@ -18,6 +18,10 @@ Outputs a unit produced are visible on the topics at the same commit; a request 
 a unit that committed a moment ago (its store write follows the commit), never show one
 that did not.
 
+**Routing.** A tenant whose partition another worker owns is answered by that worker:
+the request goes there once (:mod:`rater.shell.routing` has the group's partition → URL
+map) and its answer comes back as it is; with no owner known, 503 and ``Retry-After``.
+
 Errors are RFC 9457 problem details (``application/problem+json``).
 """
 
