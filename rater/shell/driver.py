@@ -35,10 +35,13 @@ from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 import rater
 from rater import edge
 from rater.core.context import RatingContext
+from rater.shell.api import Api, Located
+from rater.shell.api_auth import Auth, Tokens, TokensError
 from rater.shell.clock import BrokerClock
 from rater.shell.keys import key_partition as _key_partition
 from rater.shell.metrics import INPUT_TOPICS, Metrics, Now, expected_series, registry
 from rater.shell.preflight import Preflight, PreflightFailed
+from rater.shell.routing import UrlRangeAssignor, advertised_url
 from rater.shell.settings import Settings
 from rater.shell.task import TENANT_KEYS, TICKS, PartitionTask, probe_value, tick_value
 from rater.shell.web import WebServer, WebServerError
@@ -256,9 +259,13 @@ class Driver:
         self.metrics = Metrics(rater.__version__, rater.CORE_BUILD, self._now) if settings.metrics else None
         if self.metrics is not None:
             self.metrics.expect(expected_series(ctx), INPUT_TOPICS)
+        self.assignor = UrlRangeAssignor()
+        """The range assignment with every partition's URL (:mod:`rater.shell.routing`)."""
+        tokens = Tokens.load(settings.api_tokens) if settings.api_tokens is not None else None
+        api = Api(ctx, self, Auth(tokens, settings.web_host))
         self.web = WebServer(settings.web_host, settings.web_port, self.readiness,
                              registry(self.metrics) if self.metrics is not None else None,
-                             before_scrape=self._measure_lag)
+                             before_scrape=self._measure_lag, mount=api.mount)
         self.joined = False
         """The group gave this worker its partitions at least once."""
         self.rebalancing = False
@@ -327,6 +334,7 @@ class Driver:
         """Partitions taken away: stop making them ready, or let the unit in flight
         commit and close them."""
         self.rebalancing = True  # until the assignment that follows
+        self.assignor.forget()  # the next assignment brings the new map
         for p in partitions:
             if self.metrics is not None:
                 self.metrics.restores.pop(p, None)  # no longer this worker's to show
@@ -399,6 +407,32 @@ class Driver:
             else:
                 await self.consumer.seek_to_beginning(tp)
 
+    # -- the tenant API ------------------------------------------------------------------
+    @property
+    def advertised(self) -> str:
+        """This worker's URL for the other workers (known once the web server listens)."""
+        return self.assignor.url
+
+    def locate(self, tenant_id: str) -> Located:
+        """Where a tenant's committed state is (:mod:`rater.shell.api`): its partition is
+        the one producers pick for its key, among the input topics' partitions."""
+        count = self.consumer.partitions_for_topic(self._topic("account-commands")) if self.consumer else None
+        if not count:
+            return Located(None, None, "the worker has not read the topics' metadata yet")
+        p = _key_partition(tenant_id.encode(), len(count))
+        owned = self.owned.get(p)
+        if owned is not None:
+            return Located(p, owned.store)
+        if p in self.preparing:
+            return Located(p, None, f"partition {p} is being restored from its changelog on this worker")
+        if self.rebalancing or not self.joined:
+            return Located(p, None, "the consumer group is rebalancing")
+        owner = self.assignor.urls.get(p)
+        if owner is None:
+            return Located(p, None, f"partition {p} is another worker's, and the group's assignment did not say"
+                                    " whose (a worker of an older version is in the group)")
+        return Located(p, None, f"partition {p} is owned by {owner}", owner)
+
     # -- what operators see ------------------------------------------------------------
     def readiness(self) -> tuple[bool, dict[str, object]]:
         """Ready: the worker joined its group, no rebalance is under way and every
@@ -468,8 +502,11 @@ class Driver:
             session_timeout_ms=session_ms, heartbeat_interval_ms=max(500, session_ms // 4),
             request_timeout_ms=max(30_000, session_ms * 3), max_poll_records=MAX_BATCH,
             # range assignment gives a worker the same partition numbers of every input
-            # topic (they are co-partitioned); aiokafka's default, round robin, does not
-            partition_assignment_strategy=(RangePartitionAssignor,))
+            # topic (they are co-partitioned); aiokafka's default, round robin, does not.
+            # rater-range is range with every partition's API URL; plain range after it
+            # keeps one group while a rolling upgrade has older workers in it
+            partition_assignment_strategy=(self.assignor, RangePartitionAssignor))
+        self.assignor.url = advertised_url(self.settings.advertised_url, self.settings.web_host, self.web.port)
         self.ticker = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap, acks="all",
                                        enable_idempotence=True)
         try:
@@ -730,7 +767,7 @@ def run_worker(settings: Settings, ctx: RatingContext) -> None:
 
     try:
         asyncio.run(main())
-    except (ClockRefused, WebServerError, PreflightFailed) as exc:  # the message is the whole story
+    except (ClockRefused, WebServerError, PreflightFailed, TokensError) as exc:  # the message is the whole story
         log.error("%s", exc)
         raise SystemExit(1) from None
     except Exception as exc:  # a failure that stops the worker: logged (one record, in the log's format)

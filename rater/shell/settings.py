@@ -50,6 +50,12 @@ class Settings:
     """How long a worker started before its topics exist waits for them, then exits 1."""
     broker_wait_s: float = 120.0
     """How long a worker waits for an unreachable broker at start, then exits 1."""
+    advertised_url: str | None = None
+    """The URL the other workers forward API requests to (``RATER_ADVERTISED_URL``,
+    e.g. ``http://rater-0.rater:6066``); default: the web server's host and port."""
+    api_tokens: Path | None = None
+    """The tenant API's bearer-token file (``RATER_API_TOKENS``; :mod:`rater.shell.api_auth`);
+    without one the API serves only on a loopback address."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,6 +82,8 @@ class Settings:
             tick_interval_s=read(env, "RATER_TICK_INTERVAL", default.tick_interval_s, seconds()),
             topics_wait_s=read(env, "RATER_TOPICS_WAIT", default.topics_wait_s, seconds()),
             broker_wait_s=read(env, "RATER_BROKER_WAIT", default.broker_wait_s, seconds()),
+            advertised_url=read(env, "RATER_ADVERTISED_URL", default.advertised_url, http_url),
+            api_tokens=Path(env["RATER_API_TOKENS"]) if env.get("RATER_API_TOKENS", "").strip() else None,
         )
 
 
@@ -116,6 +124,14 @@ def seconds(*, positive: bool = False) -> Callable[[str], float]:
             raise ValueError(f"must be a number of seconds {'> 0' if positive else '≥ 0'}, e.g. 10 or 0.5")
         return value
     return parse
+
+
+def http_url(text: str) -> str:
+    """An http(s) URL with a host and nothing after it but a path."""
+    scheme, _, rest = text.partition("://")
+    if scheme not in ("http", "https") or not rest.split("/")[0] or "?" in rest or "#" in rest:
+        raise ValueError("must be an http:// or https:// URL with a host, e.g. http://rater-0.rater:6066")
+    return text.rstrip("/")
 
 
 def choice(allowed: tuple[str, ...]) -> Callable[[str], str]:

@@ -3,6 +3,7 @@
 - ``/metrics`` — Prometheus text format (:mod:`rater.shell.metrics`);
 - ``/healthz`` — 200 while the event loop answers (a Kubernetes liveness probe: a loop
   that is stuck answers nothing, and the probe times out);
+- ``/v1/...`` — the tenant API (:mod:`rater.shell.api`), when the worker mounts it;
 - ``/readyz`` — 200 when every partition the worker owns is restored and consuming, 503
   otherwise (before it joined its group, during a rebalance, while a partition restores
   from its changelog); the body says which, as JSON.
@@ -34,8 +35,11 @@ class WebServer:
     """Serves the three endpoints until stopped."""
 
     def __init__(self, host: str, port: int, readiness: Readiness, registry: CollectorRegistry | None, *,
-                 before_scrape: Callable[[], Awaitable[None]] | None = None) -> None:
+                 before_scrape: Callable[[], Awaitable[None]] | None = None,
+                 mount: Callable[[web.Application], None] | None = None) -> None:
+        """``mount`` adds more routes (the tenant API) to the application."""
         self.host = host
+        self.mount = mount
         self.before_scrape = before_scrape
         self.port = port
         self.readiness = readiness
@@ -48,6 +52,8 @@ class WebServer:
         app.router.add_get("/readyz", self._readyz)
         if self.registry is not None:
             app.router.add_get("/metrics", self._metrics)
+        if self.mount is not None:
+            self.mount(app)
         return app
 
     async def start(self) -> None:
@@ -64,7 +70,7 @@ class WebServer:
                                  f" (RATER_WEB_HOST, RATER_WEB_PORT): {exc.strerror or exc}") from None
         if self.port == 0 and self.runner.addresses:  # a free port was asked for: say which
             self.port = self.runner.addresses[0][1]
-        log.info("serving /metrics, /healthz and /readyz on http://%s:%d", self.host, self.port)
+        log.info("serving /metrics, /healthz, /readyz and /v1 on http://%s:%d", self.host, self.port)
 
     async def stop(self) -> None:
         if self.runner is not None:
