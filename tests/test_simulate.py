@@ -205,7 +205,12 @@ def test_payments_answers_recharge_requests_succeeding_or_failing_by_tenant(work
 
         def answered(outs):  # type: ignore[no-untyped-def]
             kinds = {(o.event["type"], o.event["tenant_id"]) for o in outs if o.topic == "notifications"}
-            return kinds >= {("recharge_succeeded", good), ("recharge_failed", bad), ("recharge_failed", expired)}
+            # the balance the success made is in the same transaction, on another topic:
+            # read until it is here too
+            paid = {o.event["request_id"] for o in outs if o.event["type"] == "recharge_succeeded"}
+            shown = {o.event["caused_by"] for o in outs if o.topic == "balances"}
+            return kinds >= {("recharge_succeeded", good), ("recharge_failed", bad), ("recharge_failed", expired)} \
+                and paid <= shown
 
         outs = collect(worker.bootstrap, worker.prefix, answered, worker)
     finally:
