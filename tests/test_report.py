@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from rater.localkafka import free_port
+from rater.report import RETRIES, show_balance, show_pools
 from tests.support import Worker, create_topics
 from tests.test_api import wait_ready
 from tests.test_scenarios import NEW_YORK, Tenant, pool_seconds, tenant_id
@@ -42,7 +44,7 @@ def worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 @pytest.mark.kafka
-def test_balance_and_pools_of_a_real_tenant(worker: Worker, tmp_path: Path) -> None:
+def test_balance_and_pools_of_a_real_tenant(worker: Worker, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     t = Tenant(worker, tenant_id("rep", (0, 1, 2, 3)))
     t.open(funds="10.00", users={"alice": ("US", ["MCOPSTN1"])})
     t.send(t.call("a", 600, destination=NEW_YORK))
@@ -74,8 +76,19 @@ def test_balance_and_pools_of_a_real_tenant(worker: Worker, tmp_path: Path) -> N
 
     got = rater("report", "pools", "--tenant", t.id, "--month", "2026-12", "--json", env=env)
     assert got.returncode == 0, got.stderr
-    [us] = [p for p in json.loads(got.stdout)["pools"] if p["location"] == "US"]
+    pools = json.loads(got.stdout)
+    [us] = [p for p in pools["pools"] if p["location"] == "US"]
     assert (us["used_seconds"], us["available_seconds"]) == (0, size)
+
+    # on a terminal: the rich tables of the same answers
+    show_balance(body, tty=True)
+    show_pools(pools, tty=True)
+    shown = capsys.readouterr().out
+    assert body["balance"] in shown
+    for lot in body["lots"]:
+        assert lot["lot_id"] in shown
+    assert "MCOPSTN1" in shown
+    assert str(size) in shown
 
 
 @pytest.mark.kafka
@@ -90,6 +103,29 @@ def test_exit_codes(worker: Worker) -> None:
     got = rater("report", "pools", "--tenant", "acme-0", "--month", "2026-13", "--token", ADMIN, env=env)
     assert got.returncode == 2
     assert "--month" in got.stderr
+
+
+@pytest.mark.kafka
+def test_a_503_is_retried_after_retry_after_then_exits_1(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A real worker whose topics do not exist yet answers every tenant 503 with
+    ``Retry-After``: the command waits it out RETRIES times, then gives up (exit 1)."""
+    waiting = Worker(kafka_bootstrap, f"notopics{uuid.uuid4().hex[:8]}.", tmp_path).start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the web server is up (it serves while the worker waits for the topics)
+            waiting.check_alive()
+            got = rater("balance", "--tenant", "acme", "--url", waiting.url)
+            if "cannot reach" not in got.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        started = time.monotonic()
+        got = rater("balance", "--tenant", "acme", "--url", waiting.url)
+        took = time.monotonic() - started
+    finally:
+        waiting.stop()
+    assert got.returncode == 1, got.stderr
+    assert " 503 " in got.stderr
+    assert took >= RETRIES * 1.5  # Retry-After: 2, waited each time
 
 
 def test_an_unreachable_api_exits_1_in_one_line() -> None:
