@@ -6,7 +6,8 @@ token is ``--token`` (``RATER_API_TOKEN``) or the first line of ``--token-file``
 (``RATER_API_TOKEN_FILE``). On a terminal the answer is a rich table; piped, plain text
 lines; ``--json`` prints the API's JSON body as it came.
 
-Exit codes: 0 shown; 1 the API could not be reached, answered 5xx, or still answered 503
+Exit codes: 0 shown; 1 the API could not be reached, answered 5xx or a 404 that is not
+``unknown-tenant`` (no such route: ``--url`` is no rater worker), or still answered 503
 after :data:`RETRIES` waits of its ``Retry-After``; 2 a bad option (or a 400);
 4 the tenant is unknown (404) or the token is missing, unknown or not allowed (401/403).
 """
@@ -30,7 +31,7 @@ RETRIES = 3
 MAX_WAIT_S = 10.0
 TIMEOUT_S = 10.0
 DENIED_EXIT = 4
-EXIT_HELP = ("Exit codes: 0 shown; 1 API unreachable, 5xx, or 503 after 3 retries; "
+EXIT_HELP = ("Exit codes: 0 shown; 1 API unreachable, 5xx, no such route, or 503 after 3 retries; "
              "2 bad option; 4 unknown tenant (404) or token missing/refused (401/403).")
 
 
@@ -65,7 +66,7 @@ def api_options(func: F) -> F:
                      help="bearer token (env RATER_API_TOKEN)"),
         click.option("--token-file", envvar="RATER_API_TOKEN_FILE", default=None,
                      type=click.Path(dir_okay=False),
-                     help="a file whose first line is the bearer token (env RATER_API_TOKEN_FILE)"),
+                     help="a file whose first non-empty line is the bearer token (env RATER_API_TOKEN_FILE)"),
         click.option("--json", "as_json", is_flag=True, help="print the API's JSON answer"),
     ]):
         func = option(func)
@@ -106,11 +107,12 @@ def get(url: str, path: str, token: str | None, *, retries: int = RETRIES,
                 body: dict[str, Any] = json.loads(response.read())
                 return body
         except urllib.error.HTTPError as exc:
-            detail = _detail(exc)
+            slug, detail = _problem(exc)
             if exc.code == 503 and attempt < retries:
                 sleep(_retry_after(exc.headers.get("Retry-After")))
                 continue
-            if exc.code in (401, 403, 404):
+            # a 404 that is not `unknown-tenant` (no such route: not a rater API there) is exit 1
+            if exc.code in (401, 403) or (exc.code == 404 and slug == "unknown-tenant"):
                 raise DeniedError(f"{full}: {exc.code} {detail}") from None
             if exc.code == 400:
                 raise BadOption(f"{full}: 400 {detail}") from None
@@ -128,12 +130,15 @@ def _retry_after(value: str | None) -> float:
         return 2.0
 
 
-def _detail(exc: urllib.error.HTTPError) -> str:
+def _problem(exc: urllib.error.HTTPError) -> tuple[str, str]:
+    """The RFC 9457 problem's type (last segment) and a one-line text of it."""
     try:
         problem = json.loads(exc.read())
-        return f"{problem.get('title', exc.reason)}: {problem.get('detail', '')}".rstrip(": ")
-    except (ValueError, OSError):
-        return str(exc.reason)
+        slug = str(problem.get("type", "")).rsplit("/", 1)[-1]
+        text = f"{problem.get('title', exc.reason)}: {problem.get('detail', '')}".rstrip(": ")
+        return slug, " ".join(text.split())
+    except (ValueError, OSError, AttributeError):
+        return "", str(exc.reason)
 
 
 def _console() -> Any:

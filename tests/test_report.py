@@ -100,6 +100,8 @@ def test_exit_codes(worker: Worker) -> None:
     assert "401" in got.stderr
     got = rater("balance", "--tenant", "someone-else", "--token", ACME, env=env)  # not allowed: 403
     assert (got.returncode, "403" in got.stderr) == (4, True)
+    got = rater("balance", "--tenant", "acme-0", "--url", worker.url + "/not-the-api", "--token", ADMIN)
+    assert (got.returncode, "404" in got.stderr) == (1, True)  # no such route: not "unknown tenant"
     got = rater("report", "pools", "--tenant", "acme-0", "--month", "2026-13", "--token", ADMIN, env=env)
     assert got.returncode == 2
     assert "--month" in got.stderr
