@@ -12,6 +12,7 @@ import click
 
 from rater.admin import tenant
 from rater.export import export
+from rater.report import balance, report
 from rater.shell.settings import LOG_LEVELS, Settings, SettingsError, count, read
 from rater.simulate import simulate
 
@@ -23,7 +24,7 @@ def main() -> None:
 
 # The operator's commands live in modules of their own (light to import: `rater --help`
 # stays quick; each imports Kafka and the rest when it runs).
-for command in (tenant, export, simulate):
+for command in (tenant, export, simulate, balance, report):
     main.add_command(command)
 
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from jsonschema import Draft201909Validator
 
+from rater.shell.api_auth import Tokens
 from rater.shell.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +112,25 @@ def test_worker_ports_map_to_the_port_the_worker_listens_on() -> None:
         worker = _services()[name]
         port = _worker_port(worker)
         assert [int(p.split(":")[1]) for p in worker["ports"]] == [port]
+
+
+def test_each_worker_advertises_its_service_name_and_web_port() -> None:
+    """The other worker forwards API requests to this URL on the compose network."""
+    for name in WORKERS:
+        settings = Settings.from_env(_services()[name]["environment"])
+        assert settings.advertised_url == f"http://{name}:{settings.web_port}"
+
+
+def test_workers_read_the_mounted_token_file() -> None:
+    for name in WORKERS:
+        service = _services()[name]
+        tokens = Settings.from_env(service["environment"]).api_tokens
+        assert tokens is not None
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"] if v.startswith(".")}
+        assert str(tokens) in mounts, f"{name} does not mount {tokens}"
+        assert (ROOT / mounts[str(tokens)]).is_file()
+        assert len(Tokens.load(ROOT / mounts[str(tokens)])) >= 1
+        assert "DEVELOPMENT" in (ROOT / mounts[str(tokens)]).read_text()
 
 
 @pytest.mark.parametrize(("service", "source"), _bind_mounts())

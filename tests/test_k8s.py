@@ -55,7 +55,9 @@ def _worker_settings() -> Settings:
     """The settings the worker container reads: the ConfigMap it loads, then its own env."""
     worker = _worker()
     assert worker["envFrom"] == [{"configMapRef": {"name": _objects()["ConfigMap"]["metadata"]["name"]}}]
-    env = {**_objects()["ConfigMap"]["data"], **{e["name"]: e["value"] for e in worker.get("env", [])}}
+    env = {**_objects()["ConfigMap"]["data"], **{e["name"]: e["value"] for e in worker.get("env", []) if "value" in e}}
+    # Kubernetes expands $(POD_NAME) (downward API) before the worker reads its environment
+    env = {name: value.replace("$(POD_NAME)", "rater-worker-0") for name, value in env.items()}
     return Settings.from_env(env)
 
 
@@ -285,3 +287,35 @@ def test_the_configmap_leaves_the_app_id_to_follow_the_topic_prefix() -> None:
     assert "RATER_TOPIC_PREFIX" in data
     ids = {Settings.from_env({**data, "RATER_TOPIC_PREFIX": prefix}).app_id for prefix in ("", "a.", "b.")}
     assert len(ids) == 3
+
+
+def test_each_pod_advertises_its_dns_name_under_the_headless_service_and_the_web_port() -> None:
+    """The other workers forward API requests there (docs/api.md, "Routing")."""
+    objects = _objects()
+    service, statefulset = objects["Service"], objects["StatefulSet"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+    env = _worker()["env"]
+    names = [e["name"] for e in env]
+    pod_name = env[names.index("POD_NAME")]
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert names.index("POD_NAME") < names.index("RATER_ADVERTISED_URL")  # $(VAR) sees only earlier ones
+    advertised = env[names.index("RATER_ADVERTISED_URL")]["value"]
+    port = _container_port("web")
+    assert advertised == f"http://$(POD_NAME).{service['metadata']['name']}:{port}"
+    assert [p["port"] for p in service["spec"]["ports"]] == [port]
+    assert _worker_settings().advertised_url == f"http://rater-worker-0.{service['metadata']['name']}:{port}"
+
+
+def test_the_api_tokens_are_a_mounted_secret_file() -> None:
+    settings = _worker_settings()
+    assert settings.api_tokens is not None
+    mounts = {m["name"]: m for m in _worker()["volumeMounts"]}
+    volumes = {v["name"]: v for v in _objects()["StatefulSet"]["spec"]["template"]["spec"]["volumes"]}
+    [(name, mount)] = [(n, m) for n, m in mounts.items() if str(settings.api_tokens.parent) == m["mountPath"]]
+    assert mount["readOnly"] is True
+    secret = volumes[name]["secret"]
+    assert [item["path"] for item in secret["items"]] == [settings.api_tokens.name]
+    # the docs say how to create that Secret, with that key
+    assert re.search(rf"kubectl (-n \S+ )?create secret generic {secret['secretName']} ", DOCS.read_text())
+    assert f"--from-file={secret['items'][0]['key']}=" in DOCS.read_text()
