@@ -13,6 +13,7 @@ import pytest
 from rater.shell.api_auth import Auth, Tokens, TokensError, is_loopback
 from tests.support import Worker, create_topics
 from tests.test_api import assert_problem, http_get, wait_ready
+from tests.test_api_authorize import http_post
 from tests.test_scenarios import Tenant, tenant_id
 
 ADMIN = "admin-token-0123456789abcdef"
@@ -98,6 +99,23 @@ def test_a_worker_with_tokens_answers_by_them(guarded: Worker) -> None:
     assert_problem(http_get(f"{guarded.url}/v1/tenants/acme-0/pools", {"Authorization": f"Bearer {ACME}"}),
                    404, "unknown-tenant")  # allowed, and not there
     assert "the tenant API under /v1 takes the 2 bearer token(s)" in guarded.log.read_text()
+
+
+@pytest.mark.kafka
+def test_authorize_takes_the_token_of_the_bodys_tenant(guarded: Worker) -> None:
+    t = Tenant(guarded, tenant_id("authz", (0, 1, 2, 3)))
+    t.open(funds="5.00", users={})
+    url = guarded.url + "/v1/authorize"
+    body = {"tenant_id": t.id, "user_id": None, "call_type": "ucap_out", "number_type": "geographic",
+            "destination": "+12125550123", "user_location": "US"}
+    status, _, answer = http_post(url, body, {"Authorization": f"Bearer {ADMIN}"})
+    assert (status, answer["allowed"], answer["balance"]) == (200, True, "5.00")
+    answer = http_post(url, body)
+    assert_problem(answer, 401, "unauthenticated")
+    assert answer[1]["WWW-Authenticate"] == 'Bearer realm="rater"'
+    assert_problem(http_post(url, body, {"Authorization": f"Bearer {ACME}"}), 403, "tenant-not-allowed")
+    assert_problem(http_post(url, {**body, "tenant_id": "acme-0"}, {"Authorization": f"Bearer {ACME}"}),
+                   404, "unknown-tenant")
 
 
 @pytest.mark.kafka

@@ -17,6 +17,7 @@ from rater.shell.routing import ANSWERED, FORWARDED, UrlRangeAssignor, advertise
 from rater.shell.settings import Settings, SettingsError
 from tests.support import TEST_PARTITIONS, Worker, create_topics
 from tests.test_api import assert_problem, http_get
+from tests.test_api_authorize import http_post
 from tests.test_scenarios import Tenant, tenant_id
 
 INPUTS = ("p.account-commands", "p.cdrs", "p.rater-ticks", "p.recharge-results")
@@ -137,6 +138,26 @@ def test_every_tenant_is_answered_through_either_worker(pair: list[Worker], tena
 
 
 @pytest.mark.kafka
+def test_authorize_is_answered_by_the_owner_through_either_worker(
+        pair: list[Worker], tenants: dict[int, Tenant]) -> None:
+    """POST /v1/authorize goes to the tenant's owner once, with its body."""
+    owners = _settled(pair)
+    for p, t in tenants.items():
+        owner = owners[p]
+        body = {"tenant_id": t.id, "user_id": "alice", "call_type": "user_out", "number_type": "geographic",
+                "destination": "+12125550123", "user_location": "US"}
+        for worker in pair:
+            status, headers, answer = http_post(worker.url + "/v1/authorize", body)
+            assert status == 200, (worker.url, p, answer)
+            assert headers[ANSWERED] == owner.url
+            assert (answer["tenant_id"], answer["allowed"], answer["balance"]) == (t.id, True, f"{p + 1}.00")
+            assert answer["as_of"]["partition"] == p
+        other = next(w for w in pair if w is not owner)
+        answer = http_post(other.url + "/v1/authorize", body, {FORWARDED: owner.url})
+        assert_problem(answer, 503, "unavailable")
+        assert answer[1]["Retry-After"].isdigit()
+
+@pytest.mark.kafka
 def test_when_an_owner_leaves_its_tenants_are_503_then_answered_by_the_next(
         pair: list[Worker], tenants: dict[int, Tenant]) -> None:
     """The worker that stays answers 503 with Retry-After while the group moves the
@@ -161,3 +182,4 @@ def test_when_an_owner_leaves_its_tenants_are_503_then_answered_by_the_next(
                     assert body["balance"] == f"{p + 1}.00"  # restored from the changelog
                     del pending[p]
         time.sleep(0.1)
+

@@ -4,6 +4,8 @@
   (:func:`~rater.core.engine.balance_event`) of the tenant's committed state;
 - ``GET /v1/tenants/{tenant}/pools?month=YYYY-MM`` — the pools of one month
   (:func:`~rater.core.pools.pool_report`), by default the partition's current month;
+- ``POST /v1/authorize`` — may a call start, and for how long (the core's
+  :func:`~rater.core.authorize.authorize` of the tenant's committed state; reserves nothing);
 - ``GET /v1/openapi.json`` — the OpenAPI 3.1 document of these (``rater/data/openapi.json``).
 
 **Consistency.** A tenant is read from the local store of the partition that owns it,
@@ -32,6 +34,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,13 +42,14 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from rater.core.authorize import AuthorizeRequest, authorize
 from rater.core.context import RatingContext
 from rater.core.engine import balance_event
 from rater.core.pools import pool_report
 from rater.core.state import TenantState
-from rater.core.times import format_time_us, month_of
+from rater.core.times import MAX_TIME_US, MIN_TIME_US, TimeFormatError, format_time_us, month_of, parse_time_us
 from rater.shell.routing import ANSWERED, FORWARDED
-from rater.shell.task import PARTITION_KEY, decode_state
+from rater.shell.task import PARTITION_KEY, decode_state, store_user_reader
 
 if TYPE_CHECKING:
     from rater.shell.api_auth import Auth
@@ -66,6 +70,10 @@ RETRY_AFTER_S = 2
 """What a 503 asks a client to wait: a rebalance or a restore usually ends in seconds."""
 FORWARD_TIMEOUT_S = 5.0
 """How long a forwarded request may take (the owner reads its store: milliseconds)."""
+MAX_BODY = 4096
+"""The largest authorize body taken (a call's description is a few hundred bytes): 413 above."""
+AUTHORIZE_FIELDS = ("tenant_id", "user_id", "call_type", "number_type", "destination", "user_location")
+"""The authorize body's string fields (``user_id`` may be null: bots), then ``start_time``."""
 PASSED_BACK = ("Retry-After", "WWW-Authenticate", ANSWERED)
 """The owner's headers a forwarded answer keeps (with its status, type and body)."""
 
@@ -105,6 +113,9 @@ class Partitions(Protocol):
 
     def locate(self, tenant_id: str) -> Located:
         """Where ``tenant_id``'s state is."""
+
+    def broker_now_us(self) -> int:
+        """The broker's clock as this worker measured it (µs)."""
 
 
 class Problem(Exception):
@@ -156,20 +167,23 @@ class Snapshot:
 
 def read_snapshot(store: Committed, partition: int, tenant_id: str) -> Snapshot | None:
     """The tenant's committed state (None: no such tenant). Reads without an ``await``
-    between the keys: no unit's store write can come between them."""
+    between the keys: no unit's store write can come between them. Its users are read
+    from the store when asked for: the caller uses the snapshot before any ``await``."""
     raw = store.get(tenant_id.encode())
     record = store.get(PARTITION_KEY)
     offset = store.next_offset()
     if raw is None:
         return None
     clock = orjson.loads(record) if record else {}
-    return Snapshot(partition, decode_state(raw), int(clock.get("now_us") or 0), clock.get("tick_us"), offset)
+    state = decode_state(raw)
+    state.users.reader = store_user_reader(store.get, tenant_id)  # read (authorize) before any ``await``
+    return Snapshot(partition, state, int(clock.get("now_us") or 0), clock.get("tick_us"), offset)
 
 
-def tenant_id_of(request: web.Request, auth: Auth) -> str:
-    """The path's tenant id, once the request may read it (401, 403) and it is valid
-    like the schemas' (400)."""
-    tenant_id = request.match_info["tenant"]
+def tenant_id_of(request: web.Request, auth: Auth, tenant_id: str | None = None) -> str:
+    """The path's tenant id (or ``tenant_id``, a body's), once the request may read it
+    (401, 403) and it is valid like the schemas' (400)."""
+    tenant_id = request.match_info["tenant"] if tenant_id is None else tenant_id
     verdict = auth.check(request.headers.get("Authorization"), tenant_id)
     if verdict.status == 401:
         challenge = 'Bearer realm="rater"' + (', error="invalid_token"' if verdict.slug == "invalid-token" else "")
@@ -180,6 +194,50 @@ def tenant_id_of(request: web.Request, auth: Auth) -> str:
         raise Problem(400, "invalid-tenant-id", "Invalid tenant id",
                       "a tenant id is 1–64 characters of A-Z, a-z, 0-9, '.', '_' and '-'")
     return tenant_id
+
+
+def invalid_body(detail: str) -> Problem:
+    return Problem(422, "invalid-body", "Invalid request body", detail)
+
+
+def authorize_fields(raw: bytes) -> dict[str, Any]:
+    """The authorize body's fields, checked (400 not JSON, 422 a field named)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Problem(400, "invalid-json", "Body is not JSON", f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise invalid_body("the body is a JSON object")
+    unknown = sorted(set(body) - {*AUTHORIZE_FIELDS, "start_time"})
+    if unknown:
+        raise invalid_body(f"{unknown[0][:64]!r}: no such field")
+    for name in AUTHORIZE_FIELDS:
+        value = body.get(name)
+        if name == "user_id" and value is None:
+            continue
+        if not isinstance(value, str) or not 1 <= len(value) <= 64:
+            raise invalid_body(f"{name}: required, a string of 1–64 characters")
+    start = body.get("start_time")
+    if start is not None:
+        if not isinstance(start, str) or len(start) > 40:
+            raise invalid_body("start_time: an RFC 3339 time with an offset")
+        try:
+            body["start_us"] = parse_time_us(start)
+        except TimeFormatError as exc:
+            body["start_us"] = _out_of_range(start, exc)
+    return body
+
+
+def _out_of_range(text: str, error: TimeFormatError) -> int:
+    """A time outside the rater's (1970 to 9000) as the nearest one it takes: the core then
+    refuses the call as ``late`` or ``future``, as it would a CDR. Not a time: 422."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None or not text[:4].isdigit():
+        raise invalid_body(f"start_time: {error}") from None
+    return MIN_TIME_US if int(text[:4]) < 1970 else MAX_TIME_US - 1
 
 
 def pools_of_month(state: TenantState, ctx: RatingContext, month: str) -> list[dict[str, Any]]:
@@ -216,6 +274,7 @@ class Api:
         app.on_cleanup.append(self._close)
         app.router.add_get(PREFIX + "/tenants/{tenant}/balance", self._balance)
         app.router.add_get(PREFIX + "/tenants/{tenant}/pools", self._pools)
+        app.router.add_post(PREFIX + "/authorize", self._authorize)
         app.router.add_get(PREFIX + "/openapi.json", self._openapi)
 
     @web.middleware
@@ -245,7 +304,7 @@ class Api:
             self.session = None
 
     async def _answer(self, request: web.Request, tenant_id: str,
-                      body: Callable[[Snapshot], dict[str, Any]]) -> web.Response:
+                      body: Callable[[Snapshot], dict[str, Any]], sent: bytes | None = None) -> web.Response:
         """``body`` of the tenant's committed state, read here when this worker owns its
         partition, else the owner's answer (one hop), else 503."""
         where = self.partitions.locate(tenant_id)
@@ -258,21 +317,26 @@ class Api:
                                 headers={ANSWERED: self.partitions.advertised})
         forwarded = request.headers.get(FORWARDED)
         if where.owner is not None and forwarded is None and where.owner != self.partitions.advertised:
-            return await self._forward(request, where.owner, where.partition)
+            return await self._forward(request, where.owner, where.partition, sent)
         if forwarded is not None:
             raise unavailable(f"forwarded by {forwarded}, but partition {where.partition} is not ready on this"
                               f" worker ({where.why_not}): the group is moving it")
         raise unavailable(where.why_not or "the worker does not know the topics' partitions yet")
 
-    async def _forward(self, request: web.Request, owner: str, partition: int | None) -> web.Response:
-        """The owner's answer to the same request, marked forwarded (never forwarded again)."""
+    async def _forward(self, request: web.Request, owner: str, partition: int | None,
+                       body: bytes | None = None) -> web.Response:
+        """The owner's answer to the same request (``body``: the one it was sent, already
+        read), marked forwarded (never forwarded again)."""
         if self.session is None:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S))
         headers = {FORWARDED: self.partitions.advertised}
         if "Authorization" in request.headers:
             headers["Authorization"] = request.headers["Authorization"]
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         try:
-            async with self.session.get(owner + request.raw_path, headers=headers, allow_redirects=False) as answer:
+            async with self.session.request(request.method, owner + request.raw_path, data=body, headers=headers,
+                                            allow_redirects=False) as answer:
                 body = await answer.read()
                 kept = {name: answer.headers[name] for name in PASSED_BACK if name in answer.headers}
                 return web.Response(status=answer.status, body=body, headers=kept,
@@ -320,3 +384,28 @@ class Api:
             }
 
         return await self._answer(request, tenant_id, pools)
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        """May the call the body describes start, and for how long (docs/api.md)? The
+        core decides from the tenant's committed state at "now": the later of the
+        broker's clock and the partition's time. Nothing is reserved."""
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise Problem(413, "body-too-large", "Body too large", f"an authorize body is at most {MAX_BODY} bytes")
+        raw = await request.content.read(MAX_BODY + 1)
+        if len(raw) > MAX_BODY:
+            raise Problem(413, "body-too-large", "Body too large", f"an authorize body is at most {MAX_BODY} bytes")
+        fields = authorize_fields(raw)
+        tenant_id = tenant_id_of(request, self.auth, fields["tenant_id"])
+        broker_now = self.partitions.broker_now_us()
+
+        def answer(snapshot: Snapshot) -> dict[str, Any]:
+            now_us = max(broker_now, snapshot.now_us, snapshot.state.now_us)
+            call = AuthorizeRequest(tenant_id, fields.get("user_id"), fields["call_type"], fields["number_type"],
+                                    fields["destination"], fields["user_location"], fields.get("start_us", now_us))
+            payload = authorize(snapshot.state, call, self.ctx, now_us).payload()
+            payload["tenant_id"] = tenant_id
+            payload["start_time"] = format_time_us(call.start_us)
+            payload["as_of"] = snapshot.as_of()
+            return payload
+
+        return await self._answer(request, tenant_id, answer, raw)

@@ -413,6 +413,10 @@ class Driver:
         """This worker's URL for the other workers (known once the web server listens)."""
         return self.assignor.url
 
+    def broker_now_us(self) -> int:
+        """The broker's clock as this worker measured it (the API's "now")."""
+        return self.clock.now_us()
+
     def locate(self, tenant_id: str) -> Located:
         """Where a tenant's committed state is (:mod:`rater.shell.api`): its partition is
         the one producers pick for its key, among the input topics' partitions."""

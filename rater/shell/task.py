@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -88,6 +88,20 @@ def user_key(tenant_id: str, user_id: str) -> bytes:
 def user_value(user: User) -> bytes:
     """A user's record: ``[usage_location, [capabilities...]]``."""
     return orjson.dumps([user.usage_location, user.capabilities])
+
+
+def store_user_reader(get: Callable[[bytes], bytes | None], tenant_id: str) -> UserReader:
+    """Reads a tenant's committed users with ``get`` (a store's)."""
+    prefix = user_key(tenant_id, "")
+
+    def reader(user_id: str) -> User | None:
+        value = get(prefix + user_id.encode("utf-8", "surrogatepass"))
+        if value is None:
+            return None
+        location, capabilities = orjson.loads(value)
+        return User(location, tuple(capabilities))
+
+    return reader
 
 
 def purge_key(tenant_id: str, month: str) -> bytes:
@@ -283,17 +297,7 @@ class PartitionTask:
 
     def _user_reader(self, tenant_id: str) -> UserReader:
         """Reads a tenant's committed users from the store."""
-        get = self.store.get
-        prefix = user_key(tenant_id, "")
-
-        def reader(user_id: str) -> User | None:
-            value = get(prefix + user_id.encode("utf-8", "surrogatepass"))
-            if value is None:
-                return None
-            location, capabilities = orjson.loads(value)
-            return User(location, tuple(capabilities))
-
-        return reader
+        return store_user_reader(self.store.get, tenant_id)
 
     def _drain_users(self, tenant_id: str, state: TenantState, batch: Batch) -> None:
         """The users a tenant changed in the batch, as records; read from the store from
