@@ -49,7 +49,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import GroupCoordinatorNotAvailableError
+from streaming import committed  # a sibling script: run as benchmarks/sizing.py
 
 from rater.localkafka import LocalKafka, spawn, stop_process
 from rater.topics import ensure_topics, input_partitions, load_topics
@@ -143,19 +143,6 @@ async def _fill(bootstrap: str, topic: str, values: list[bytes]) -> None:
         await producer.stop()
 
 
-async def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
-        return sum(max(m.offset, 0) for m in offsets.values())
-    except GroupCoordinatorNotAvailableError:
-        return 0
-    finally:
-        await admin.close()
-
-
 async def _end_offsets(bootstrap: str, topic: str, partitions: int) -> int:
     """Records in ``topic`` (the sum of its partitions' end offsets; transaction markers
     count too: the restore reads past them as well)."""
@@ -192,7 +179,7 @@ def _wait_committed(bootstrap: str, group: str, topic: str, partitions: int, cou
     worker's RSS every 15 s meanwhile (does it level off?)."""
     started = time.monotonic()
     shown = started
-    while (done := asyncio.run(_committed(bootstrap, group, topic, partitions))) < count:
+    while (done := asyncio.run(committed(bootstrap, group, topic, partitions))) < count:
         now = time.monotonic()
         if now - started > timeout_s:
             raise TimeoutError(f"{group} did not commit {count} records of {topic} in {timeout_s:.0f} s")
@@ -257,7 +244,7 @@ def _loaded_shutdown(run: Run) -> tuple[float, float, float]:
         shutdown = _sigterm(worker)
     finally:
         stop_process(worker)
-    done = asyncio.run(_committed(run.bootstrap, run.group, f"{run.prefix}cdrs", run.partitions))
+    done = asyncio.run(committed(run.bootstrap, run.group, f"{run.prefix}cdrs", run.partitions))
     print(f"  worker A under load: peak RSS {rss:.0f} MiB, SIGTERM → exit {shutdown:.2f} s"
           f" ({done:,} of {len(run.cdrs):,} CDRs committed when it stopped), {cores:.2f} CPU cores busy", flush=True)
     return rss, shutdown, cores

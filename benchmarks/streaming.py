@@ -66,11 +66,13 @@ async def _fill(bootstrap: str, topic: str, values: list[tuple[bytes, int]]) -> 
         await producer.stop()
 
 
-async def _committed(bootstrap: str, group: str, topic: str) -> int:
+async def committed(bootstrap: str, group: str, topic: str, partitions: int = PARTITIONS) -> int:
+    """Records of ``topic`` the consumer ``group`` committed (the sum over its partitions;
+    0 before the group has a coordinator). ``benchmarks/sizing.py`` counts with it too."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
         offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
         return sum(max(m.offset, 0) for m in offsets.values())
     except GroupCoordinatorNotAvailableError:
@@ -84,7 +86,7 @@ async def _timed(bootstrap: str, group: str, topic: str, total: int) -> float:
     rate is over the records committed in between."""
     first_at, first = 0.0, 0
     while True:
-        done = await _committed(bootstrap, group, topic)
+        done = await committed(bootstrap, group, topic)
         now = time.monotonic()
         if done and not first_at:
             first_at, first = now, done
