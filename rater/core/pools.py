@@ -33,9 +33,7 @@ def _pool_size_s(state: TenantState, ctx: RatingContext, key: PoolKey) -> int:
     allotment = ctx.catalog.allotments.get((cap_id, scope))
     if allotment is None:
         return 0
-    # Counts have not changed since the tenant's open month began, so they size every
-    # month from it on (even before time reaches it); a closed month uses its frozen counts.
-    counts = state.licences if month >= state.open_month else state.frozen.get(month, {})
+    counts = _counts(state, month)
     if location == ANY_LOCATION:
         minutes = sum(n * allotment.minutes_for(loc) for (c, loc), n in counts.items() if c == cap_id)
     else:
@@ -44,16 +42,33 @@ def _pool_size_s(state: TenantState, ctx: RatingContext, key: PoolKey) -> int:
     return minutes * 60
 
 
+def _counts(state: TenantState, month: str) -> dict[tuple[str, str], int]:
+    """The licence counts that size ``month``'s pools. Counts have not changed since the
+    tenant's open month began, so they size every month from it on (even before time
+    reaches it); a closed month uses the counts frozen at its end."""
+    return state.licences if month >= state.open_month else state.frozen.get(month, {})
+
+
 def pool_report(state: TenantState, ctx: RatingContext) -> list[dict[str, Any]]:
     """Every pool of the open month that has a size, and every pool drawn from."""
-    keys: set[PoolKey] = set(state.pools)
-    for (cap_id, location), n in state.licences.items():
+    return _report(state, ctx, set(state.pools), state.licences, state.open_month)
+
+
+def month_pools(state: TenantState, ctx: RatingContext, month: str) -> list[dict[str, Any]]:
+    """Every pool of ``month`` (open, closed or to come) that has a size or was drawn from."""
+    return _report(state, ctx, {key for key in state.pools if key[3] == month}, _counts(state, month), month)
+
+
+def _report(state: TenantState, ctx: RatingContext, keys: set[PoolKey], counts: dict[tuple[str, str], int],
+            month: str) -> list[dict[str, Any]]:
+    """The pools ``keys`` and those the licence ``counts`` give ``month``, with a size or a draw."""
+    for (cap_id, location), n in counts.items():
         cap = ctx.catalog.by_id.get(cap_id)
         if cap is None or n == 0:
             continue
         for allotment in cap.pools:
             loc = ANY_LOCATION if allotment.scope == "zone_a" else location
-            keys.add((cap_id, loc, allotment.scope, state.open_month))
+            keys.add((cap_id, loc, allotment.scope, month))
     report = []
     for key in sorted(keys):
         size = pool_size_s(state, ctx, key)

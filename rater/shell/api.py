@@ -3,7 +3,7 @@
 - ``GET /v1/tenants/{tenant}/balance`` — the core's balance snapshot
   (:func:`~rater.core.engine.balance_event`) of the tenant's committed state;
 - ``GET /v1/tenants/{tenant}/pools?month=YYYY-MM`` — the pools of one month
-  (:func:`~rater.core.pools.pool_report`), by default the partition's current month;
+  (:func:`~rater.core.pools.month_pools`), by default the partition's current month;
 - ``POST /v1/authorize`` — may a call start, and for how long (the core's
   :func:`~rater.core.authorize.authorize` of the tenant's committed state; reserves nothing);
 - ``GET /v1/openapi.json`` — the OpenAPI 3.1 document of these (``rater/data/openapi.json``).
@@ -29,7 +29,6 @@ Errors are RFC 9457 problem details (``application/problem+json``).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -45,7 +44,7 @@ from aiohttp import web
 from rater.core.authorize import AuthorizeRequest, authorize
 from rater.core.context import RatingContext
 from rater.core.engine import balance_event
-from rater.core.pools import pool_report
+from rater.core.pools import month_pools
 from rater.core.state import TenantState
 from rater.core.times import MAX_TIME_US, MIN_TIME_US, TimeFormatError, format_time_us, month_of, parse_time_us
 from rater.shell.routing import ANSWERED, FORWARDED
@@ -241,17 +240,9 @@ def _out_of_range(text: str, error: TimeFormatError) -> int:
 
 
 def pools_of_month(state: TenantState, ctx: RatingContext, month: str) -> list[dict[str, Any]]:
-    """The pools of ``month`` with a size or a draw, by the core's :func:`pool_report`.
-
-    ``pool_report`` reports the tenant's open month; asked about another, it is given the
-    state as seen from that month: the licence counts that size the month (the current
-    ones from the open month on, the frozen ones of a closed month — the rule of
-    :func:`~rater.core.pools.pool_size_s`) and no cached sizes. The draws are the
-    state's own."""
-    counts = state.licences if month >= state.open_month else state.frozen.get(month, {})
-    seen = dataclasses.replace(state, open_month=month, licences=counts, sizes={})
-    return [{k: v for k, v in pool.items() if k != "month"} for pool in pool_report(seen, ctx)
-            if pool["month"] == month]
+    """The pools of ``month`` with a size or a draw (the core's :func:`month_pools`), as
+    the API shows them (the month is the request's)."""
+    return [{k: v for k, v in pool.items() if k != "month"} for pool in month_pools(state, ctx, month)]
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
