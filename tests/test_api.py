@@ -18,11 +18,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
+from rater.core.money import parse_decimal
 from rater.shell.api import TENANT_ID
 from rater.shell.task import decode_state
 from tests import openapi_support
 from tests.support import TEST_PARTITIONS, Worker, fresh_worker
-from tests.test_scenarios import NEW_YORK, Tenant, pool_seconds, tenant_id
+from tests.test_scenarios import LONDON, NEW_YORK, PARIS, Tenant, pool_seconds, tenant_id
 
 pytestmark = pytest.mark.kafka
 
@@ -118,6 +119,56 @@ def test_balance_and_pools_are_the_committed_state(worker: Worker) -> None:
     assert (us["used_seconds"], us["available_seconds"]) == (0, pool_seconds("MCOPSTN1", "US"))
     status, _, long_ago = http_get(f"{worker.url}/v1/tenants/{t.id}/pools?month=2020-01")
     assert (status, long_ago["pools"]) == (200, [])
+
+
+def test_usage_is_the_sum_of_the_month_s_rated_cdrs_by_capability_scope_and_country(worker: Worker) -> None:
+    t = Tenant(worker, tenant_id("use", (0, 1, 2, 3)))
+    t.open(funds="1.00", users={"alice": ("US", ["MCOPSTN1", "MCOPSTNPP"]), "bob": ("US", ["PAYG"])})
+    t.send(t.call("a", 600, destination=NEW_YORK),  # the domestic pool pays
+           t.call("b", 125, start="2026-11-02T11:00:00Z", destination=LONDON),  # credits pay
+           t.call("c", 61, start="2026-11-02T11:10:00Z", destination=PARIS, user_id="bob"),
+           t.call("a", 600, destination=NEW_YORK),  # sent again: a duplicate counts nothing
+           t.call("d", 300, start="2026-11-02T12:00:00Z", destination=NEW_YORK, call_type="user_in",
+                  user_id=None),  # inbound to a geographic number: free
+           t.call("e", 9000, start="2026-11-02T13:00:00Z", destination=PARIS, user_id="bob"),  # runs out of money
+           t.call("z", 60, start="2026-10-30T10:00:00Z", destination=NEW_YORK))  # October, in its grace
+    outs = t.wait(t.all_rated("a", "b", "c", "d", "e", "z"), t.has("rated_cdr", 1, status="duplicate"))
+    deadline = time.monotonic() + 10  # committed: the store follows in a moment
+    while http_get(f"{worker.url}/v1/tenants/{t.id}/usage?month=2026-10")[2]["totals"]["calls"] < 1:
+        assert time.monotonic() < deadline, "the last unit never reached the store"
+        time.sleep(0.05)
+    summed: dict[str, dict[tuple[Any, ...], list[int]]] = {}
+    for rated in t.events(outs, "rated_cdr"):
+        if rated["status"] == "duplicate":
+            continue
+        row = summed.setdefault(rated["billing_month"], {}).setdefault(
+            (rated["capability"], rated["scope"], rated["destination_country"]), [0] * 7)
+        for n, value in enumerate((1, rated["duration_seconds"], sum(p["seconds"] for p in rated["pool_usage"]),
+                                   rated["credit_seconds"], rated["charged_seconds"],
+                                   parse_decimal(rated["charge"], 2), parse_decimal(rated["uncollected"], 2))):
+            row[n] += value
+    assert set(summed["2026-11"]) == {("MCOPSTN1", "domestic", "US"), ("MCOPSTNPP", "international", "GB"),
+                                      ("MCOPSTNPP", "international", "FR"), (None, "domestic", "US")}
+    names = ("calls", "seconds", "pool_seconds", "credit_seconds", "charged_seconds", "charge", "uncollected")
+    for month in ("2026-11", "2026-10"):
+        status, _, body = http_get(f"{worker.url}/v1/tenants/{t.id}/usage?month={month}")
+        assert status == 200, body
+        assert (body["tenant_id"], body["month"], body["currency"]) == (t.id, month, "USD")
+        got = {(row["capability"], row["scope"], row["destination_country"]):
+               [parse_decimal(row[n], 2) if n in ("charge", "uncollected") else row[n] for n in names]
+               for row in body["usage"]}
+        assert got == summed[month], month
+        assert [parse_decimal(body["totals"][n], 2) if n in ("charge", "uncollected") else body["totals"][n]
+                for n in names] == [sum(column) for column in zip(*summed[month].values(), strict=True)]
+    assert body["totals"]["calls"] == 1
+    november = http_get(f"{worker.url}/v1/tenants/{t.id}/usage")[2]  # by default the partition's month
+    assert november["month"] == "2026-11"
+    assert november["totals"]["calls"] == 5
+    assert parse_decimal(november["totals"]["uncollected"], 2) > 0  # e ran out of money
+    status, _, none = http_get(f"{worker.url}/v1/tenants/{t.id}/usage?month=2025-01")
+    assert (status, none["usage"], none["totals"]["calls"], none["totals"]["charge"]) == (200, [], 0, "0.00")
+    assert_problem(http_get(f"{worker.url}/v1/tenants/{t.id}/usage?month=2026-13"), 400, "invalid-month")
+    assert_problem(http_get(f"{worker.url}/v1/tenants/{t.id}x/usage"), 404, "unknown-tenant")
 
 
 def test_an_answer_is_a_committed_unit_never_one_in_flight(worker: Worker) -> None:

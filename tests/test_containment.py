@@ -64,6 +64,8 @@ def _check(batch: task_module.Batch, expected: task_module.Batch, poisoned: edge
     assert _without_dead_letters(batch.outputs) == _without_dead_letters(expected.outputs)
     assert batch.states == expected.states
     assert batch.ids == expected.ids
+    assert batch.usage == expected.usage  # the poisoned call adds to no usage
+    assert batch.usage
     assert batch.partition_record == expected.partition_record
     letters = _payloads(batch.outputs, "dead-letters")
     assert [(d["reason"], d["offset"], d["tenant_id"]) for d in letters] == [

@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 
 from rater import edge
 from rater.catalog import rating_context
+from rater.core import usage
 from rater.core.context import RatingContext
+from rater.core.money import parse_decimal
 from rater.core.state import TenantState, check_invariants
 from rater.core.times import parse_time_us
 from rater.schemas import first_error
@@ -31,8 +33,11 @@ from rater.shell.task import (
     PartitionTask,
     Produced,
     id_key,
+    month_usage,
     purge_key,
     tick_value,
+    usage_record_key,
+    usage_value,
     user_key,
 )
 from rater.workload import Workload
@@ -509,3 +514,85 @@ def test_the_deadline_heap_does_not_grow_with_deadlines_that_moved() -> None:
     batch = task.process([r for pair in zip(commands, calls, strict=True) for r in pair])
     assert len(_payloads(batch.outputs, "rated-cdrs")) == 1_500
     assert len(task._due) <= 2 * len(task._scheduled) + 1_001
+
+
+def _summed(outputs: list[Produced]) -> dict[tuple[str, str], dict[usage.Bucket, usage.Totals]]:
+    """What the rated CDRs (less duplicates) add up to, per tenant and bucket."""
+    sums: dict[tuple[str, str], dict[usage.Bucket, usage.Totals]] = {}
+    for rated in _payloads(outputs, "rated-cdrs"):
+        if rated["status"] == "duplicate":
+            continue
+        bucket = (rated["billing_month"], rated["capability"] or "", rated["scope"] or "",
+                  rated["destination_country"] or "")
+        month = sums.setdefault((rated["tenant_id"], rated["billing_month"]), {})
+        month[bucket] = usage.add(month.get(bucket), (
+            1, rated["duration_seconds"], sum(p["seconds"] for p in rated["pool_usage"]), rated["credit_seconds"],
+            rated["charged_seconds"], parse_decimal(rated["charge"], 2), parse_decimal(rated["uncollected"], 2)))
+    return sums
+
+
+@settings(max_examples=10, deadline=None)
+@given(cuts=st.lists(st.integers(0, 1000), max_size=6), restart=st.booleans())
+def test_usage_buckets_are_records_of_their_own_summing_the_month_s_rated_cdrs_however_batches_fall(
+        cuts: list[int], restart: bool) -> None:
+    workload = Workload(6, 40, seed=7)
+    calls = list(workload.cdrs(400))
+    items: list[tuple[str, dict[str, Any] | bytes]] = [*workload.setup(), *(("cdrs", e) for e in calls),
+                                                       *(("cdrs", e) for e in calls[::40])]  # sent again
+    records = _records(items)
+    store = _run(records, [c % (len(records) + 1) for c in cuts], restart)
+    sums = _summed(store.outputs)
+    assert sum(totals[0] for month in sums.values() for totals in month.values()) > 300  # the workload's calls
+    assert any(rated["status"] == "duplicate" for rated in _payloads(store.outputs, "rated-cdrs"))
+    for (tenant, month), buckets in sums.items():
+        assert dict(month_usage(store, tenant, month)) == buckets, (tenant, month)
+    stored = {k for k in store.records if b"/g/" in k}
+    assert stored == {usage_record_key(t, b) for (t, _), buckets in sums.items() for b in buckets}
+    for tenant in {t for t, _ in sums}:  # the state record holds none of it
+        assert b"pool_seconds" not in store.records[tenant.encode()]
+
+
+def test_a_bucket_written_by_one_batch_is_added_to_by_the_next_and_a_duplicate_adds_nothing() -> None:
+    store = Store()
+    store.write(store.task().process(_records([*_setup(), ("cdrs", cdr("t1", "c1", 60))])))
+    batch = store.task().process(_records([("cdrs", cdr("t1", "c2", 125)), ("cdrs", cdr("t1", "c1", 60))], start=1))
+    ((key, value),) = batch.usage.items()
+    bucket, totals = usage_of(value)
+    assert bucket == ("2026-11", "MCOPSTNPP", "domestic", "US")
+    assert totals[:2] == (2, 185)  # c1 and c2, not c1 again
+    assert totals[5] == sum(parse_decimal(p["charge"], 2) for p in _payloads(store.outputs + batch.outputs,
+                                                                               "rated-cdrs")[:2])
+    assert key == usage_record_key("t1", bucket)
+
+
+def usage_of(value: bytes) -> tuple[usage.Bucket, usage.Totals]:
+    from rater.shell.task import usage_of_record  # noqa: PLC0415 - one helper
+
+    return usage_of_record(value)
+
+
+def test_usage_is_kept_for_the_month_and_the_12_before_it_older_months_are_deleted() -> None:
+    store = Store()
+    store.write(store.task().process(_records([*_setup(), ("cdrs", cdr("t1", "c1", 60))])))
+    for month in ("2025-10", "2025-11", "2025-12"):  # what calls of a year ago left
+        for country in ("US", "GB"):
+            bucket = (month, "MCOPSTNPP", "international" if country == "GB" else "domestic", country)
+            store.records[usage_record_key("t1", bucket)] = usage_value(bucket, (1, 60, 0, 60, 60, 1, 0))
+    store.records[usage_record_key("t2", ("2025-10", "", "", ""))] = usage_value(("2025-10", "", "", ""),
+                                                                              (1, 0, 0, 0, 0, 0, 0))
+    # November 2026 is forgotten (its grace ended): December is open, and with it kept
+    # are the 12 months before it, back to December 2025
+    december = cdr("t1", "d1", 60, start="2026-12-08T00:00:00Z", end="2026-12-08T00:01:00Z")
+    batch = store.task().process(_records([(TICKS, tick_value(parse_time_us("2026-12-08T00:00:00Z"))),
+                                           ("cdrs", december)], start=1))
+    assert {k for k in batch.ids if k.startswith(PURGE_PREFIX)} == {
+        purge_key("t1", "2026-11"), purge_key("t1", "g/2025-10"), purge_key("t1", "g/2025-11")}
+    store.write(batch)
+    while [k for k in store.records if k.startswith(PURGE_PREFIX)]:
+        store.write(store.task().process([]))
+    months = sorted({usage_of(v)[0][0] for k, v in store.records.items() if k.startswith(b"!t1/g/")})
+    assert months == ["2025-12", "2026-11", "2026-12"]
+    assert len(month_usage(store, "t1", "2025-12")) == 2
+    assert store.records.get(usage_record_key("t2", ("2025-10", "", "", ""))) is not None  # another tenant's
+    assert usage.first_kept("2026-11") == "2025-12"
+    assert usage.first_kept("2026-01") == "2025-02"

@@ -25,6 +25,7 @@ from rater.core.state import PoolKey, PoolUse, TenantState, User, usage_key
 from rater.core.steps import SCHEMA_VERSION, Output, Rejection, Work
 from rater.core.tariff import Rate, Tariff, charged_seconds, usage_cost_minor
 from rater.core.times import format_time_us, month_end_us, month_of_fast
+from rater.core.usage import call_usage
 
 CREDITS = "MCOPSTNPP"
 """The ``capability`` of a prepaid rated CDR whose credit part paid the most seconds."""
@@ -221,6 +222,12 @@ def _commit(work: Work, cdr: Cdr, outcome: Outcome) -> None:
     if outcome.cost and state.billing_model == PREPAID:
         debits = debit_fifo(state, outcome.cost)
     _emit_rated(work, cdr, outcome, debits, None)
+    postpaid = state.billing_model == POSTPAID
+    country = outcome.dest.country
+    work.usage = call_usage(outcome.month, _paid_most(postpaid, outcome), scope_of(country, cdr.user_location),
+                            country, cdr.duration_s, sum(seconds for _, seconds, _size in outcome.draws),
+                            outcome.credit_s, outcome.billed_s, outcome.cost,
+                            _uncollected(postpaid, outcome.cost, debits))
     for key in exhausted:
         work.notify("pool_exhausted", f"{'/'.join(key)}/{cdr.usage_id}", {
             "capability": key[0], "location": key[1], "scope": key[2], "month": key[3],
@@ -248,6 +255,19 @@ def _paid_most(postpaid: bool, outcome: Outcome) -> str | None:
     return max(paid, key=paid.__getitem__) if paid else None
 
 
+def scope_of(country: str | None, user_location: str) -> str | None:
+    """A call's scope: ``domestic`` to the user's own country, else ``international``;
+    none when the destination's country is not known."""
+    if country is None:
+        return None
+    return "domestic" if country == user_location else "international"
+
+
+def _uncollected(postpaid: bool, cost: int, debits: list[tuple[str, int]]) -> int:
+    """The part of a call's charge no lot paid (post-paid: none, it is overage)."""
+    return 0 if postpaid else cost - sum(amount for _, amount in debits)
+
+
 def _emit_rated(work: Work, cdr: Cdr, outcome: Outcome, debits: list[tuple[str, int]],
                 event_id: str | None) -> None:
     """A ``rated_cdr`` event (``event_id`` None: the rating's own, ``rated_cdr/{usage_id}``)."""
@@ -265,7 +285,6 @@ def _rated_payload(tenant_id: str, currency: str, exponent: int, postpaid: bool,
     country = outcome.dest.country
     cost = outcome.cost
     overage = cost if postpaid else 0
-    uncollected = cost - overage - sum(amount for _, amount in debits)
     return {
         "type": "rated_cdr",
         "schema_version": SCHEMA_VERSION,
@@ -288,7 +307,7 @@ def _rated_payload(tenant_id: str, currency: str, exponent: int, postpaid: bool,
         "reason": outcome.reason,
         "billing_month": outcome.month,
         "destination_country": country,
-        "scope": None if country is None else ("domestic" if country == cdr.user_location else "international"),
+        "scope": scope_of(country, cdr.user_location),
         "pool_usage": [
             {"capability": key[0], "location": key[1], "scope": key[2], "seconds": seconds}
             for key, seconds, _size in outcome.draws
@@ -297,7 +316,7 @@ def _rated_payload(tenant_id: str, currency: str, exponent: int, postpaid: bool,
         "charged_seconds": outcome.billed_s,
         "connection_fee": format_decimal(outcome.fee, exponent),
         "charge": format_decimal(cost, exponent),
-        "uncollected": format_decimal(uncollected, exponent),
+        "uncollected": format_decimal(_uncollected(postpaid, cost, debits), exponent),
         "overage": format_decimal(overage, exponent),
         "currency": currency,
         "capability": capability,

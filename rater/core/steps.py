@@ -16,6 +16,7 @@ from rater.core.context import RatingContext
 from rater.core.money import format_decimal
 from rater.core.state import TenantState
 from rater.core.times import format_time_us
+from rater.core.usage import UsageDelta
 
 SCHEMA_VERSION = 1
 
@@ -62,7 +63,8 @@ class Step:
     """The result of applying one input (or of time passing) — and, while the core
     works on it, the step's working set (the context and the outputs so far)."""
 
-    __slots__ = ("balance_cause", "changed", "ctx", "now", "now_us", "outputs", "rejection", "state", "tenant")
+    __slots__ = ("balance_cause", "changed", "ctx", "now", "now_us", "outputs", "rejection", "state", "tenant",
+                 "usage")
 
     tenant: TenantState
     """The tenant the core works on (``state`` narrowed; unset when there is none)."""
@@ -87,6 +89,8 @@ class Step:
         """The id of the last input (or time-driven cause) that changed what a ``balance``
         snapshot shows, if any: the shell emits one :func:`~rater.core.engine.balance_event` per tenant per
         batch of inputs (a compacted topic keeps only the latest anyway)."""
+        self.usage: UsageDelta | None = None
+        """What a rated call adds to its tenant's usage of its month (:mod:`rater.core.usage`)."""
 
 
 class Work(Step):

@@ -4,6 +4,9 @@
   (:func:`~rater.core.engine.balance_event`) of the tenant's committed state;
 - ``GET /v1/tenants/{tenant}/pools?month=YYYY-MM`` — the pools of one month
   (:func:`~rater.core.pools.month_pools`), by default the partition's current month;
+- ``GET /v1/tenants/{tenant}/usage?month=YYYY-MM`` — the month's usage by capability,
+  scope and destination country (the core's :func:`~rater.core.usage.usage_report` of
+  the usage records beside the state), by default the partition's current month;
 - ``POST /v1/authorize`` — may a call start, and for how long (the core's
   :func:`~rater.core.authorize.authorize` of the tenant's committed state; reserves nothing);
 - ``GET /v1/openapi.json`` — the OpenAPI 3.1 document of these (``rater/data/openapi.json``).
@@ -47,8 +50,9 @@ from rater.core.engine import balance_event
 from rater.core.pools import month_pools
 from rater.core.state import TenantState
 from rater.core.times import MAX_TIME_US, MIN_TIME_US, TimeFormatError, format_time_us, month_of, parse_time_us
+from rater.core.usage import usage_report
 from rater.shell.routing import ANSWERED, FORWARDED
-from rater.shell.task import PARTITION_KEY, decode_state, store_user_reader
+from rater.shell.task import PARTITION_KEY, decode_state, month_usage, store_user_reader
 
 if TYPE_CHECKING:
     from rater.shell.api_auth import Auth
@@ -85,6 +89,9 @@ class Committed(Protocol):
 
     def next_offset(self) -> int:
         """The changelog offset the store has reached (every record below it applied)."""
+
+    def keys(self, prefix: bytes, limit: int, after: bytes = b"") -> list[bytes]:
+        """Up to ``limit`` keys starting with ``prefix``, in order, after ``after``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +160,8 @@ class Snapshot:
     now_us: int
     tick_us: int | None
     changelog_offset: int
+    store: Committed
+    """Where the rest of the tenant's records are read (before any ``await``)."""
 
     def as_of(self) -> dict[str, Any]:
         """What the answer reflects: the partition's clock and changelog offset."""
@@ -176,7 +185,7 @@ def read_snapshot(store: Committed, partition: int, tenant_id: str) -> Snapshot 
     clock = orjson.loads(record) if record else {}
     state = decode_state(raw)
     state.users.reader = store_user_reader(store.get, tenant_id)  # read (authorize) before any ``await``
-    return Snapshot(partition, state, int(clock.get("now_us") or 0), clock.get("tick_us"), offset)
+    return Snapshot(partition, state, int(clock.get("now_us") or 0), clock.get("tick_us"), offset, store)
 
 
 def tenant_id_of(request: web.Request, auth: Auth, tenant_id: str | None = None) -> str:
@@ -239,6 +248,14 @@ def _out_of_range(text: str, error: TimeFormatError) -> int:
     return MIN_TIME_US if int(text[:4]) < 1970 else MAX_TIME_US - 1
 
 
+def month_asked(request: web.Request) -> str | None:
+    """The query's ``month`` (None: the partition's current one); 400 when not YYYY-MM."""
+    month = request.query.get("month")
+    if month is not None and not MONTH.fullmatch(month):
+        raise Problem(400, "invalid-month", "Invalid month", "month is YYYY-MM (01–12)")
+    return month
+
+
 def pools_of_month(state: TenantState, ctx: RatingContext, month: str) -> list[dict[str, Any]]:
     """The pools of ``month`` with a size or a draw (the core's :func:`month_pools`), as
     the API shows them (the month is the request's)."""
@@ -265,6 +282,7 @@ class Api:
         app.on_cleanup.append(self._close)
         app.router.add_get(PREFIX + "/tenants/{tenant}/balance", self._balance)
         app.router.add_get(PREFIX + "/tenants/{tenant}/pools", self._pools)
+        app.router.add_get(PREFIX + "/tenants/{tenant}/usage", self._usage)
         app.router.add_post(PREFIX + "/authorize", self._authorize)
         app.router.add_get(PREFIX + "/openapi.json", self._openapi)
 
@@ -360,9 +378,7 @@ class Api:
 
     async def _pools(self, request: web.Request) -> web.Response:
         tenant_id = tenant_id_of(request, self.auth)
-        month = request.query.get("month")
-        if month is not None and not MONTH.fullmatch(month):
-            raise Problem(400, "invalid-month", "Invalid month", "month is YYYY-MM (01–12)")
+        month = month_asked(request)
 
         def pools(snapshot: Snapshot) -> dict[str, Any]:
             state = snapshot.state
@@ -375,6 +391,19 @@ class Api:
             }
 
         return await self._answer(request, tenant_id, pools)
+
+    async def _usage(self, request: web.Request) -> web.Response:
+        tenant_id = tenant_id_of(request, self.auth)
+        month = month_asked(request)
+
+        def usage(snapshot: Snapshot) -> dict[str, Any]:
+            state = snapshot.state
+            shown = month or month_of(max(snapshot.now_us, state.now_us))
+            report = usage_report(month_usage(snapshot.store, tenant_id, shown), state.exponent)
+            return {"tenant_id": tenant_id, "month": shown, "currency": state.currency, **report,
+                    "as_of": snapshot.as_of()}
+
+        return await self._answer(request, tenant_id, usage)
 
     async def _authorize(self, request: web.Request) -> web.Response:
         """May the call the body describes start, and for how long (docs/api.md)? The

@@ -25,8 +25,13 @@ The store's keys (the ``rater-state`` changelog's keys, and the RocksDB cache's)
   value ``[usage_location, [capabilities...]]`` (the core's
   :class:`~rater.core.state.UserDirectory`; a removed user keeps a record with no
   capabilities). ``user/`` is neither ``u/`` nor ``a/``: no purge prefix reaches it;
-- ``~purge/{tenant_id}/{month}`` — a forgotten month whose ids are still being deleted;
-  its value is the last id key deleted (the cursor: each batch goes on from there);
+- ``!{tenant_id}/g/{month}/{capability}/{scope}/{country}`` — one record per usage
+  bucket of the tenant (the core's :mod:`rater.core.usage`), its value
+  :func:`usage_value`: the bucket and its totals. A month's buckets are deleted like
+  ids, once they are older than :data:`~rater.core.usage.KEPT_MONTHS`;
+- ``~purge/{tenant_id}/{month}`` — a forgotten month whose ids are still being deleted,
+  and ``~purge/{tenant_id}/g/{month}`` one whose usage buckets are; its value is the
+  last key deleted (the cursor: each batch goes on from there);
 - ``~partition`` — the partition record.
 
 ``!`` sorts before every character a tenant id may hold and ``~`` after, so the tenant
@@ -52,6 +57,7 @@ from rater.core.inputs import Cdr, Input
 from rater.core.state import IdMemory, IdReader, TenantState, User, UserReader, usage_key
 from rater.core.steps import Step
 from rater.core.times import TimeFormatError, parse_time_us
+from rater.core.usage import Bucket, Totals, add, first_kept
 from rater.shell import tally
 from rater.shell.keys import key_partition
 
@@ -105,8 +111,63 @@ def store_user_reader(get: Callable[[bytes], bytes | None], tenant_id: str) -> U
 
 
 def purge_key(tenant_id: str, month: str) -> bytes:
-    """The store key of a forgotten month whose ids are being deleted."""
+    """The store key of a forgotten month whose ids (``month``: ``YYYY-MM``) or usage
+    buckets (``month``: ``g/YYYY-MM``) are being deleted."""
     return b"%s%s/%s" % (PURGE_PREFIX, tenant_id.encode(), month.encode())
+
+
+USAGE_RECORD_VERSION = 1
+
+
+def usage_prefix(tenant_id: str, month: str = "") -> bytes:
+    """The first part of the store keys of a tenant's usage buckets (of ``month``)."""
+    return id_key(tenant_id, f"g/{month}/" if month else "g/")
+
+
+def usage_record_key(tenant_id: str, bucket: Bucket) -> bytes:
+    """The store key of one of a tenant's usage buckets."""
+    return id_key(tenant_id, "g/" + "/".join(bucket))
+
+
+_USAGE_ENCODER = msgspec.json.Encoder()
+_USAGE_DECODER = msgspec.json.Decoder(tuple[int, tuple[str, str, str, str], tuple[int, ...]])
+
+
+def usage_value(bucket: Bucket, totals: Totals) -> bytes:
+    """A usage bucket's record: ``[version, [month, capability, scope, country], [totals...]]``
+    (msgspec: a total may outgrow 64 bits)."""
+    return _USAGE_ENCODER.encode((USAGE_RECORD_VERSION, bucket, totals))
+
+
+def usage_of_record(raw: bytes) -> tuple[Bucket, Totals]:
+    """The bucket and totals of a usage record (:func:`usage_value`)."""
+    version, bucket, totals = _USAGE_DECODER.decode(raw)
+    if version != USAGE_RECORD_VERSION:
+        raise ValueError(f"usage record version {version}, expected {USAGE_RECORD_VERSION}")
+    return bucket, totals
+
+
+USAGE_SCAN = 100_000
+"""The most buckets one month of a tenant is read with (capabilities × 3 scopes ×
+countries is far fewer)."""
+
+
+class Readable(Protocol):
+    """A store as far as :func:`month_usage` reads it."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def keys(self, prefix: bytes, limit: int, after: bytes = b"") -> list[bytes]: ...
+
+
+def month_usage(store: Readable, tenant_id: str, month: str) -> list[tuple[Bucket, Totals]]:
+    """A tenant's usage buckets of ``month`` in ``store``."""
+    found = []
+    for key in store.keys(usage_prefix(tenant_id, month), USAGE_SCAN):
+        raw = store.get(key)
+        if raw is not None:
+            found.append(usage_of_record(raw))
+    return found
 
 
 class Store(Protocol):
@@ -171,6 +232,9 @@ class Batch:
     tombstone when the month's ids are all gone)."""
     users: dict[bytes, bytes] = field(default_factory=dict)
     """User records: the users the batch changed (key → :func:`user_value`)."""
+    usage: dict[bytes, bytes] = field(default_factory=dict)
+    """Usage records: the buckets the batch's calls added to (key → :func:`usage_value`,
+    the committed totals with the batch's added)."""
     partition_record: bytes = b""
     """The clock and the next input offset per topic, as JSON (changelog key ``~partition``)."""
     applied: int = 0
@@ -187,6 +251,7 @@ class Batch:
         """The records for the state changelog, the partition record last."""
         records: list[tuple[bytes, bytes | None]] = list(self.ids.items())
         records.extend(self.users.items())
+        records.extend(self.usage.items())
         records.extend((tenant_id.encode(), value) for tenant_id, value in self.states.items())
         records.append((PARTITION_KEY, self.partition_record))
         return records
@@ -264,6 +329,8 @@ class PartitionTask:
         """The tenants the batch in flight changed (written with it)."""
         self._balances: dict[str, tuple[int, str]] = {}
         """Per tenant the batch changed what a balance shows: (now, cause) of the last change."""
+        self._usage: dict[tuple[str, Bucket], Totals] = {}
+        """What the batch in flight's calls added to each (tenant, bucket)."""
         self._due: list[tuple[int, str]] = []
         """(deadline, tenant) — a lazy heap: an entry whose deadline is no longer the
         tenant's scheduled one is stale and skipped when popped."""
@@ -329,7 +396,7 @@ class PartitionTask:
         The batch must be in the store (:meth:`Store.get` answers with it) before the
         next call: the ids it applied are read from there from then on."""
         batch = Batch()
-        self._journal, self._touched, self._balances = {}, {}, {}
+        self._journal, self._touched, self._balances, self._usage = {}, {}, {}, {}
         touched, balances = self._touched, self._balances
         for record in records:
             if record.offset < self.offsets.get(record.topic, 0):
@@ -363,7 +430,9 @@ class PartitionTask:
                 # nothing to purge
                 if self.store.keys(id_key(tenant_id, usage_key(month, "")), 1):
                     batch.ids[purge_key(tenant_id, month)] = b""
+                self._expire_usage(tenant_id, first_kept(month), batch)
             self._drain_users(tenant_id, state, batch)
+        self._add_usage(batch)
         for tenant_id, month in self._queued:  # from a version 2 partition record
             batch.ids.setdefault(purge_key(tenant_id, month), b"")
         self._queued = []
@@ -377,6 +446,25 @@ class PartitionTask:
         })
         return batch
 
+    def _add_usage(self, batch: Batch) -> None:
+        """The usage buckets the batch's calls added to: their committed totals plus the batch's."""
+        for (tenant_id, bucket), delta in self._usage.items():
+            key = usage_record_key(tenant_id, bucket)
+            stored = self.store.get(key)
+            batch.usage[key] = usage_value(bucket, add(None if stored is None else usage_of_record(stored)[1], delta))
+
+    def _expire_usage(self, tenant_id: str, first: str, batch: Batch) -> None:
+        """Queue the deletion of a tenant's usage buckets of every month before ``first``
+        (one store seek per month found)."""
+        prefix = usage_prefix(tenant_id)
+        after = b""
+        while found := self.store.keys(prefix, 1, after=after):
+            month = found[0][len(prefix):len(prefix) + 7].decode()
+            if month >= first:
+                return
+            batch.ids[purge_key(tenant_id, "g/" + month)] = b""
+            after = usage_prefix(tenant_id, month) + b"\xff"
+
     def _purge(self, batch: Batch) -> None:
         """Tombstone the stored ids of forgotten months, within :data:`PURGE_PER_BATCH`,
         each month from its cursor on (a scan from the month's first key would step over
@@ -388,9 +476,10 @@ class PartitionTask:
             budget -= 1  # looking at a month costs too: a thousand empty ones are work
             if budget <= 0:
                 break
-            tenant_id, month = entry[len(PURGE_PREFIX):].decode().split("/")
+            tenant_id, *usage, month = entry[len(PURGE_PREFIX):].decode().split("/")
+            prefix = usage_prefix(tenant_id, month) if usage else id_key(tenant_id, usage_key(month, ""))
             cursor = self.store.get(entry) or b""
-            keys = self.store.keys(id_key(tenant_id, usage_key(month, "")), budget, after=cursor)
+            keys = self.store.keys(prefix, budget, after=cursor)
             for key in keys:
                 batch.ids[key] = None
             if len(keys) < budget:
@@ -495,6 +584,9 @@ class PartitionTask:
         if step.changed:
             self._keep(tenant_id, state, deadline)
         batch.outputs.extend(outputs)
+        if step.usage is not None:
+            at = (tenant_id, step.usage.bucket)
+            self._usage[at] = add(self._usage.get(at), step.usage.counts)
         if self.counting:
             tally.count_events(batch.counts, step.outputs)  # their payloads are made: encoded above
         if step.balance_cause is not None:

@@ -4,10 +4,13 @@ core's invariants hold and both agree on every balance, lot, pool, outcome and r
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from rater.core import usage
 from rater.core.deadlines import next_due
 from rater.core.engine import apply, next_deadline, on_time
 from rater.core.inputs import (
@@ -20,7 +23,7 @@ from rater.core.inputs import (
     TenantUpserted,
     UserRemoved,
 )
-from rater.core.money import format_decimal
+from rater.core.money import format_decimal, parse_decimal
 from rater.core.pools import _pool_size_s
 from rater.core.state import TenantState, check_invariants
 from rater.core.steps import Step
@@ -52,6 +55,8 @@ class CoreBesideModel(RuleBasedStateMachine):
         self.counter = 0
         self.sent: list[Cdr] = []
         self.requests: list[str] = []
+        self.usage: dict[usage.Bucket, usage.Totals] = {}
+        self.summed: dict[usage.Bucket, usage.Totals] = {}
         model_name = "postpaid_overage" if postpaid else "prepaid_credits"
         step = apply(None, TenantUpserted("t1", "create", "US", "USD", model_name, None), CTX, self.now, "p")
         assert step.state is not None
@@ -154,6 +159,25 @@ class CoreBesideModel(RuleBasedStateMachine):
             assert sum(p["seconds"] for p in rated["pool_usage"]) == expected.pool_seconds, (rated, expected)
             assert (rated["charge"], rated["uncollected"]) == (
                 format_decimal(expected.charge, 2), format_decimal(expected.uncollected, 2)), (rated, expected)
+            self._count_usage(step, rated)
+
+    def _count_usage(self, step: Step, rated: dict[str, Any]) -> None:
+        """The core's usage deltas, folded like the shell folds them, are the sums of the
+        month's rated CDRs (a duplicate adds nothing) by capability, scope and country."""
+        if rated["status"] == "duplicate":
+            assert step.usage is None, step.usage
+            return
+        assert step.usage is not None, rated
+        self.usage[step.usage.bucket] = usage.add(self.usage.get(step.usage.bucket), step.usage.counts)
+        bucket = (rated["billing_month"], rated["capability"] or "", rated["scope"] or "",
+                  rated["destination_country"] or "")
+        self.summed[bucket] = usage.add(self.summed.get(bucket), (
+            1, rated["duration_seconds"], sum(p["seconds"] for p in rated["pool_usage"]), rated["credit_seconds"],
+            rated["charged_seconds"], parse_decimal(rated["charge"], 2), parse_decimal(rated["uncollected"], 2)))
+        assert self.usage == self.summed
+        report = usage.usage_report([(b, c) for b, c in self.usage.items() if b[0] == bucket[0]], 2)
+        calls = sum(c[0] for b, c in self.summed.items() if b[0] == bucket[0])
+        assert report["totals"]["calls"] == calls == sum(row["calls"] for row in report["usage"])
 
     @rule(step=st.sampled_from((MINUTE, HOUR, DAY, 7 * DAY, 30 * DAY, 200 * DAY)), times=st.integers(1, 3))
     def time_passes(self, step: int, times: int) -> None:
