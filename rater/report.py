@@ -1,4 +1,5 @@
-"""``rater balance`` and ``rater report pools``: a tenant's balance and pools through the
+"""``rater balance``, ``rater report pools`` and ``rater report usage``: a tenant's
+balance, pools and a month's usage through the
 tenant HTTP API (docs/api.md) of any worker — it answers itself or forwards to the owner.
 
 The worker is ``--url`` (``RATER_API_URL``, default ``http://127.0.0.1:6066``); the bearer
@@ -207,6 +208,34 @@ def show_pools(body: dict[str, Any], tty: bool) -> None:
     _console().print(table)
 
 
+USAGE_COLUMNS = ("capability", "scope", "destination_country", "calls", "seconds", "pool_seconds",
+                 "credit_seconds", "charged_seconds", "charge", "uncollected")
+
+
+def show_usage(body: dict[str, Any], tty: bool) -> None:
+    rows = body.get("usage") or []
+    totals = {"capability": "total", "scope": None, "destination_country": None, **(body.get("totals") or {})}
+    if not tty:
+        click.echo(f"tenant\t{body['tenant_id']}\tmonth\t{body['month']}\tcurrency\t{body['currency']}")
+        click.echo("\t".join(USAGE_COLUMNS))
+        for row in [*rows, totals]:
+            click.echo("\t".join("-" if row.get(c) is None else str(row[c]) for c in USAGE_COLUMNS))
+        click.echo(f"as_of\t{_as_of(body)}")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"tenant {body['tenant_id']}: usage of {body['month']} ({body['currency']})",
+                  caption=f"as of {_as_of(body)}", show_footer=True)
+    heads = ("capability", "scope", "country", "calls", "seconds", "pool s", "credit s", "billed s", "charge",
+             "uncollected")
+    for name, column in zip(heads, USAGE_COLUMNS, strict=True):
+        footer = "" if totals.get(column) is None else str(totals[column])
+        table.add_column(name, footer=footer, justify="left" if column in USAGE_COLUMNS[:3] else "right")
+    for row in rows:
+        table.add_row(*("-" if row.get(c) is None else str(row[c]) for c in USAGE_COLUMNS))
+    _console().print(table)
+
+
 def _emit(body: dict[str, Any], as_json: bool, show: Callable[[dict[str, Any], bool], None]) -> None:
     if as_json:
         click.echo(json.dumps(body, indent=2 if sys.stdout.isatty() else None))
@@ -237,12 +266,29 @@ def report() -> None:
 def report_pools(*, tenant: str, url: str, token: str | None, token_file: str | None, as_json: bool,
                  month: str | None) -> None:
     """A tenant's pools of a month: capability, location, scope, size, used, available."""
-    if month is not None and not (len(month) == 7 and month[4] == "-" and (month[:4] + month[5:]).isdigit()
-                                  and 1 <= int(month[5:]) <= 12):
-        raise BadOption(f"--month {month!r}: YYYY-MM (01–12)")
-    path = _tenant_path(tenant) + "/pools" + (f"?month={month}" if month else "")
+    path = _tenant_path(tenant) + "/pools" + _month_query(month)
     body = get(url, path, bearer(token, token_file))
     _emit(body, as_json, show_pools)
+
+
+@report.command("usage", epilog=EXIT_HELP)
+@api_options
+@click.option("--month", default=None, help="YYYY-MM (default: the tenant's current month)")
+def report_usage(*, tenant: str, url: str, token: str | None, token_file: str | None, as_json: bool,
+                 month: str | None) -> None:
+    """A tenant's usage of a month (kept 13 months): calls, seconds and money by capability,
+    scope and destination country, with the month's totals."""
+    body = get(url, _tenant_path(tenant) + "/usage" + _month_query(month), bearer(token, token_file))
+    _emit(body, as_json, show_usage)
+
+
+def _month_query(month: str | None) -> str:
+    """``?month=`` of a valid ``--month`` (else exit 2), nothing without one."""
+    if month is None:
+        return ""
+    if not (len(month) == 7 and month[4] == "-" and (month[:4] + month[5:]).isdigit() and 1 <= int(month[5:]) <= 12):
+        raise BadOption(f"--month {month!r}: YYYY-MM (01–12)")
+    return f"?month={month}"
 
 
 __all__ = ["balance", "report"]

@@ -1,4 +1,4 @@
-"""``rater balance`` and ``rater report pools`` (rater/report.py) against a real worker's
+"""``rater balance``, ``rater report pools`` and ``rater report usage`` (rater/report.py) against a real worker's
 tenant API with a token file, and real tenants: what they print and their exit codes."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rater.localkafka import free_port
-from rater.report import RETRIES, show_balance, show_pools
+from rater.report import RETRIES, show_balance, show_pools, show_usage
 from tests.support import Worker, create_topics
 from tests.test_api import wait_ready
 from tests.test_scenarios import NEW_YORK, Tenant, pool_seconds, tenant_id
@@ -80,15 +80,27 @@ def test_balance_and_pools_of_a_real_tenant(worker: Worker, tmp_path: Path, caps
     [us] = [p for p in pools["pools"] if p["location"] == "US"]
     assert (us["used_seconds"], us["available_seconds"]) == (0, size)
 
+    got = rater("report", "usage", "--tenant", t.id, "--month", "2026-11", env=env)
+    assert got.returncode == 0, got.stderr
+    rated = t.rated(t.wait(t.all_rated("a")), "a")
+    lines = got.stdout.splitlines()
+    assert f"MCOPSTN1\tdomestic\tUS\t1\t600\t600\t0\t0\t{rated['charge']}\t{rated['uncollected']}" in lines
+    assert f"total\t-\t-\t1\t600\t600\t0\t0\t{rated['charge']}\t{rated['uncollected']}" in lines
+    usage = json.loads(rater("report", "usage", "--tenant", t.id, "--json", env=env).stdout)
+    assert (usage["month"], usage["totals"]["calls"]) == ("2026-11", 1)
+    assert rater("report", "usage", "--tenant", t.id, "--month", "11-2026", env=env).returncode == 2
+
     # on a terminal: the rich tables of the same answers
     show_balance(body, tty=True)
     show_pools(pools, tty=True)
+    show_usage(usage, tty=True)
     shown = capsys.readouterr().out
     assert body["balance"] in shown
     for lot in body["lots"]:
         assert lot["lot_id"] in shown
     assert "MCOPSTN1" in shown
     assert str(size) in shown
+    assert "usage of 2026-11 (USD)" in shown
 
 
 @pytest.mark.kafka
