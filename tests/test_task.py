@@ -36,6 +36,7 @@ from rater.shell.task import (
     month_usage,
     purge_key,
     tick_value,
+    usage_of_record,
     usage_record_key,
     usage_value,
     user_key,
@@ -516,14 +517,13 @@ def test_the_deadline_heap_does_not_grow_with_deadlines_that_moved() -> None:
     assert len(task._due) <= 2 * len(task._scheduled) + 1_001
 
 
-def _summed(outputs: list[Produced]) -> dict[tuple[str, str], dict[usage.Bucket, usage.Totals]]:
-    """What the rated CDRs (less duplicates) add up to, per tenant and bucket."""
-    sums: dict[tuple[str, str], dict[usage.Bucket, usage.Totals]] = {}
+def _summed(outputs: list[Produced]) -> dict[tuple[str, str], usage.MonthUsage]:
+    """What the rated CDRs (less duplicates) add up to, per tenant and month."""
+    sums: dict[tuple[str, str], usage.MonthUsage] = {}
     for rated in _payloads(outputs, "rated-cdrs"):
         if rated["status"] == "duplicate":
             continue
-        bucket = (rated["billing_month"], rated["capability"] or "", rated["scope"] or "",
-                  rated["destination_country"] or "")
+        bucket = usage.bucket_key(rated["capability"], rated["scope"], rated["destination_country"])
         month = sums.setdefault((rated["tenant_id"], rated["billing_month"]), {})
         month[bucket] = usage.add(month.get(bucket), (
             1, rated["duration_seconds"], sum(p["seconds"] for p in rated["pool_usage"]), rated["credit_seconds"],
@@ -533,7 +533,7 @@ def _summed(outputs: list[Produced]) -> dict[tuple[str, str], dict[usage.Bucket,
 
 @settings(max_examples=10, deadline=None)
 @given(cuts=st.lists(st.integers(0, 1000), max_size=6), restart=st.booleans())
-def test_usage_buckets_are_records_of_their_own_summing_the_month_s_rated_cdrs_however_batches_fall(
+def test_usage_is_a_record_per_tenant_month_summing_its_rated_cdrs_however_batches_fall(
         cuts: list[int], restart: bool) -> None:
     workload = Workload(6, 40, seed=7)
     calls = list(workload.cdrs(400))
@@ -545,54 +545,49 @@ def test_usage_buckets_are_records_of_their_own_summing_the_month_s_rated_cdrs_h
     assert sum(totals[0] for month in sums.values() for totals in month.values()) > 300  # the workload's calls
     assert any(rated["status"] == "duplicate" for rated in _payloads(store.outputs, "rated-cdrs"))
     for (tenant, month), buckets in sums.items():
-        assert dict(month_usage(store, tenant, month)) == buckets, (tenant, month)
-    stored = {k for k in store.records if b"/g/" in k}
-    assert stored == {usage_record_key(t, b) for (t, _), buckets in sums.items() for b in buckets}
+        assert month_usage(store.get, tenant, month) == buckets, (tenant, month)
+    assert {k for k in store.records if b"/g/" in k} == {usage_record_key(t, m) for t, m in sums}
     for tenant in {t for t, _ in sums}:  # the state record holds none of it
         assert b"pool_seconds" not in store.records[tenant.encode()]
 
 
-def test_a_bucket_written_by_one_batch_is_added_to_by_the_next_and_a_duplicate_adds_nothing() -> None:
+def test_a_month_written_by_one_batch_is_added_to_by_the_next_and_a_duplicate_adds_nothing() -> None:
     store = Store()
     store.write(store.task().process(_records([*_setup(), ("cdrs", cdr("t1", "c1", 60))])))
-    batch = store.task().process(_records([("cdrs", cdr("t1", "c2", 125)), ("cdrs", cdr("t1", "c1", 60))], start=1))
+    batch = store.task().process(_records([("cdrs", cdr("t1", "c2", 125)), ("cdrs", cdr("t1", "c1", 60)),
+                                           ("cdrs", cdr("t1", "c3", 60, destination="+442071838750"))], start=1))
     ((key, value),) = batch.usage.items()
-    bucket, totals = usage_of(value)
-    assert bucket == ("2026-11", "MCOPSTNPP", "domestic", "US")
-    assert totals[:2] == (2, 185)  # c1 and c2, not c1 again
-    assert totals[5] == sum(parse_decimal(p["charge"], 2) for p in _payloads(store.outputs + batch.outputs,
-                                                                               "rated-cdrs")[:2])
-    assert key == usage_record_key("t1", bucket)
-
-
-def usage_of(value: bytes) -> tuple[usage.Bucket, usage.Totals]:
-    from rater.shell.task import usage_of_record  # noqa: PLC0415 - one helper
-
-    return usage_of_record(value)
+    assert key == usage_record_key("t1", "2026-11")
+    assert value is not None
+    month, buckets = usage_of_record(value)
+    assert (month, set(buckets)) == ("2026-11", {"MCOPSTNPP/domestic/US", "MCOPSTNPP/international/GB"})
+    us = buckets["MCOPSTNPP/domestic/US"]
+    assert us[:2] == (2, 185)  # c1 and c2, not c1 again
+    charges = {p["usage_id"]: parse_decimal(p["charge"], 2) for p in _payloads(store.outputs + batch.outputs,
+                                                                                "rated-cdrs")
+               if p["status"] != "duplicate"}
+    assert us[5] == charges["c1"] + charges["c2"]
+    assert buckets["MCOPSTNPP/international/GB"][:2] == (1, 60)
 
 
 def test_usage_is_kept_for_the_month_and_the_12_before_it_older_months_are_deleted() -> None:
     store = Store()
     store.write(store.task().process(_records([*_setup(), ("cdrs", cdr("t1", "c1", 60))])))
+    old = {"MCOPSTNPP/domestic/US": (1, 60, 0, 60, 60, 1, 0)}
     for month in ("2025-10", "2025-11", "2025-12"):  # what calls of a year ago left
-        for country in ("US", "GB"):
-            bucket = (month, "MCOPSTNPP", "international" if country == "GB" else "domestic", country)
-            store.records[usage_record_key("t1", bucket)] = usage_value(bucket, (1, 60, 0, 60, 60, 1, 0))
-    store.records[usage_record_key("t2", ("2025-10", "", "", ""))] = usage_value(("2025-10", "", "", ""),
-                                                                              (1, 0, 0, 0, 0, 0, 0))
+        store.records[usage_record_key("t1", month)] = usage_value(month, old)
+    store.records[usage_record_key("t2", "2025-10")] = usage_value("2025-10", old)
     # November 2026 is forgotten (its grace ended): December is open, and with it kept
     # are the 12 months before it, back to December 2025
     december = cdr("t1", "d1", 60, start="2026-12-08T00:00:00Z", end="2026-12-08T00:01:00Z")
     batch = store.task().process(_records([(TICKS, tick_value(parse_time_us("2026-12-08T00:00:00Z"))),
                                            ("cdrs", december)], start=1))
-    assert {k for k in batch.ids if k.startswith(PURGE_PREFIX)} == {
-        purge_key("t1", "2026-11"), purge_key("t1", "g/2025-10"), purge_key("t1", "g/2025-11")}
+    assert {k for k, v in batch.usage.items() if v is None} == {
+        usage_record_key("t1", "2025-10"), usage_record_key("t1", "2025-11")}
     store.write(batch)
-    while [k for k in store.records if k.startswith(PURGE_PREFIX)]:
-        store.write(store.task().process([]))
-    months = sorted({usage_of(v)[0][0] for k, v in store.records.items() if k.startswith(b"!t1/g/")})
-    assert months == ["2025-12", "2026-11", "2026-12"]
-    assert len(month_usage(store, "t1", "2025-12")) == 2
-    assert store.records.get(usage_record_key("t2", ("2025-10", "", "", ""))) is not None  # another tenant's
+    assert sorted(usage_of_record(v)[0] for k, v in store.records.items() if k.startswith(b"!t1/g/")) == [
+        "2025-12", "2026-11", "2026-12"]
+    assert month_usage(store.get, "t1", "2025-12") == old
+    assert store.records.get(usage_record_key("t2", "2025-10")) is not None  # another tenant's
     assert usage.first_kept("2026-11") == "2025-12"
     assert usage.first_kept("2026-01") == "2025-02"

@@ -3,15 +3,16 @@ destination country — what an admin's monthly report shows (``GET /v1/tenants/
 
 Rating makes one :class:`UsageDelta` per call it rates (not for a duplicate, not for a
 dead letter): :func:`call_usage`, from the same decided values as the rated CDR, so the
-aggregates are the sums of the rated CDRs of the month. The shell keeps each bucket as a
-record of its own beside the tenant's state (like the ids): a state write costs the same
-whatever the tenant's traffic, and a month's report reads only that month's buckets.
-:func:`add` folds a delta into a bucket's totals and :func:`usage_report` makes the
-report; both are pure.
+aggregates are the sums of the rated CDRs of the month. The shell keeps each tenant's
+month as a record of its own beside the tenant's state (like the ids): a state write
+costs the same whatever the tenant's traffic, a batch writes one record per tenant and
+month it rated calls of, and a month's report reads one record. :func:`fold` adds a
+batch's deltas to a month and :func:`usage_report` makes the report; both are pure.
 
-A bucket is (billing month, capability, scope, destination country); an empty string
-stands for "none" (a free call has no capability that paid; an unknown destination has
-no country and no scope).
+A month's buckets are keyed ``capability/scope/country`` (:func:`bucket_key`; the wire
+contract's capabilities are ``[A-Z0-9_]``, scopes and countries letters, so ``/`` never
+appears in one); an empty part stands for "none" (a free call has no capability that
+paid; an unknown destination has no country and no scope).
 """
 
 from __future__ import annotations
@@ -32,31 +33,43 @@ KEPT_MONTHS = 13
 of credits): :func:`first_kept` says which months the shell deletes, when the duplicate
 memory forgets a month (:class:`rater.core.state.IdMemory`)."""
 
-Bucket = tuple[str, str, str, str]
-"""(billing month, capability, scope, destination country); ``""`` for none."""
 Totals = tuple[int, ...]
 """A bucket's totals, one per :data:`COUNTS`."""
 NO_USAGE: Totals = (0,) * len(COUNTS)
+MonthUsage = dict[str, Totals]
+"""A tenant's month: bucket key (:func:`bucket_key`) → totals."""
 
 
 class UsageDelta:
-    """One rated call's contribution to its bucket."""
+    """One rated call's contribution to its bucket of its billing month."""
 
-    __slots__ = ("bucket", "counts")
+    __slots__ = ("counts", "key", "month")
 
-    def __init__(self, bucket: Bucket, counts: Totals) -> None:
-        self.bucket = bucket
+    def __init__(self, month: str, key: str, counts: Totals) -> None:
+        self.month = month
+        self.key = key
         self.counts = counts
 
     def __repr__(self) -> str:
-        return f"UsageDelta({self.bucket!r}, {self.counts!r})"
+        return f"UsageDelta({self.month!r}, {self.key!r}, {self.counts!r})"
+
+
+def bucket_key(capability: str | None, scope: str | None, country: str | None) -> str:
+    """A bucket's key in its month: ``capability/scope/country``, an empty part for none."""
+    return f"{capability or ''}/{scope or ''}/{country or ''}"
+
+
+def bucket_of(key: str) -> tuple[str | None, str | None, str | None]:
+    """(capability, scope, destination country) of a bucket key, None for an empty part."""
+    capability, scope, country = key.split("/")
+    return capability or None, scope or None, country or None
 
 
 def call_usage(month: str, capability: str | None, scope: str | None, country: str | None,  # noqa: PLR0917
                duration_s: int, pool_s: int, credit_s: int, charged_s: int, charge: int,
                uncollected: int) -> UsageDelta:
     """A rated call (``rated``, ``partially_funded`` or ``blocked``) as a usage delta."""
-    return UsageDelta((month, capability or "", scope or "", country or ""),
+    return UsageDelta(month, bucket_key(capability, scope, country),
                       (1, duration_s, pool_s, credit_s, charged_s, charge, uncollected))
 
 
@@ -69,6 +82,22 @@ def add(totals: Sequence[int] | None, delta: Sequence[int]) -> Totals:
     return tuple(a + b for a, b in zip(totals, delta, strict=True))
 
 
+def fold(month: MonthUsage, deltas: Iterable[UsageDelta]) -> MonthUsage:
+    """``month`` (changed in place) with ``deltas`` (of that month) added."""
+    for delta in deltas:
+        key = delta.key
+        month[key] = add(month.get(key), delta.counts)
+    return month
+
+
+def by_month(deltas: list[UsageDelta]) -> dict[str, list[UsageDelta]]:
+    """``deltas`` grouped by their billing month, each in order."""
+    months: dict[str, list[UsageDelta]] = {}
+    for delta in deltas:
+        months.setdefault(delta.month, []).append(delta)
+    return months
+
+
 def first_kept(forgotten: str) -> str:
     """The oldest month whose usage is kept once the duplicate memory forgot billing
     month ``forgotten``: the month after it is open by then, and usage is kept for that
@@ -77,15 +106,15 @@ def first_kept(forgotten: str) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
-def usage_report(buckets: Iterable[tuple[Bucket, Sequence[int]]], exponent: int) -> dict[str, Any]:
+def usage_report(month: MonthUsage, exponent: int) -> dict[str, Any]:
     """A month's usage: its ``totals`` and one entry per bucket (capability, scope,
     destination country, sorted), money as decimal strings in the tenant's currency."""
     total = NO_USAGE
     rows: list[dict[str, Any]] = []
-    for (_month, capability, scope, country), counts in sorted(buckets, key=lambda item: item[0]):
+    for key, counts in sorted(month.items()):
         total = add(total, counts)
-        row: dict[str, Any] = {"capability": capability or None, "scope": scope or None,
-                               "destination_country": country or None}
+        capability, scope, country = bucket_of(key)
+        row: dict[str, Any] = {"capability": capability, "scope": scope, "destination_country": country}
         row.update(_shown(counts, exponent))
         rows.append(row)
     return {"totals": _shown(total, exponent), "usage": rows}

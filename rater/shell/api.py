@@ -6,7 +6,7 @@
   (:func:`~rater.core.pools.month_pools`), by default the partition's current month;
 - ``GET /v1/tenants/{tenant}/usage?month=YYYY-MM`` — the month's usage by capability,
   scope and destination country (the core's :func:`~rater.core.usage.usage_report` of
-  the usage records beside the state), by default the partition's current month;
+  the tenant's usage record of the month, beside its state), by default the partition's current month;
 - ``POST /v1/authorize`` — may a call start, and for how long (the core's
   :func:`~rater.core.authorize.authorize` of the tenant's committed state; reserves nothing);
 - ``GET /v1/openapi.json`` — the OpenAPI 3.1 document of these (``rater/data/openapi.json``).
@@ -89,9 +89,6 @@ class Committed(Protocol):
 
     def next_offset(self) -> int:
         """The changelog offset the store has reached (every record below it applied)."""
-
-    def keys(self, prefix: bytes, limit: int, after: bytes = b"") -> list[bytes]:
-        """Up to ``limit`` keys starting with ``prefix``, in order, after ``after``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,7 +396,7 @@ class Api:
         def usage(snapshot: Snapshot) -> dict[str, Any]:
             state = snapshot.state
             shown = month or month_of(max(snapshot.now_us, state.now_us))
-            report = usage_report(month_usage(snapshot.store, tenant_id, shown), state.exponent)
+            report = usage_report(month_usage(snapshot.store.get, tenant_id, shown), state.exponent)
             return {"tenant_id": tenant_id, "month": shown, "currency": state.currency, **report,
                     "as_of": snapshot.as_of()}
 

@@ -25,13 +25,11 @@ The store's keys (the ``rater-state`` changelog's keys, and the RocksDB cache's)
   value ``[usage_location, [capabilities...]]`` (the core's
   :class:`~rater.core.state.UserDirectory`; a removed user keeps a record with no
   capabilities). ``user/`` is neither ``u/`` nor ``a/``: no purge prefix reaches it;
-- ``!{tenant_id}/g/{month}/{capability}/{scope}/{country}`` — one record per usage
-  bucket of the tenant (the core's :mod:`rater.core.usage`), its value
-  :func:`usage_value`: the bucket and its totals. A month's buckets are deleted like
-  ids, once they are older than :data:`~rater.core.usage.KEPT_MONTHS`;
-- ``~purge/{tenant_id}/{month}`` — a forgotten month whose ids are still being deleted,
-  and ``~purge/{tenant_id}/g/{month}`` one whose usage buckets are; its value is the
-  last key deleted (the cursor: each batch goes on from there);
+- ``!{tenant_id}/g/{month}`` — the tenant's usage of a billing month (the core's
+  :mod:`rater.core.usage`), its value :func:`usage_value`: totals per capability, scope
+  and destination country. Deleted once older than :data:`~rater.core.usage.KEPT_MONTHS`;
+- ``~purge/{tenant_id}/{month}`` — a forgotten month whose ids are still being deleted;
+  its value is the last id key deleted (the cursor: each batch goes on from there);
 - ``~partition`` — the partition record.
 
 ``!`` sorts before every character a tenant id may hold and ``~`` after, so the tenant
@@ -57,7 +55,7 @@ from rater.core.inputs import Cdr, Input
 from rater.core.state import IdMemory, IdReader, TenantState, User, UserReader, usage_key
 from rater.core.steps import Step
 from rater.core.times import TimeFormatError, parse_time_us
-from rater.core.usage import Bucket, Totals, add, first_kept
+from rater.core.usage import MonthUsage, UsageDelta, by_month, first_kept, fold
 from rater.shell import tally
 from rater.shell.keys import key_partition
 
@@ -111,63 +109,45 @@ def store_user_reader(get: Callable[[bytes], bytes | None], tenant_id: str) -> U
 
 
 def purge_key(tenant_id: str, month: str) -> bytes:
-    """The store key of a forgotten month whose ids (``month``: ``YYYY-MM``) or usage
-    buckets (``month``: ``g/YYYY-MM``) are being deleted."""
+    """The store key of a forgotten month whose ids are being deleted."""
     return b"%s%s/%s" % (PURGE_PREFIX, tenant_id.encode(), month.encode())
 
 
 USAGE_RECORD_VERSION = 1
+USAGE_CACHE = 20_000
+"""Tenant months of usage a task keeps decoded between batches at most (the latest used):
+a batch then adds to them without reading and decoding their records again."""
+USAGE_MONTHS_SEEN = 1_000
+"""The most usage records of a tenant looked at when old months are deleted (13 are kept)."""
 
 
-def usage_prefix(tenant_id: str, month: str = "") -> bytes:
-    """The first part of the store keys of a tenant's usage buckets (of ``month``)."""
-    return id_key(tenant_id, f"g/{month}/" if month else "g/")
-
-
-def usage_record_key(tenant_id: str, bucket: Bucket) -> bytes:
-    """The store key of one of a tenant's usage buckets."""
-    return id_key(tenant_id, "g/" + "/".join(bucket))
+def usage_record_key(tenant_id: str, month: str = "") -> bytes:
+    """The store key of a tenant's usage of ``month`` (empty: the first part of them all)."""
+    return id_key(tenant_id, f"g/{month}")
 
 
 _USAGE_ENCODER = msgspec.json.Encoder()
-_USAGE_DECODER = msgspec.json.Decoder(tuple[int, tuple[str, str, str, str], tuple[int, ...]])
+_USAGE_DECODER = msgspec.json.Decoder(tuple[int, str, dict[str, tuple[int, ...]]])
 
 
-def usage_value(bucket: Bucket, totals: Totals) -> bytes:
-    """A usage bucket's record: ``[version, [month, capability, scope, country], [totals...]]``
-    (msgspec: a total may outgrow 64 bits)."""
-    return _USAGE_ENCODER.encode((USAGE_RECORD_VERSION, bucket, totals))
+def usage_value(month: str, usage: MonthUsage) -> bytes:
+    """A tenant's month of usage: ``[version, month, {"capability/scope/country":
+    [totals...], ...}]`` (msgspec: a total may outgrow 64 bits)."""
+    return _USAGE_ENCODER.encode((USAGE_RECORD_VERSION, month, usage))
 
 
-def usage_of_record(raw: bytes) -> tuple[Bucket, Totals]:
-    """The bucket and totals of a usage record (:func:`usage_value`)."""
-    version, bucket, totals = _USAGE_DECODER.decode(raw)
+def usage_of_record(raw: bytes) -> tuple[str, MonthUsage]:
+    """The month and usage of a usage record (:func:`usage_value`)."""
+    version, month, usage = _USAGE_DECODER.decode(raw)
     if version != USAGE_RECORD_VERSION:
         raise ValueError(f"usage record version {version}, expected {USAGE_RECORD_VERSION}")
-    return bucket, totals
+    return month, usage
 
 
-USAGE_SCAN = 100_000
-"""The most buckets one month of a tenant is read with (capabilities × 3 scopes ×
-countries is far fewer)."""
-
-
-class Readable(Protocol):
-    """A store as far as :func:`month_usage` reads it."""
-
-    def get(self, key: bytes) -> bytes | None: ...
-
-    def keys(self, prefix: bytes, limit: int, after: bytes = b"") -> list[bytes]: ...
-
-
-def month_usage(store: Readable, tenant_id: str, month: str) -> list[tuple[Bucket, Totals]]:
-    """A tenant's usage buckets of ``month`` in ``store``."""
-    found = []
-    for key in store.keys(usage_prefix(tenant_id, month), USAGE_SCAN):
-        raw = store.get(key)
-        if raw is not None:
-            found.append(usage_of_record(raw))
-    return found
+def month_usage(get: Callable[[bytes], bytes | None], tenant_id: str, month: str) -> MonthUsage:
+    """A tenant's usage of ``month`` as a store (``get``) has it."""
+    raw = get(usage_record_key(tenant_id, month))
+    return {} if raw is None else usage_of_record(raw)[1]
 
 
 class Store(Protocol):
@@ -232,9 +212,10 @@ class Batch:
     tombstone when the month's ids are all gone)."""
     users: dict[bytes, bytes] = field(default_factory=dict)
     """User records: the users the batch changed (key → :func:`user_value`)."""
-    usage: dict[bytes, bytes] = field(default_factory=dict)
-    """Usage records: the buckets the batch's calls added to (key → :func:`usage_value`,
-    the committed totals with the batch's added)."""
+    usage: dict[bytes, bytes | None] = field(default_factory=dict)
+    """Usage records: the tenant months the batch's calls added to (key →
+    :func:`usage_value`, the committed totals with the batch's added), and the
+    tombstones (None) of months no longer kept."""
     partition_record: bytes = b""
     """The clock and the next input offset per topic, as JSON (changelog key ``~partition``)."""
     applied: int = 0
@@ -329,8 +310,12 @@ class PartitionTask:
         """The tenants the batch in flight changed (written with it)."""
         self._balances: dict[str, tuple[int, str]] = {}
         """Per tenant the batch changed what a balance shows: (now, cause) of the last change."""
-        self._usage: dict[tuple[str, Bucket], Totals] = {}
-        """What the batch in flight's calls added to each (tenant, bucket)."""
+        self._usage: dict[str, list[UsageDelta]] = {}
+        """Per tenant, what the batch in flight's calls add to its usage."""
+        self._months: dict[tuple[str, str], MonthUsage] = {}
+        """(tenant, month) → its committed usage, the latest used last (at most
+        :data:`USAGE_CACHE`; a unit that fails to commit stops the worker, so what a
+        batch wrote here is what the store holds once it committed)."""
         self._due: list[tuple[int, str]] = []
         """(deadline, tenant) — a lazy heap: an entry whose deadline is no longer the
         tenant's scheduled one is stale and skipped when popped."""
@@ -447,23 +432,28 @@ class PartitionTask:
         return batch
 
     def _add_usage(self, batch: Batch) -> None:
-        """The usage buckets the batch's calls added to: their committed totals plus the batch's."""
-        for (tenant_id, bucket), delta in self._usage.items():
-            key = usage_record_key(tenant_id, bucket)
-            stored = self.store.get(key)
-            batch.usage[key] = usage_value(bucket, add(None if stored is None else usage_of_record(stored)[1], delta))
+        """The tenant months the batch's calls added to: their committed usage plus the batch's."""
+        get, months = self.store.get, self._months
+        for tenant_id, deltas in self._usage.items():
+            for month, of_month in by_month(deltas).items():
+                at = (tenant_id, month)
+                usage = months.pop(at, None)
+                if usage is None:
+                    usage = month_usage(get, tenant_id, month)
+                    if len(months) >= USAGE_CACHE:
+                        del months[next(iter(months))]
+                months[at] = fold(usage, of_month)
+                batch.usage[usage_record_key(tenant_id, month)] = usage_value(month, usage)
 
     def _expire_usage(self, tenant_id: str, first: str, batch: Batch) -> None:
-        """Queue the deletion of a tenant's usage buckets of every month before ``first``
-        (one store seek per month found)."""
-        prefix = usage_prefix(tenant_id)
-        after = b""
-        while found := self.store.keys(prefix, 1, after=after):
-            month = found[0][len(prefix):len(prefix) + 7].decode()
+        """Delete a tenant's usage of the months before ``first`` (one seek, a record a month)."""
+        prefix = usage_record_key(tenant_id)
+        for key in self.store.keys(prefix, USAGE_MONTHS_SEEN):
+            month = key[len(prefix):].decode()
             if month >= first:
                 return
-            batch.ids[purge_key(tenant_id, "g/" + month)] = b""
-            after = usage_prefix(tenant_id, month) + b"\xff"
+            batch.usage[key] = None
+            self._months.pop((tenant_id, month), None)
 
     def _purge(self, batch: Batch) -> None:
         """Tombstone the stored ids of forgotten months, within :data:`PURGE_PER_BATCH`,
@@ -476,10 +466,9 @@ class PartitionTask:
             budget -= 1  # looking at a month costs too: a thousand empty ones are work
             if budget <= 0:
                 break
-            tenant_id, *usage, month = entry[len(PURGE_PREFIX):].decode().split("/")
-            prefix = usage_prefix(tenant_id, month) if usage else id_key(tenant_id, usage_key(month, ""))
+            tenant_id, month = entry[len(PURGE_PREFIX):].decode().split("/")
             cursor = self.store.get(entry) or b""
-            keys = self.store.keys(prefix, budget, after=cursor)
+            keys = self.store.keys(id_key(tenant_id, usage_key(month, "")), budget, after=cursor)
             for key in keys:
                 batch.ids[key] = None
             if len(keys) < budget:
@@ -585,8 +574,7 @@ class PartitionTask:
             self._keep(tenant_id, state, deadline)
         batch.outputs.extend(outputs)
         if step.usage is not None:
-            at = (tenant_id, step.usage.bucket)
-            self._usage[at] = add(self._usage.get(at), step.usage.counts)
+            self._usage.setdefault(tenant_id, []).append(step.usage)
         if self.counting:
             tally.count_events(batch.counts, step.outputs)  # their payloads are made: encoded above
         if step.balance_cause is not None:

@@ -55,8 +55,8 @@ class CoreBesideModel(RuleBasedStateMachine):
         self.counter = 0
         self.sent: list[Cdr] = []
         self.requests: list[str] = []
-        self.usage: dict[usage.Bucket, usage.Totals] = {}
-        self.summed: dict[usage.Bucket, usage.Totals] = {}
+        self.usage: dict[tuple[str, str], usage.Totals] = {}
+        self.summed: dict[tuple[str, str], usage.Totals] = {}
         model_name = "postpaid_overage" if postpaid else "prepaid_credits"
         step = apply(None, TenantUpserted("t1", "create", "US", "USD", model_name, None), CTX, self.now, "p")
         assert step.state is not None
@@ -168,14 +168,16 @@ class CoreBesideModel(RuleBasedStateMachine):
             assert step.usage is None, step.usage
             return
         assert step.usage is not None, rated
-        self.usage[step.usage.bucket] = usage.add(self.usage.get(step.usage.bucket), step.usage.counts)
-        bucket = (rated["billing_month"], rated["capability"] or "", rated["scope"] or "",
-                  rated["destination_country"] or "")
+        at = (step.usage.month, step.usage.key)
+        self.usage[at] = usage.add(self.usage.get(at), step.usage.counts)
+        bucket = (rated["billing_month"], usage.bucket_key(rated["capability"], rated["scope"],
+                                                           rated["destination_country"]))
         self.summed[bucket] = usage.add(self.summed.get(bucket), (
             1, rated["duration_seconds"], sum(p["seconds"] for p in rated["pool_usage"]), rated["credit_seconds"],
             rated["charged_seconds"], parse_decimal(rated["charge"], 2), parse_decimal(rated["uncollected"], 2)))
         assert self.usage == self.summed
-        report = usage.usage_report([(b, c) for b, c in self.usage.items() if b[0] == bucket[0]], 2)
+        month = usage.fold({}, [usage.UsageDelta(*b, c) for b, c in self.usage.items() if b[0] == bucket[0]])
+        report = usage.usage_report(month, 2)
         calls = sum(c[0] for b, c in self.summed.items() if b[0] == bucket[0])
         assert report["totals"]["calls"] == calls == sum(row["calls"] for row in report["usage"])
 
