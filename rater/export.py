@@ -173,7 +173,7 @@ async def read_month(bootstrap: str, topic: str, tenant: str, month: str, *, wri
                 consumer.assign([tp])
                 begin = (await consumer.beginning_offsets([tp]))[tp]
                 last = (await consumer.end_offsets([tp]))[tp]  # read_committed: the last stable offset
-                if not 0 <= begin <= last:  # -1 is the client's "unknown offset"
+                if begin < 0 or last < 0:  # -1 is the client's "unknown offset": not "nothing to read"
                     raise BrokerError(f"{topic} partition {tp.partition}: the broker gave no usable offsets"
                                       f" (first {begin}, end {last})")
                 first, stop = begin, last
