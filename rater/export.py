@@ -13,6 +13,13 @@ every retained record instead.
 Exit codes: 0 written; 1 the broker or topic could not be used (nothing written to
 ``-o FILE``); 2 a bad option; 3 written, but the partition's oldest records are gone
 (retention), so rows of the month may be missing.
+
+Retention may delete records while they are read (the broker checks every few minutes,
+and deletes a whole segment once its newest record is older than ``retention.ms``). The
+consumer therefore never resets its position by itself (``auto_offset_reset="none"``:
+the default, ``latest``, would jump to the end and write an empty CSV that looks
+complete); a read that finds its next records gone goes on from the partition's new
+first offset and exits 3.
 """
 
 from __future__ import annotations
@@ -109,6 +116,8 @@ class Summary:
     other_months: int = 0
     incomplete: bool = False
     """The partition's oldest records were deleted and the month may have had some."""
+    gone_before: int = 0
+    """With :attr:`incomplete`: the partition holds no records before this offset."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -148,6 +157,7 @@ async def read_month(bootstrap: str, topic: str, tenant: str, month: str, *, wri
     start, end = month_window(month)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 isolation_level="read_committed", client_id="rater-export",
+                                auto_offset_reset="none",  # records deleted under the read: an error, not a jump
                                 max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024)
     summary = Summary()
     try:
@@ -163,6 +173,9 @@ async def read_month(bootstrap: str, topic: str, tenant: str, month: str, *, wri
                 consumer.assign([tp])
                 begin = (await consumer.beginning_offsets([tp]))[tp]
                 last = (await consumer.end_offsets([tp]))[tp]  # read_committed: the last stable offset
+                if begin < 0 or last < 0:  # -1 is the client's "unknown offset": not "nothing to read"
+                    raise BrokerError(f"{topic} partition {tp.partition}: the broker gave no usable offsets"
+                                      f" (first {begin}, end {last})")
                 first, stop = begin, last
                 if not from_beginning:
                     found = await consumer.offsets_for_times({tp: int((start - LOOK_BEFORE).timestamp() * 1000)})
@@ -172,6 +185,7 @@ async def read_month(bootstrap: str, topic: str, tenant: str, month: str, *, wri
                     # records were deleted (retention) and none retained is older than the
                     # window: some of the deleted ones may have been of this month
                     summary.incomplete = begin > 0 and first == begin
+                    summary.gone_before = begin
                 elif begin > 0:
                     summary.notes.append(f"the partition's records before offset {begin} are gone (retention)")
         except TimeoutError:
@@ -188,15 +202,24 @@ async def read_month(bootstrap: str, topic: str, tenant: str, month: str, *, wri
 
 async def _read(consumer: Any, tp: Any, tenant: str, month: str, first: int, stop: int,  # noqa: PLR0917
                 write: Callable[[list[str]], None], progress: Progress, summary: Summary, stall_s: float) -> None:
-    """Read ``tp`` from ``first`` up to ``stop``; rows of the tenant's ``month`` only."""
+    """Read ``tp`` from ``first`` up to ``stop``; rows of the tenant's ``month`` only.
+
+    Records deleted (retention) before they were read make the summary incomplete; the
+    read goes on from the partition's new first offset."""
     import orjson
+    from aiokafka.errors import OffsetOutOfRangeError
 
     key = tenant.encode()
     consumer.seek(tp, first)
     moved_at = time.monotonic()
     position = first
     while position < stop:
-        batch = await consumer.getmany(tp, timeout_ms=500, max_records=5_000)
+        try:
+            batch = await consumer.getmany(tp, timeout_ms=500, max_records=5_000)
+        except OffsetOutOfRangeError:
+            position, moved_at = await _past_deleted(consumer, tp, position, stop, summary), time.monotonic()
+            progress.update(min(position, stop) - first)
+            continue
         for record in batch.get(tp, []):
             if record.offset >= stop:
                 break
@@ -220,6 +243,20 @@ async def _read(consumer: Any, tp: Any, tenant: str, month: str, first: int, sto
         elif time.monotonic() - moved_at > stall_s:
             raise BrokerError(f"reading {tp.topic} partition {tp.partition} stalled at offset {position} "
                               f"(of {stop}) for {stall_s:g}s")
+
+
+async def _past_deleted(consumer: Any, tp: Any, position: int, stop: int, summary: Summary) -> int:
+    """The records from ``position`` on were deleted before they were read: note it,
+    make the summary incomplete and seek to the partition's new first offset (returned)."""
+    begin: int = (await consumer.beginning_offsets([tp]))[tp]
+    if begin <= position:  # nothing was deleted: out of range for another reason
+        raise BrokerError(f"{tp.topic} partition {tp.partition}: offset {position} is out of range, though the"
+                          f" partition starts at {begin}")
+    summary.incomplete, summary.gone_before = True, begin
+    summary.notes.append(f"records {position}–{min(begin, stop) - 1} were deleted (retention) before they were read")
+    if begin < stop:
+        consumer.seek(tp, begin)
+    return begin
 
 
 def _csv_writer(out: TextIO) -> Any:
@@ -314,5 +351,5 @@ def _report(summary: Summary, tenant: str, month: str, topic: str) -> None:
         click.echo(f"note: {note}", err=True)
     if summary.incomplete:
         click.echo(f"warning: {topic} partition {summary.partition} no longer holds its records before offset"
-                   f" {summary.first_offset} (retention): rows of {month} may be missing", err=True)
+                   f" {summary.gone_before} (retention): rows of {month} may be missing", err=True)
         sys.exit(INCOMPLETE_EXIT)

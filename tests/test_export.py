@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import traceback
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,8 @@ from click.testing import CliRunner, Result
 
 from rater import schemas
 from rater.cli import main
-from rater.export import HEADER, month_window, tenant_partition
-from tests.support import TEST_PARTITIONS, cdr, collect, create_topics, event, fresh_worker, send_events
+from rater.export import HEADER, Progress, month_window, read_month, tenant_partition
+from tests.support import TEST_PARTITIONS, alter_topic, cdr, collect, create_topics, event, fresh_worker, send_events
 
 pytestmark = pytest.mark.kafka
 
@@ -42,6 +44,19 @@ def export(bootstrap: str, prefix: str, *args: str) -> Result:
 def parse(text: str) -> list[dict[str, str]]:
     assert text.startswith(",".join(HEADER) + "\r\n")
     return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def told(result: Result) -> str:
+    """What an export said: its exit code, stderr, stdout, and the exception it raised."""
+    raised = "".join(traceback.format_exception(*result.exc_info)) if result.exc_info else ""
+    return (f"exit {result.exit_code}\n--- stderr:\n{result.stderr}--- stdout:\n{result.stdout}"
+            f"{'--- raised:' + chr(10) + raised if raised else ''}")
+
+
+def usage_ids(result: Result) -> list[str]:
+    """The Usage IDs an export that exited 0 wrote to stdout."""
+    assert result.exit_code == 0, told(result)
+    return [r["Usage ID"] for r in parse(result.stdout_bytes.decode())]
 
 
 def rated_cdr(tenant: str, usage_id: str, *, month: str = MONTH, status: str = "rated", seconds: int = 61,
@@ -145,6 +160,11 @@ def test_cdrs_rated_by_a_worker_come_out_as_the_usage_report(kafka_bootstrap: st
 def test_only_the_tenants_month_without_duplicates_and_only_inside_the_window(kafka_bootstrap: str,
                                                                              topic_prefix: str) -> None:
     create_topics(kafka_bootstrap, topic_prefix)
+    # u-stale is older than rated-cdrs' 31 days: alone in its segment (a record older than
+    # segment.ms rolls it), the broker's retention check (every minute) would delete it
+    # at any moment of the test
+    asyncio.run(alter_topic(kafka_bootstrap, topic_prefix + "rated-cdrs",
+                            {"cleanup.policy": "delete", "retention.ms": "-1"}))
     tenant = f"win-{uuid.uuid4().hex[:6]}"
     other = neighbour_of(tenant)
     previous = (month_window(MONTH)[0] - timedelta(days=1)).strftime("%Y-%m")
@@ -162,7 +182,7 @@ def test_only_the_tenants_month_without_duplicates_and_only_inside_the_window(ka
                    lot_debits=[{"lot_id": "lot-1", "amount": "0.29"}]), None),
     ])
     result = export(kafka_bootstrap, topic_prefix, "--tenant", tenant, "--month", MONTH)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, told(result)
     rows = parse(result.stdout_bytes.decode())
     assert [(r["Usage ID"], r["Status"], r["Uncollected"]) for r in rows] == [
         ("u1", "rated", "0.00"), ("u-odd", "blocked", "0.00"), ("u2", "partially_funded", "0.20")]
@@ -171,11 +191,11 @@ def test_only_the_tenants_month_without_duplicates_and_only_inside_the_window(ka
                                                     " (read 6 record(s)")
 
     everything = export(kafka_bootstrap, topic_prefix, "--tenant", tenant, "--month", MONTH, "--from-beginning")
-    assert [r["Usage ID"] for r in parse(everything.stdout_bytes.decode())] == ["u-stale", "u1", "u-odd", "u2"]
+    assert usage_ids(everything) == ["u-stale", "u1", "u-odd", "u2"], told(everything)
     last_month = export(kafka_bootstrap, topic_prefix, "--tenant", tenant, "--month", previous)
-    assert [r["Usage ID"] for r in parse(last_month.stdout_bytes.decode())] == ["u-prev"]
+    assert usage_ids(last_month) == ["u-prev"], told(last_month)
     empty = export(kafka_bootstrap, topic_prefix, "--tenant", "nobody", "--month", "2020-01")
-    assert (empty.exit_code, parse(empty.stdout_bytes.decode())) == (0, [])
+    assert usage_ids(empty) == [], told(empty)
 
 
 async def _delete_before(bootstrap: str, tp: TopicPartition, offset: int) -> None:
@@ -201,6 +221,37 @@ def test_records_deleted_by_retention_make_the_export_exit_3(kafka_bootstrap: st
     assert result.stderr.splitlines()[-1] == (
         f"warning: {tp.topic} partition {tp.partition} no longer holds its records before offset 1 (retention):"
         f" rows of {MONTH} may be missing")
+
+
+class DeletedOnStart(Progress):
+    """Retention striking between the export's offset look-ups and its read: deletes the
+    partition's records before ``offset`` when the read is about to start."""
+
+    def __init__(self, bootstrap: str, tp: TopicPartition, offset: int) -> None:
+        super().__init__(shown=False)
+        self.bootstrap, self.tp, self.offset = bootstrap, tp, offset
+
+    def start(self, total: int, label: str) -> None:
+        with ThreadPoolExecutor(1) as other:  # the export's loop is running in this thread
+            other.submit(asyncio.run, _delete_before(self.bootstrap, self.tp, self.offset)).result()
+        super().start(total, label)
+
+
+@pytest.mark.parametrize("from_beginning", [False, True])
+def test_records_deleted_while_the_export_reads_make_it_incomplete_not_empty(
+        kafka_bootstrap: str, topic_prefix: str, from_beginning: bool) -> None:
+    create_topics(kafka_bootstrap, topic_prefix)
+    tenant = f"del-{uuid.uuid4().hex[:6]}"
+    produce(kafka_bootstrap, topic_prefix, [(rated_cdr(tenant, f"u{n}"), None) for n in range(4)])
+    tp = TopicPartition(topic_prefix + "rated-cdrs", tenant_partition(tenant, TEST_PARTITIONS))
+    rows: list[list[str]] = []
+    summary = asyncio.run(read_month(kafka_bootstrap, tp.topic, tenant, MONTH, write=rows.append,
+                                     progress=DeletedOnStart(kafka_bootstrap, tp, 2),
+                                     from_beginning=from_beginning, stall_s=30))
+    assert [r[0] for r in rows] == ["u2", "u3"]
+    assert (summary.first_offset, summary.stop_offset, summary.records) == (0, 4, 2)
+    assert (summary.incomplete, summary.gone_before) == (True, 2)
+    assert summary.notes[-1] == "records 0–1 were deleted (retention) before they were read"
 
 
 def test_bad_options_and_an_unreachable_broker(tmp_path: Path) -> None:
