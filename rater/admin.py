@@ -46,6 +46,9 @@ OPTION_OF_FIELD = {
     "enabled": "--enabled/--disabled",
     "trigger_amount": "--trigger",
     "recharge_amount": "--recharge",
+    "notify/emails": "--email",
+    "notify/webhook_url": "--webhook-url",
+    "notify/locale": "--locale",
 }
 """The option that sets each field of an account command (for error messages)."""
 
@@ -63,6 +66,9 @@ WHAT_IT_MUST_BE = {
     "recharge_amount": "a decimal amount such as 12.50 (no sign, no exponent, at most 4 decimals)",
     "purchased_at": "an RFC 3339 time with an offset, e.g. 2026-11-02T09:00:00Z",
     "capabilities": "at most 32 distinct capability ids of A-Z 0-9 _ (up to 32 characters), e.g. MCOPSTN1",
+    "notify/emails": "at most 10 e-mail addresses (name@domain, no spaces, up to 254 characters)",
+    "notify/webhook_url": "an https:// (or http://) URL without spaces, up to 2048 characters",
+    "notify/locale": "a BCP 47 tag such as en, pt-BR, es, ru, zh-CN, it (others fall back to en)",
 }
 
 
@@ -128,11 +134,11 @@ def check(event: dict[str, Any]) -> None:
     if error is None:
         return
     where, _, why = error.partition(": ")
-    field = where.split("/")[0]
+    field = "/".join(where.split("/")[:2]) if where.startswith("notify/") else where.split("/")[0]
     option = OPTION_OF_FIELD.get(field)
     if option is None:  # not an option's field: a bug of this module, said as it is
         raise OptionError(f"{event['type']}: {error}")
-    value = event.get(field)
+    value = event.get(field) if not field.startswith("notify/") else None
     shown = f" {value!r}" if isinstance(value, str) else ""
     raise OptionError(f"{option}{shown}: must be {WHAT_IT_MUST_BE[field]}" if field in WHAT_IT_MUST_BE
                       else f"{option}{shown}: {why}")
@@ -231,12 +237,23 @@ def tenant() -> None:
               default="prepaid_credits", show_default=True)
 @click.option("--low-balance-threshold", default=None, metavar="AMOUNT",
               help="a low-balance event when the balance falls below this (default: the auto-recharge trigger)")
+@click.option("--email", "emails", multiple=True, metavar="ADDRESS",
+              help="an admin the notifier e-mails (repeat for more, at most 10)")
+@click.option("--webhook-url", default=None, metavar="URL", help="where the notifier POSTs each notification")
+@click.option("--locale", default=None, metavar="TAG",
+              help="the notifications' language: en, pt-BR, es, ru, zh-CN, it (others: en) [default: en]")
 def tenant_upsert(*, tenant_id: str, command_id: str | None, dry_run: bool, bootstrap: str, prefix: str,
                   timeout: float, country: str, currency: str, billing_model: str,
-                  low_balance_threshold: str | None) -> None:
-    """Create a tenant or change its country, billing model or low-balance threshold."""
+                  low_balance_threshold: str | None, emails: tuple[str, ...], webhook_url: str | None,
+                  locale: str | None) -> None:
+    """Create a tenant or change its country, billing model, low-balance threshold or
+    contacts (a full upsert: contacts left out are no contacts)."""
+    notify: dict[str, Any] | None = None
+    if emails or webhook_url or locale:
+        notify = {"emails": list(emails), "webhook_url": webhook_url, "locale": locale or "en"}
     event = build("tenant_upserted", tenant_id, command_id, country=country, currency=currency,
-                  billing_model=billing_model, low_balance_threshold=low_balance_threshold)
+                  billing_model=billing_model, low_balance_threshold=low_balance_threshold,
+                  **({"notify": notify} if notify is not None else {}))
     check(event)
     check_amount("--low-balance-threshold", low_balance_threshold, currency)
     send(event, bootstrap=bootstrap, prefix=prefix, timeout_s=timeout, dry_run=dry_run)

@@ -44,6 +44,15 @@ def test_every_command_builds_its_schema_valid_event() -> None:
         "type": "tenant_upserted", "schema_version": 1, "event_id": "c1", "tenant_id": "acme", "occurred_at": None,
         "command_id": "c1", "country": "US", "currency": "USD", "billing_model": "prepaid_credits",
         "low_balance_threshold": "5.00"}
+    contacts = dry("tenant", "upsert", "--tenant", "acme", "--country", "BR", "--currency", "BRL",
+                   "--email", "ana@acme.example", "--email", "ti@acme.example", "--webhook-url",
+                   "https://hooks.acme.example/rater", "--locale", "pt-BR")
+    assert contacts["notify"] == {"emails": ["ana@acme.example", "ti@acme.example"],
+                                  "webhook_url": "https://hooks.acme.example/rater", "locale": "pt-BR"}
+    assert dry("tenant", "upsert", "--tenant", "acme", "--country", "US", "--currency", "USD",
+               "--email", "a@acme.example")["notify"] == {"emails": ["a@acme.example"], "webhook_url": None,
+                                                          "locale": "en"}
+    assert "notify" not in upsert  # no contacts given: none (a full upsert)
     licences = dry("tenant", "licences", "--tenant", "acme", "--user", "alice", "--location", "GB",
                    "--capability", "MCOPSTN1", "--capability", "MCOPSTNPP")
     assert (licences["user_id"], licences["usage_location"], licences["capabilities"]) == (
@@ -73,6 +82,13 @@ def test_every_command_builds_its_schema_valid_event() -> None:
     (["upsert", "--tenant", "acme", "--country", "US", "--currency", "USD", "--low-balance-threshold", "-1"],
      "Error: --low-balance-threshold '-1': must be a decimal amount such as 12.50 (no sign, no exponent,"
      " at most 4 decimals)"),
+    (["upsert", "--tenant", "acme", "--country", "US", "--currency", "USD", "--email", "a@acme.example",
+      "--email", "admin at acme"],
+     "Error: --email: must be at most 10 e-mail addresses (name@domain, no spaces, up to 254 characters)"),
+    (["upsert", "--tenant", "acme", "--country", "US", "--currency", "USD", "--webhook-url", "ftp://acme.example"],
+     "Error: --webhook-url: must be an https:// (or http://) URL without spaces, up to 2048 characters"),
+    (["upsert", "--tenant", "acme", "--country", "US", "--currency", "USD", "--locale", "pt_BR"],
+     "Error: --locale: must be a BCP 47 tag such as en, pt-BR, es, ru, zh-CN, it (others fall back to en)"),
     (["funds", "--tenant", "acme", "--amount", "1.234", "--currency", "USD"],
      "Error: --amount '1.234': USD amounts have at most 2 decimal(s)"),
     (["funds", "--tenant", "acme", "--amount", "1.5", "--currency", "JPY"],

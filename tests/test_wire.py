@@ -62,6 +62,15 @@ FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "currency": st.sampled_from(["USD", "JPY", "US"]),
         "billing_model": st.sampled_from(["prepaid_credits", "postpaid_overage", "free"]),
         "low_balance_threshold": st.one_of(st.none(), MONEY),
+        "notify": st.one_of(st.none(), st.just({}), st.fixed_dictionaries({}, optional={
+            "emails": st.lists(st.sampled_from(["admin@acme.example", "a@b", "no-at", "a@b\n", "a b@c", "@x",
+                                                "a@b@c", "x" * 250 + "@b.c", "é@ü.example", "a\x00@b"]), max_size=11),
+            "webhook_url": st.one_of(st.none(), st.sampled_from([
+                "https://hooks.acme.example/rater", "http://127.0.0.1:8080/x", "ftp://x", "https://", "https://a b",
+                "HTTPS://x.example", "https://x.example\n", "https://" + "x" * 2040])),
+            "locale": st.sampled_from(["en", "pt-BR", "zh-CN", "zh-Hans-CN", "x", "en_US", "pt-BR\n", "", "de"]),
+            "extra": st.just(1),
+        })),
     },
     "licenses_assigned": {
         "command_id": IDS, "user_id": IDS, "usage_location": st.sampled_from(["US", "GB"]),
