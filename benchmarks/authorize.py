@@ -20,8 +20,10 @@ local one, or ``KAFKA_BOOTSTRAP``) share the 4 partitions of seeded workload ten
    where it fell short by more than 10 % says so.
 
 Series alternate direct and forwarded, ``--rounds`` times each, so the VM's drift weighs
-on both. Prints p50/p99/max per series and pooled, with the machine and the date.
-Target: p99 < 5 ms under load.
+on both. Prints p50/p99/max per series and pooled, with the machine and the date, and for
+each phase how busy the machine's CPUs were (/proc/stat) and how much of it the two
+workers were: on a shared VM, other jobs' CPU shows as the difference (a worker waiting
+for a CPU answers late whatever its event loop does). Target: p99 < 5 ms under load.
 """
 
 from __future__ import annotations
@@ -187,6 +189,28 @@ def _caught_up(bootstrap: str, prefix: str, total: int, timeout_s: float = 600) 
     return time.monotonic()
 
 
+def _cpu(pids: list[int]) -> tuple[float, float, float]:
+    """(CPU seconds the machine has been busy, its CPU seconds in all — both summed over
+    its CPUs, from /proc/stat —, CPU seconds of the processes ``pids``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    total = sum(fields[:8])  # up to steal (guest time is counted in user already)
+    own = 0
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        own += int(stat[11]) + int(stat[12])  # utime, stime
+    return (total - idle) / tick, total / tick, own / tick
+
+
+def _busy(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:
+    """How busy the machine was between two :func:`_cpu` readings, and the workers' share."""
+    busy, total, own = (b - a for a, b in zip(before, after, strict=True))
+    cpus = os.cpu_count() or 1
+    return (f"machine {busy / total:.0%} busy ({busy / total * cpus:.2f} of {cpus} CPUs), of it the two workers"
+            f" {own / total * cpus:.2f} CPUs; load average {os.getloadavg()[0]:.1f}")
+
+
 def _pct(times: list[float], q: float) -> float:
     ordered = sorted(times)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
@@ -210,19 +234,29 @@ def _show(phase: str, found: dict[str, list[list[float]]]) -> None:
               f"   max {max(pooled):7.2f} ms   (p99 of each series: {each})", flush=True)
 
 
-def _saturate(bootstrap: str, prefix: str, start: str, total: int) -> float:
+def _saturate(bootstrap: str, prefix: str, start: str, total: int, pids: list[int]) -> float:
     """The workers' maximum rate: ``total`` CDRs filled as fast as a producer can, the
     committed records per second from the fill's end to the last one."""
     filler = Sender(bootstrap, f"{prefix}cdrs", start, first=0, count=total, rate=0)
     filled, fill_s = filler.finish(stop=False)
-    at_fill, backlog = time.monotonic(), _committed(bootstrap, prefix)
+    at_fill, backlog, cpu = time.monotonic(), _committed(bootstrap, prefix), _cpu(pids)
     done_at = _caught_up(bootstrap, prefix, total)
     measured = (total - backlog) / (done_at - at_fill)
     print(f"  saturation: {filled} CDRs filled in {fill_s:.1f} s; the workers rated the {total - backlog}"
-          f" left at the fill's end in {done_at - at_fill:.1f} s: {measured:,.0f} CDRs/s", flush=True)
+          f" left at the fill's end in {done_at - at_fill:.1f} s: {measured:,.0f} CDRs/s; {_busy(cpu, _cpu(pids))}",
+          flush=True)
     if total - backlog < total / 4:
         print("  (less than a quarter of the CDRs were left at the fill's end: a rough maximum)")
     return measured
+
+
+def _forwarding(phases: dict[str, dict[str, list[list[float]]]]) -> None:
+    """What the hop adds: forwarded − direct, p50 and p99, per phase."""
+    for phase, found in phases.items():
+        direct = [t for one in found["direct"] for t in one]
+        forwarded = [t for one in found["forwarded"] for t in one]
+        print(f"  forwarding adds, {phase}: p50 {statistics.median(forwarded) - statistics.median(direct):+.2f}"
+              f" ms, p99 {_pct(forwarded, 0.99) - _pct(direct, 0.99):+.2f} ms")
 
 
 def main() -> None:
@@ -257,34 +291,33 @@ def main() -> None:
             owner = _owner(workers[0].url, body)
             urls = {"direct": owner, "forwarded": next(w.url for w in workers if w.url != owner)}
 
+            pids = [w.proc.pid for w in workers]
             total = 0 if args.max_rate else args.saturation
-            max_rate = args.max_rate or _saturate(bootstrap, prefix, start, total)
+            max_rate = args.max_rate or _saturate(bootstrap, prefix, start, total, pids)
 
+            cpu = _cpu(pids)
             idle = _series(urls, body, args.requests, args.rounds)
+            print(f"  idle: {_busy(cpu, _cpu(pids))}")
             _show("idle", idle)
 
             rate = max_rate * args.load
             duration_s = 15 + args.rounds * args.requests * 2 * 0.015  # more than the series take
             sender = Sender(bootstrap, topic, start, first=total, count=int(rate * duration_s), rate=rate)
             _caught_up(bootstrap, prefix, total + int(rate * 3))  # 3 s of traffic rated: the workers are loaded
-            first_at, first = time.monotonic(), _committed(bootstrap, prefix)
+            first_at, first, cpu = time.monotonic(), _committed(bootstrap, prefix), _cpu(pids)
             loaded = _series(urls, body, args.requests, args.rounds)
-            last_at, last = time.monotonic(), _committed(bootstrap, prefix)
+            last_at, last, busy = time.monotonic(), _committed(bootstrap, prefix), _busy(cpu, _cpu(pids))
             sent, sent_s = sender.finish(stop=True)
             if sent >= int(rate * duration_s):
                 raise SystemExit("the sender ran out of CDRs before the series ended: raise duration_s")
             achieved = (last - first) / (last_at - first_at)
             print(f"  loaded: asked {rate:,.0f} CDRs/s ({args.load:.0%} of {max_rate:,.0f}); the sender sent"
                   f" {sent / sent_s:,.0f}/s; the workers committed {achieved:,.0f}/s while the series ran"
-                  f" ({last_at - first_at:.0f} s)", flush=True)
+                  f" ({last_at - first_at:.0f} s); {busy}", flush=True)
             if achieved < 0.9 * rate:
                 print("  THE WORKERS FELL SHORT of the asked rate by more than 10 %: not a half-load run")
             _show("loaded", loaded)
-            for phase, found in (("idle", idle), ("loaded", loaded)):
-                direct = [t for one in found["direct"] for t in one]
-                forwarded = [t for one in found["forwarded"] for t in one]
-                print(f"  forwarding adds, {phase}: p50 {statistics.median(forwarded) - statistics.median(direct):+.2f}"
-                      f" ms, p99 {_pct(forwarded, 0.99) - _pct(direct, 0.99):+.2f} ms")
+            _forwarding({"idle": idle, "loaded": loaded})
             print("  target: p99 < 5 ms under load")
         finally:
             for worker in workers:
