@@ -168,11 +168,13 @@ def _owner(url: str, body: bytes) -> str:
 def _settle(workers: list[Worker]) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
+        for worker in workers:
+            worker.check_alive()  # a worker that stopped says why (its log's tail)
         states = [_get(w.url + "/readyz") for w in workers]
         if all(s == 200 and b.get("partitions") for s, b in states):
             return
         time.sleep(0.2)
-    raise SystemExit("the workers never shared the partitions")
+    raise SystemExit(f"the workers never shared the partitions: {states}")
 
 
 def _committed(bootstrap: str, prefix: str) -> int:
