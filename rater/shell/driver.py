@@ -59,7 +59,7 @@ SLICE_S = 0.001
 without letting it serve anything else (the API's requests, the other partitions'
 units): about a millisecond, where a batch of 2000 CDRs is over 100 ms of work. A unit
 is still one transaction; the slices only interleave with work that does not touch its
-task (issue 13: an authorize request waited for whole batches, p99 27 ms at half the
+task (issue 13: an API request waited for whole batches, up to 57 ms of CPU at half the
 maximum rate)."""
 MAX_RECORD_BYTES = 8 * 1024 * 1024 - 16 * 1024
 """The largest record a unit may hold: what fits, with a record batch's own bytes, in the
