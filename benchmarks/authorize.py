@@ -1,25 +1,45 @@
-"""Authorize latency (issue 13): ``POST /v1/authorize`` p50/p99 on workers that are rating.
+"""Authorize latency (issue 13): ``POST /v1/authorize`` p50/p99/max on workers that are
+rating at half the maximum rate measured in the same run.
 
-    .venv/bin/python benchmarks/authorize.py [--rate CDRS_PER_S] [--requests N]
+    .venv/bin/python benchmarks/authorize.py [--requests N] [--rounds N] [--max-rate CDRS_PER_S]
 
-Two real ``rater worker`` processes on one broker (a fresh local one, or
-``KAFKA_BOOTSTRAP``) share the partitions; seeded workload traffic (rater/workload.py)
-goes into ``cdrs`` at ``--rate`` CDRs/s (set it to about half what
-``benchmarks/streaming.py`` measures on the machine) while authorize requests, one at a
-time, go to each tenant's owner (direct) and to the other worker (forwarded, one hop).
-Prints p50/p99 with the machine and the date. Target: p99 < 5 ms.
+Two real ``rater worker`` processes (production tick interval) on one broker (a fresh
+local one, or ``KAFKA_BOOTSTRAP``) share the 4 partitions of seeded workload tenants
+(rater/workload.py). Then, in one run:
+
+1. **saturation** — ``--saturation`` CDRs are put on ``cdrs`` as fast as a producer can
+   and the two workers rate the backlog; the maximum rate is the committed records per
+   second from the end of the fill to the last one (the workers alone on the machine,
+   as ``benchmarks/streaming.py`` times them), unless ``--max-rate`` gives it;
+2. **idle** — authorize requests, one at a time, to a tenant's owner (direct) and to the
+   other worker (forwarded, one hop), nothing being rated;
+3. **loaded** — a sender *process* (not a thread: the measuring client would wait for
+   its GIL) paces fresh CDRs at half the maximum rate, in 5 ms steps, while the same
+   series run again. The rate the workers committed during the series is measured
+   (the consumer group's committed offsets) and printed beside the asked one; a run
+   where it fell short by more than 10 % says so.
+
+Series alternate direct and forwarded, ``--rounds`` times each, so the VM's drift weighs
+on both. Prints p50/p99/max per series and pooled, with the machine and the date, and for
+each phase how busy the machine's CPUs were (/proc/stat) and how much of it the two
+workers were: on a shared VM, other jobs' CPU shows as the difference (a worker waiting
+for a CPU answers late whatever its event loop does). Target: p99 < 5 ms under load.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from datetime import UTC, datetime
@@ -28,12 +48,92 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from streaming import committed  # a sibling script: run as benchmarks/authorize.py
 
 from rater.localkafka import broker_for_tests
 from rater.workload import Workload
-from tests.support import Worker, create_topics, send_events
+from tests.support import TEST_PARTITIONS, Worker, create_topics, send_events
+
+TENANTS, USERS = 50, 1000
+STEP_S = 0.005
+"""The sender's pacing step."""
 
 
+# -- the sender process -------------------------------------------------------------------
+def _cdrs(start: str, first: int, count: int) -> list[tuple[bytes, bytes]]:
+    """(key, value) of CDRs ``first`` to ``first + count`` of the run's workload (usage
+    ids numbered from ``first``: no phase repeats another's)."""
+    load = Workload(tenants=TENANTS, users=USERS, start=start)
+    made = []
+    for n, cdr in enumerate(load.cdrs(count, per_second=2000.0), start=first):
+        cdr["usage_id"] = cdr["event_id"] = f"{cdr['tenant_id']}/cdr/{n}"
+        made.append((cdr["tenant_id"].encode(), orjson.dumps(cdr)))
+    return made
+
+
+async def _send(bootstrap: str, topic: str, cdrs: list[tuple[bytes, bytes]], rate: float) -> None:
+    """Send ``cdrs`` — as fast as possible (``rate`` 0) or paced at ``rate`` per second
+    until SIGTERM —, then print ``sent N S`` (records, seconds)."""
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - the sender's own import
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                max_batch_size=256 * 1024, enable_idempotence=True)
+    await producer.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print("ready", flush=True)
+    sent, began = 0, time.monotonic()
+    try:
+        if rate <= 0:
+            for key, value in cdrs:
+                await producer.send(topic, value, key=key)
+            sent = len(cdrs)
+        else:
+            while not stop.is_set() and sent < len(cdrs):
+                due = min(len(cdrs), int(rate * (time.monotonic() - began)))
+                for key, value in cdrs[sent:due]:
+                    await producer.send(topic, value, key=key)
+                sent = max(sent, due)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), STEP_S)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    print(f"sent {sent} {time.monotonic() - began:.3f}", flush=True)
+
+
+def sender_main(argv: list[str]) -> None:
+    bootstrap, topic, start, first, count, rate = argv
+    cdrs = _cdrs(start, int(first), int(count))
+    asyncio.run(_send(bootstrap, topic, cdrs, float(rate)))
+
+
+class Sender:
+    """A sender process: started, it makes its CDRs and says ``ready``."""
+
+    def __init__(self, bootstrap: str, topic: str, start: str, *, first: int, count: int, rate: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--sender", bootstrap, topic, start, str(first), str(count), str(rate)],
+            stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            raise SystemExit(f"the sender did not start: {line!r}")
+
+    def finish(self, *, stop: bool) -> tuple[int, float]:
+        """(records sent, seconds), once it ended (``stop``: told to)."""
+        if stop:
+            self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=120)
+        words = out.split()
+        if self.proc.returncode or len(words) != 3 or words[0] != "sent":
+            raise SystemExit(f"the sender failed ({self.proc.returncode}): {out!r}")
+        return int(words[1]), float(words[2])
+
+
+# -- the measuring side -------------------------------------------------------------------
 def _get(url: str) -> tuple[int, dict[str, object]]:
     try:
         with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - a worker we started
@@ -52,71 +152,182 @@ def _post(url: str, body: bytes) -> tuple[float, str]:
     return (time.perf_counter() - began) * 1000, answered_by
 
 
+def _owner(url: str, body: bytes) -> str:
+    """The URL of the worker that answers for the benchmark's tenant (once its account
+    is applied: 404 before)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return _post(url + "/v1/authorize", body)[1]
+        except urllib.error.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def _settle(workers: list[Worker]) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
+        for worker in workers:
+            worker.check_alive()  # a worker that stopped says why (its log's tail)
         states = [_get(w.url + "/readyz") for w in workers]
         if all(s == 200 and b.get("partitions") for s, b in states):
             return
-        time.sleep(0.5)
-    raise SystemExit("the workers never shared the partitions")
+        time.sleep(0.2)
+    raise SystemExit(f"the workers never shared the partitions: {states}")
+
+
+def _committed(bootstrap: str, prefix: str) -> int:
+    return asyncio.run(committed(bootstrap, f"{prefix}rater", f"{prefix}cdrs", TEST_PARTITIONS))
+
+
+def _caught_up(bootstrap: str, prefix: str, total: int, timeout_s: float = 600) -> float:
+    """Wait until the workers committed ``total`` CDRs; when it happened (monotonic)."""
+    deadline = time.monotonic() + timeout_s
+    while (done := _committed(bootstrap, prefix)) < total:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the workers committed {done} of {total} CDRs in {timeout_s:.0f} s")
+        time.sleep(0.05)
+    return time.monotonic()
+
+
+def _cpu(pids: list[int]) -> tuple[float, float, float]:
+    """(CPU seconds the machine has been busy, its CPU seconds in all — both summed over
+    its CPUs, from /proc/stat —, CPU seconds of the processes ``pids``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    total = sum(fields[:8])  # up to steal (guest time is counted in user already)
+    own = 0
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        own += int(stat[11]) + int(stat[12])  # utime, stime
+    return (total - idle) / tick, total / tick, own / tick
+
+
+def _busy(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:
+    """How busy the machine was between two :func:`_cpu` readings, and the workers' share."""
+    busy, total, own = (b - a for a, b in zip(before, after, strict=True))
+    cpus = os.cpu_count() or 1
+    return (f"machine {busy / total:.0%} busy ({busy / total * cpus:.2f} of {cpus} CPUs), of it the two workers"
+            f" {own / total * cpus:.2f} CPUs; load average {os.getloadavg()[0]:.1f}")
+
+
+def _pct(times: list[float], q: float) -> float:
+    ordered = sorted(times)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def _series(urls: dict[str, str], body: bytes, requests: int, rounds: int) -> dict[str, list[list[float]]]:
+    """Per route (direct, forwarded), ``rounds`` series of ``requests`` latencies (ms),
+    the routes alternating."""
+    found: dict[str, list[list[float]]] = {name: [] for name in urls}
+    for _ in range(rounds):
+        for name, url in urls.items():
+            found[name].append([_post(url + "/v1/authorize", body)[0] for _ in range(requests)])
+    return found
+
+
+def _show(phase: str, found: dict[str, list[list[float]]]) -> None:
+    for name, series in found.items():
+        pooled = [t for one in series for t in one]
+        each = ", ".join(f"{_pct(one, 0.99):.2f}" for one in series)
+        print(f"  {phase:6} {name:9}  p50 {statistics.median(pooled):6.2f} ms   p99 {_pct(pooled, 0.99):6.2f} ms"
+              f"   max {max(pooled):7.2f} ms   (p99 of each series: {each})", flush=True)
+
+
+def _saturate(bootstrap: str, prefix: str, start: str, total: int, pids: list[int]) -> float:
+    """The workers' maximum rate: ``total`` CDRs filled as fast as a producer can, the
+    committed records per second from the fill's end to the last one."""
+    filler = Sender(bootstrap, f"{prefix}cdrs", start, first=0, count=total, rate=0)
+    filled, fill_s = filler.finish(stop=False)
+    at_fill, backlog, cpu = time.monotonic(), _committed(bootstrap, prefix), _cpu(pids)
+    done_at = _caught_up(bootstrap, prefix, total)
+    measured = (total - backlog) / (done_at - at_fill)
+    print(f"  saturation: {filled} CDRs filled in {fill_s:.1f} s; the workers rated the {total - backlog}"
+          f" left at the fill's end in {done_at - at_fill:.1f} s: {measured:,.0f} CDRs/s; {_busy(cpu, _cpu(pids))}",
+          flush=True)
+    if total - backlog < total / 4:
+        print("  (less than a quarter of the CDRs were left at the fill's end: a rough maximum)")
+    return measured
+
+
+def _forwarding(phases: dict[str, dict[str, list[list[float]]]]) -> None:
+    """What the hop adds: forwarded − direct, p50 and p99, per phase."""
+    for phase, found in phases.items():
+        direct = [t for one in found["direct"] for t in one]
+        forwarded = [t for one in found["forwarded"] for t in one]
+        print(f"  forwarding adds, {phase}: p50 {statistics.median(forwarded) - statistics.median(direct):+.2f}"
+              f" ms, p99 {_pct(forwarded, 0.99) - _pct(direct, 0.99):+.2f} ms")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rate", type=float, default=500.0, help="CDRs per second sent while measuring")
-    parser.add_argument("--requests", type=int, default=2000, help="authorize requests per series")
+    parser.add_argument("--requests", type=int, default=1000, help="authorize requests per series")
+    parser.add_argument("--rounds", type=int, default=2, help="series per route and phase (alternating routes)")
+    parser.add_argument("--saturation", type=int, default=150_000, help="CDRs of the saturation phase")
+    parser.add_argument("--max-rate", type=float, default=0.0,
+                        help="the workers' maximum CDRs/s (default: measured by the saturation phase)")
+    parser.add_argument("--load", type=float, default=0.5, help="the loaded phase's rate, a fraction of the maximum")
     args = parser.parse_args()
+    print(f"authorize latency, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()} ({platform.machine()},"
+          f" {os.cpu_count()} CPUs, Python {platform.python_version()}), 2 workers, {TEST_PARTITIONS} partitions,"
+          f" {args.rounds} × {args.requests} requests per route and phase", flush=True)
     with broker_for_tests() as bootstrap, tempfile.TemporaryDirectory() as tmp:
         prefix = f"bauthz{uuid.uuid4().hex[:6]}."
+        topic = f"{prefix}cdrs"
         create_topics(bootstrap, prefix)
-        workers = [Worker(bootstrap, prefix, Path(tmp) / name).start() for name in ("a", "b")]
+        workers = [Worker(bootstrap, prefix, Path(tmp) / name, extra_env={"RATER_TICK_INTERVAL": "1",
+                                                                           "RATER_LOG_LEVEL": "warn"}).start()
+                   for name in ("a", "b")]
         try:
-            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            load = Workload(tenants=50, users=1000, start=now)
+            start = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            load = Workload(tenants=TENANTS, users=USERS, start=start)
             send_events(bootstrap, prefix, list(load.setup()))
             _settle(workers)
-            stop = threading.Event()
-            sent = [0]
-
-            def traffic() -> None:
-                cdrs = load.cdrs(10_000_000, per_second=args.rate)
-                while not stop.is_set():
-                    began = time.monotonic()
-                    send_events(bootstrap, prefix, [("cdrs", next(cdrs)) for _ in range(int(args.rate / 10))])
-                    sent[0] += int(args.rate / 10)
-                    time.sleep(max(0.0, 0.1 - (time.monotonic() - began)))
-
-            sender = threading.Thread(target=traffic, daemon=True)
-            sender.start()
-            time.sleep(5)  # the worker is rating before the first request
-            started = time.monotonic() - 5
             tenant = load.tenants[0]
             user, location = tenant.users[0]
             body = orjson.dumps({"tenant_id": tenant.tenant_id, "user_id": user, "call_type": "user_out",
                                  "number_type": "geographic", "destination": "+12125550123",
                                  "user_location": location})
-            _ms, owner = _post(workers[0].url + "/v1/authorize", body)
-            other = next(w.url for w in workers if w.url != owner)
-            results = {}
-            for name, url in (("direct", owner), ("forwarded", other)):
-                times = sorted(_post(url + "/v1/authorize", body)[0] for _ in range(args.requests))
-                results[name] = (statistics.median(times), times[int(len(times) * 0.99) - 1])
-            if not sender.is_alive():
-                raise SystemExit("the traffic stopped: the numbers would be of idle workers")
-            stop.set()
-            sender.join()
-            elapsed = time.monotonic() - started
+            owner = _owner(workers[0].url, body)
+            urls = {"direct": owner, "forwarded": next(w.url for w in workers if w.url != owner)}
+
+            pids = [w.proc.pid for w in workers]
+            total = 0 if args.max_rate else args.saturation
+            max_rate = args.max_rate or _saturate(bootstrap, prefix, start, total, pids)
+
+            cpu = _cpu(pids)
+            idle = _series(urls, body, args.requests, args.rounds)
+            print(f"  idle: {_busy(cpu, _cpu(pids))}")
+            _show("idle", idle)
+
+            rate = max_rate * args.load
+            duration_s = 15 + args.rounds * args.requests * 2 * 0.015  # more than the series take
+            sender = Sender(bootstrap, topic, start, first=total, count=int(rate * duration_s), rate=rate)
+            _caught_up(bootstrap, prefix, total + int(rate * 3))  # 3 s of traffic rated: the workers are loaded
+            first_at, first, cpu = time.monotonic(), _committed(bootstrap, prefix), _cpu(pids)
+            loaded = _series(urls, body, args.requests, args.rounds)
+            last_at, last, busy = time.monotonic(), _committed(bootstrap, prefix), _busy(cpu, _cpu(pids))
+            sent, sent_s = sender.finish(stop=True)
+            if sent >= int(rate * duration_s):
+                raise SystemExit("the sender ran out of CDRs before the series ended: raise duration_s")
+            achieved = (last - first) / (last_at - first_at)
+            print(f"  loaded: asked {rate:,.0f} CDRs/s ({args.load:.0%} of {max_rate:,.0f}); the sender sent"
+                  f" {sent / sent_s:,.0f}/s; the workers committed {achieved:,.0f}/s while the series ran"
+                  f" ({last_at - first_at:.0f} s); {busy}", flush=True)
+            if achieved < 0.9 * rate:
+                print("  THE WORKERS FELL SHORT of the asked rate by more than 10 %: not a half-load run")
+            _show("loaded", loaded)
+            _forwarding({"idle": idle, "loaded": loaded})
+            print("  target: p99 < 5 ms under load")
         finally:
             for worker in workers:
                 worker.stop()
-    print(f"authorize latency, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}"
-          f" ({platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}),"
-          f" {sent[0]} CDRs sent in {elapsed:.0f} s ({sent[0] / elapsed:.0f}/s, asked {args.rate:.0f}/s)"
-          f" to 2 workers, {args.requests} requests per series")
-    for name, (p50, p99) in results.items():
-        print(f"  {name:9}  p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   (target p99 < 5 ms)")
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--sender"]:
+        sender_main(sys.argv[2:])
+    else:
+        main()

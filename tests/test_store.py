@@ -46,3 +46,15 @@ def test_clearing_the_store_forgets_everything_even_the_offset(tmp_path: Path) -
     store.close()
     reopened = LocalStore(tmp_path / "tenants-0.db")
     assert reopened.next_offset() == 0
+
+
+def test_a_write_made_in_slices_changes_nothing_until_its_end_then_all_of_it(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "tenants-0.db")
+    store.write([(b"acme", b"{old}"), (PARTITION_KEY, b"{p}")], 3)
+    work = store.writing([(id_key("acme", f"u/2026-11/{n}"), b"d") for n in range(5)] + [(b"acme", b"{new}")], 9,
+                         0.0)  # a slice of no time: it yields before every record
+    for _ in range(6):
+        next(work)
+        assert (store.get(b"acme"), store.next_offset()) == (b"{old}", 3)  # what a request reads meanwhile
+    assert next(work, "ended") == "ended"
+    assert (store.get(b"acme"), store.next_offset(), len(store.keys(id_key("acme", "u/"), 10))) == (b"{new}", 9, 5)

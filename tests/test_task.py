@@ -192,6 +192,22 @@ def test_batches_and_restarts_anywhere_give_the_same_events_and_money(stream: li
     assert latest == {o.key: orjson.loads(o.value)["balance"] for o in straight.outputs if o.topic == "balances"}
 
 
+def test_a_batch_made_in_slices_is_the_batch_made_at_once(stream: list[edge.Record]) -> None:
+    records = stream[:300]
+    expected = Store().task().process(records)
+    work = Store().task().slices(records, 0.0)  # a slice of no time: it yields before every record and tenant
+    turns = 0
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            batch = done.value
+            break
+        turns += 1
+    assert turns >= len(records)
+    assert batch == expected
+
+
 def _tenant_records(store: Store) -> dict[bytes, bytes]:
     return {k: v for k, v in store.records.items() if not k.startswith(b"!") and k != PARTITION_KEY}
 

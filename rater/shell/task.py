@@ -40,9 +40,11 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Callable, Iterable
+import math
+import time
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
 import orjson
@@ -271,6 +273,36 @@ def probe_value() -> bytes:
     return orjson.dumps({"type": CLOCK_PROBE})
 
 
+T = TypeVar("T")
+
+
+def finish(work: Generator[None, None, T]) -> T:
+    """Run work made in slices (:meth:`PartitionTask.slices`) to its end at once; its result."""
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            return cast("T", done.value)
+
+
+class Slicer:
+    """Says when a slice of work is up: ``slice_s`` seconds since it began (None: never).
+    Work in slices yields when :meth:`over` says so and calls :meth:`restart` when it
+    is resumed (the time it waited is not its own)."""
+
+    __slots__ = ("budget", "due")
+
+    def __init__(self, slice_s: float | None) -> None:
+        self.budget = math.inf if slice_s is None else slice_s
+        self.due = time.perf_counter() + self.budget
+
+    def over(self) -> bool:
+        return time.perf_counter() >= self.due
+
+    def restart(self) -> None:
+        self.due = time.perf_counter() + self.budget
+
+
 class PartitionTask:
     """The rater's work for one input partition number."""
 
@@ -380,10 +412,23 @@ class PartitionTask:
 
         The batch must be in the store (:meth:`Store.get` answers with it) before the
         next call: the ids it applied are read from there from then on."""
+        return finish(self.slices(records, None))
+
+    def slices(self, records: Iterable[edge.Record], slice_s: float | None) -> Generator[None, None, Batch]:
+        """:meth:`process` in slices of about ``slice_s`` seconds of work (None: one
+        slice): a generator that yields between slices and returns the batch. The driver
+        lets its event loop serve API requests and the other partitions' units there — a
+        request waits for a slice, not for a whole batch. The slices make one batch, one
+        unit: nothing else may use the task until the generator has returned, and one
+        left unfinished (it raised, or was dropped) leaves the task unusable — the
+        worker stops, as when ``process`` raises."""
+        slicer = Slicer(slice_s)
         batch = Batch()
         self._journal, self._touched, self._balances, self._usage = {}, {}, {}, {}
-        touched, balances = self._touched, self._balances
         for record in records:
+            if slicer.over():
+                yield
+                slicer.restart()
             if record.offset < self.offsets.get(record.topic, 0):
                 batch.skipped += 1
                 continue
@@ -393,30 +438,8 @@ class PartitionTask:
                 self._tick(record, batch)
             else:
                 self._input(record, batch)
-        for tenant_id, (now_us, cause) in balances.items():
-            try:
-                snapshot = balance_event(touched[tenant_id], self.ctx, now_us, cause)
-                value = edge.encode(snapshot.payload)
-            except Exception:  # a bug: the money moved and is on the rated CDRs; the next snapshot shows it
-                log.exception("partition %d: the balance snapshot of tenant %s (caused by %s) failed;"
-                              " none is sent for this batch", self.partition, tenant_id, cause)
-                continue
-            batch.outputs.append(Produced(snapshot.stream, tenant_id.encode(), value))
-            if self.counting:
-                tally.count_output(batch.counts, snapshot.stream, "balance")
-        for tenant_id, state in touched.items():
-            batch.states[tenant_id] = encode_state(state)
-            fresh, forgotten = state.ids.drain()
-            for memory_key, digest in fresh.items():
-                batch.ids[id_key(tenant_id, memory_key)] = digest.encode()
-            for month in forgotten:
-                # purged from the next batch on; a month with no stored id (the tenant made
-                # no call in it, or only in this batch: those ids were never written) has
-                # nothing to purge
-                if self.store.keys(id_key(tenant_id, usage_key(month, "")), 1):
-                    batch.ids[purge_key(tenant_id, month)] = b""
-                self._expire_usage(tenant_id, first_kept(month), batch)
-            self._drain_users(tenant_id, state, batch)
+        yield from self._snapshots(batch, slicer)
+        yield from self._states(batch, slicer)
         self._add_usage(batch)
         for tenant_id, month in self._queued:  # from a version 2 partition record
             batch.ids.setdefault(purge_key(tenant_id, month), b"")
@@ -430,6 +453,43 @@ class PartitionTask:
             "offsets": self.offsets,
         })
         return batch
+
+    def _snapshots(self, batch: Batch, slicer: Slicer) -> Generator[None, None, None]:
+        """The balance snapshot of each tenant whose balance the batch changed."""
+        touched = self._touched
+        for tenant_id, (now_us, cause) in self._balances.items():
+            if slicer.over():
+                yield
+                slicer.restart()
+            try:
+                snapshot = balance_event(touched[tenant_id], self.ctx, now_us, cause)
+                value = edge.encode(snapshot.payload)
+            except Exception:  # a bug: the money moved and is on the rated CDRs; the next snapshot shows it
+                log.exception("partition %d: the balance snapshot of tenant %s (caused by %s) failed;"
+                              " none is sent for this batch", self.partition, tenant_id, cause)
+                continue
+            batch.outputs.append(Produced(snapshot.stream, tenant_id.encode(), value))
+            if self.counting:
+                tally.count_output(batch.counts, snapshot.stream, "balance")
+
+    def _states(self, batch: Batch, slicer: Slicer) -> Generator[None, None, None]:
+        """The state, new ids, forgotten months and users of each tenant the batch changed."""
+        for tenant_id, state in self._touched.items():
+            if slicer.over():
+                yield
+                slicer.restart()
+            batch.states[tenant_id] = encode_state(state)
+            fresh, forgotten = state.ids.drain()
+            for memory_key, digest in fresh.items():
+                batch.ids[id_key(tenant_id, memory_key)] = digest.encode()
+            for month in forgotten:
+                # purged from the next batch on; a month with no stored id (the tenant made
+                # no call in it, or only in this batch: those ids were never written) has
+                # nothing to purge
+                if self.store.keys(id_key(tenant_id, usage_key(month, "")), 1):
+                    batch.ids[purge_key(tenant_id, month)] = b""
+                self._expire_usage(tenant_id, first_kept(month), batch)
+            self._drain_users(tenant_id, state, batch)
 
     def _add_usage(self, batch: Batch) -> None:
         """The tenant months the batch's calls added to: their committed usage plus the batch's."""
