@@ -57,7 +57,7 @@ from rater.core.inputs import Cdr, Input
 from rater.core.state import IdMemory, IdReader, TenantState, User, UserReader, usage_key
 from rater.core.steps import Step
 from rater.core.times import TimeFormatError, parse_time_us
-from rater.core.usage import MonthUsage, UsageDelta, by_month, first_kept, fold
+from rater.core.usage import MonthUsage, Totals, UsageDelta, by_month, first_kept, fold
 from rater.shell import tally
 from rater.shell.keys import key_partition
 
@@ -116,9 +116,11 @@ def purge_key(tenant_id: str, month: str) -> bytes:
 
 
 USAGE_RECORD_VERSION = 1
-USAGE_CACHE = 20_000
-"""Tenant months of usage a task keeps decoded between batches at most (the latest used):
-a batch then adds to them without reading and decoding their records again."""
+USAGE_CACHE = 4_096
+"""Tenant months of usage a task keeps between batches at most (the latest used), decoded
+and with each bucket's encoded part: a batch then adds to them without reading and
+decoding their records again, and encodes only the buckets it changed (a busy tenant
+calls into dozens of countries; its month is re-written by every batch)."""
 USAGE_MONTHS_SEEN = 1_000
 """The most usage records of a tenant looked at when old months are deleted (13 are kept)."""
 
@@ -135,7 +137,27 @@ _USAGE_DECODER = msgspec.json.Decoder(tuple[int, str, dict[str, tuple[int, ...]]
 def usage_value(month: str, usage: MonthUsage) -> bytes:
     """A tenant's month of usage: ``[version, month, {"capability/scope/country":
     [totals...], ...}]`` (msgspec: a total may outgrow 64 bits)."""
-    return _USAGE_ENCODER.encode((USAGE_RECORD_VERSION, month, usage))
+    return _usage_record(month, {key: _usage_part(key, totals) for key, totals in usage.items()})
+
+
+def _usage_part(key: str, totals: Totals) -> bytes:
+    """One bucket of a usage record, encoded: ``"key":[totals...]``."""
+    return _USAGE_ENCODER.encode(key) + b":" + _USAGE_ENCODER.encode(totals)
+
+
+def _usage_record(month: str, parts: dict[str, bytes]) -> bytes:
+    """A usage record from its buckets' encoded parts (:func:`usage_value`)."""
+    return b"[%d,%s,{%s}]" % (USAGE_RECORD_VERSION, _USAGE_ENCODER.encode(month), b",".join(parts.values()))
+
+
+class _Month:
+    """A tenant month of usage as a task keeps it between batches."""
+
+    __slots__ = ("parts", "usage")
+
+    def __init__(self, usage: MonthUsage) -> None:
+        self.usage = usage
+        self.parts = {key: _usage_part(key, totals) for key, totals in usage.items()}
 
 
 def usage_of_record(raw: bytes) -> tuple[str, MonthUsage]:
@@ -344,7 +366,7 @@ class PartitionTask:
         """Per tenant the batch changed what a balance shows: (now, cause) of the last change."""
         self._usage: dict[str, list[UsageDelta]] = {}
         """Per tenant, what the batch in flight's calls add to its usage."""
-        self._months: dict[tuple[str, str], MonthUsage] = {}
+        self._months: dict[tuple[str, str], _Month] = {}
         """(tenant, month) → its committed usage, the latest used last (at most
         :data:`USAGE_CACHE`; a unit that fails to commit stops the worker, so what a
         batch wrote here is what the store holds once it committed)."""
@@ -497,13 +519,17 @@ class PartitionTask:
         for tenant_id, deltas in self._usage.items():
             for month, of_month in by_month(deltas).items():
                 at = (tenant_id, month)
-                usage = months.pop(at, None)
-                if usage is None:
-                    usage = month_usage(get, tenant_id, month)
+                kept = months.pop(at, None)
+                if kept is None:
+                    kept = _Month(month_usage(get, tenant_id, month))
                     if len(months) >= USAGE_CACHE:
                         del months[next(iter(months))]
-                months[at] = fold(usage, of_month)
-                batch.usage[usage_record_key(tenant_id, month)] = usage_value(month, usage)
+                months[at] = kept
+                usage, parts = fold(kept.usage, of_month), kept.parts
+                # the changed buckets in order (a set's order would change the record's bytes)
+                for key in dict.fromkeys(delta.key for delta in of_month):
+                    parts[key] = _usage_part(key, usage[key])
+                batch.usage[usage_record_key(tenant_id, month)] = _usage_record(month, parts)
 
     def _expire_usage(self, tenant_id: str, first: str, batch: Batch) -> None:
         """Delete a tenant's usage of the months before ``first`` (one seek, a record a month)."""
