@@ -131,6 +131,9 @@ def check(event: dict[str, Any]) -> None:
     from rater import schemas
 
     error = schemas.first_error(event["type"], event)
+    if error is None and isinstance(event.get("notify"), dict):  # the rater takes any object: the notifier's rules
+        error = schemas.definition_error("notify", event["notify"])
+        error = None if error is None else "notify/" + error
     if error is None:
         return
     where, _, why = error.partition(": ")

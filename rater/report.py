@@ -16,6 +16,7 @@ after :data:`RETRIES` waits of its ``Retry-After``; 2 a bad option (or a 400);
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import urllib.error
@@ -286,7 +287,7 @@ def _month_query(month: str | None) -> str:
     """``?month=`` of a valid ``--month`` (else exit 2), nothing without one."""
     if month is None:
         return ""
-    if not (len(month) == 7 and month[4] == "-" and (month[:4] + month[5:]).isdigit() and 1 <= int(month[5:]) <= 12):
+    if not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", month):  # ASCII digits: isdigit() takes "²" and "２"
         raise BadOption(f"--month {month!r}: YYYY-MM (01–12)")
     return f"?month={month}"
 

@@ -128,6 +128,24 @@ def validator(event_type: str) -> Any:
     return Validator(schemas[event_type], registry=registry)
 
 
+@cache
+def definition_validator(name: str) -> Any:
+    """A compiled validator for ``common.json``'s ``$defs/{name}`` (``notify``)."""
+    registry, schemas = _registry()
+    if name not in schemas["common"]["$defs"]:
+        raise KeyError(name)
+    return Validator({"$ref": f"{schemas['common']['$id']}#/$defs/{name}"}, registry=registry)
+
+
+def definition_error(name: str, payload: Any) -> str | None:
+    """The first error of ``payload`` against ``common.json#/$defs/{name}``, as :func:`first_error`."""
+    error = next(iter(definition_validator(name).iter_errors(payload)), None)
+    if error is None:
+        return None
+    where = "/".join(str(part) for part in error.absolute_path) or "(root)"
+    return f"{where}: {error.message}"[:500]
+
+
 def first_error(event_type: str, payload: Any) -> str | None:
     """The first schema error for ``payload`` as one line, or None if valid."""
     # The first error only, in the schema's order: looking for more costs (a 16,000-item

@@ -54,27 +54,14 @@ class CdrIn(_Envelope, tag="cdr", frozen=True):
     duration_seconds: Duration
 
 
-Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254,
-                                    pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\Z")]
-WebhookUrl = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s\x00-\x1f\x7f]+\Z")]
-Locale = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,6}\Z")]
-
-
-class NotifyIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """``tenant_upserted.notify``: the tenant's contacts for the notifier (rating ignores them)."""
-
-    emails: Annotated[list[Email], msgspec.Meta(max_length=10)] = []
-    webhook_url: WebhookUrl | None = None
-    locale: Locale = "en"
-
-
 class TenantUpsertedIn(_Envelope, tag="tenant_upserted", frozen=True):
     command_id: Id
     country: Country
     currency: Currency
     billing_model: Literal["prepaid_credits", "postpaid_overage"]
     low_balance_threshold: Money | None = None
-    notify: NotifyIn | None = None
+    notify: dict[str, Any] | None = None
+    """The tenant's contacts: any object (the notifier checks them, rating ignores them)."""
 
 
 class LicensesAssignedIn(_Envelope, tag="licenses_assigned", frozen=True):

@@ -87,7 +87,7 @@ def test_every_command_builds_its_schema_valid_event() -> None:
      "Error: --email: must be at most 10 e-mail addresses (name@domain, no spaces, up to 254 characters)"),
     (["upsert", "--tenant", "acme", "--country", "US", "--currency", "USD", "--webhook-url", "ftp://acme.example"],
      "Error: --webhook-url: must be an https:// (or http://) URL without spaces, up to 2048 characters"),
-    (["upsert", "--tenant", "acme", "--country", "US", "--currency", "USD", "--locale", "pt_BR"],
+    (["upsert", "--tenant", "acme", "--country", "US", "--currency", "USD", "--locale", "pt BR"],
      "Error: --locale: must be a BCP 47 tag such as en, pt-BR, es, ru, zh-CN, it (others fall back to en)"),
     (["funds", "--tenant", "acme", "--amount", "1.234", "--currency", "USD"],
      "Error: --amount '1.234': USD amounts have at most 2 decimal(s)"),

@@ -88,7 +88,9 @@ def test_balance_and_pools_of_a_real_tenant(worker: Worker, tmp_path: Path, caps
     assert f"total\t-\t-\t1\t600\t600\t0\t0\t{rated['charge']}\t{rated['uncollected']}" in lines
     usage = json.loads(rater("report", "usage", "--tenant", t.id, "--json", env=env).stdout)
     assert (usage["month"], usage["totals"]["calls"]) == ("2026-11", 1)
-    assert rater("report", "usage", "--tenant", t.id, "--month", "11-2026", env=env).returncode == 2
+    for month in ("11-2026", "2026-1²", "２０２６-１１", "2026-00"):
+        got = rater("report", "usage", "--tenant", t.id, "--month", month, env=env)
+        assert (got.returncode, got.stderr.count("\n")) == (2, 1), (month, got.stderr)
 
     # on a terminal: the rich tables of the same answers
     show_balance(body, tty=True)

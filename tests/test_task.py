@@ -605,5 +605,41 @@ def test_usage_is_kept_for_the_month_and_the_12_before_it_older_months_are_delet
         "2025-12", "2026-11", "2026-12"]
     assert month_usage(store.get, "t1", "2025-12") == old
     assert store.records.get(usage_record_key("t2", "2025-10")) is not None  # another tenant's
-    assert usage.first_kept("2026-11") == "2025-12"
-    assert usage.first_kept("2026-01") == "2025-02"
+    # time jumps two years (ticks were off, a worker was down): the months before March
+    # 2028 go at once, not one forgotten month at a time
+    march = cdr("t1", "m1", 60, start="2029-03-09T00:00:00Z", end="2029-03-09T00:01:00Z")
+    batch = store.task().process(_records([(TICKS, tick_value(parse_time_us("2029-03-09T00:00:00Z"))),
+                                           ("cdrs", march)], start=3))
+    store.write(batch)
+    assert sorted(usage_of_record(v)[0] for k, v in store.records.items() if k.startswith(b"!t1/g/")) == ["2029-03"]
+    assert usage.first_kept("2026-12") == "2025-12"
+    assert usage.first_kept("2026-01") == "2025-01"
+    assert usage.first_kept("2027-12") == "2026-12"
+
+
+def test_the_usage_kept_between_batches_is_bounded_by_buckets_and_evicting_changes_no_record(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    workload = Workload(6, 40, seed=7)
+    items: list[tuple[str, dict[str, Any] | bytes]] = [*workload.setup(), *(("cdrs", e) for e in workload.cdrs(400))]
+    records = _records(items)
+    roomy = _run(records, list(range(0, len(records), 37)), restart=False)
+    monkeypatch.setattr("rater.shell.task.USAGE_CACHE_BUCKETS", 12)  # fewer than some months hold
+    store = Store()
+    task = store.task()
+    for lo in range(0, len(records), 37):
+        store.write(task.process(records[lo:lo + 37]))
+        assert task._cached_buckets == sum(len(m.parts) for m in task._months.values()) <= 12
+    assert {k: v for k, v in store.records.items() if b"/g/" in k} == {
+        k: v for k, v in roomy.records.items() if b"/g/" in k}
+
+
+def test_a_mistyped_contact_never_costs_the_tenant_its_upsert() -> None:
+    store = Store()
+    upsert = event("tenant_upserted", "t1", "e1", command_id="t1-up", country="US", currency="USD",
+                   billing_model="prepaid_credits",
+                   notify={"emails": ["ops at acme", "ana@acme.example"], "locale": "pt_BR", "sms": "+1555"})
+    batch = store.task().process(_records([("account-commands", upsert), *_setup()[1:],
+                                           ("cdrs", cdr("t1", "c1", 60))]))
+    assert _payloads(batch.outputs, "dead-letters") == []
+    assert [p["status"] for p in _payloads(batch.outputs, "rated-cdrs")] == ["rated"]
+    assert b"notify" not in batch.states["t1"]  # rating keeps nothing of it

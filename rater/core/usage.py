@@ -75,11 +75,12 @@ def call_usage(month: str, capability: str | None, scope: str | None, country: s
 
 def add(totals: Sequence[int] | None, delta: Sequence[int]) -> Totals:
     """A bucket's totals with ``delta`` added (``totals`` None: a bucket with no usage yet)."""
+    if len(delta) != 7 or (totals is not None and len(totals) != 7):  # 7: len(COUNTS), spelled out below
+        raise ValueError(f"usage totals have {len(COUNTS)} counts, got {len(delta)} and {totals and len(totals)}")
     if totals is None:
         return tuple(delta)
-    if len(totals) != len(COUNTS) or len(delta) != len(COUNTS):
-        raise ValueError(f"usage totals have {len(COUNTS)} counts, got {len(totals)} and {len(delta)}")
-    return tuple(a + b for a, b in zip(totals, delta, strict=True))
+    return (totals[0] + delta[0], totals[1] + delta[1], totals[2] + delta[2], totals[3] + delta[3],
+            totals[4] + delta[4], totals[5] + delta[5], totals[6] + delta[6])
 
 
 def fold(month: MonthUsage, deltas: Iterable[UsageDelta]) -> MonthUsage:
@@ -98,11 +99,11 @@ def by_month(deltas: list[UsageDelta]) -> dict[str, list[UsageDelta]]:
     return months
 
 
-def first_kept(forgotten: str) -> str:
-    """The oldest month whose usage is kept once the duplicate memory forgot billing
-    month ``forgotten``: the month after it is open by then, and usage is kept for that
-    one and the 12 before it (:data:`KEPT_MONTHS`); older months' buckets are deleted."""
-    index = int(forgotten[:4]) * 12 + int(forgotten[5:7]) - 1 + 1 - (KEPT_MONTHS - 1)
+def first_kept(open_month: str) -> str:
+    """The oldest month whose usage is kept while ``open_month`` is a tenant's open month:
+    usage is kept for it and the 12 before it (:data:`KEPT_MONTHS`); older months are
+    deleted (the shell does it when the duplicate memory forgets a month)."""
+    index = int(open_month[:4]) * 12 + int(open_month[5:7]) - 1 - (KEPT_MONTHS - 1)
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 

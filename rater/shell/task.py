@@ -116,11 +116,12 @@ def purge_key(tenant_id: str, month: str) -> bytes:
 
 
 USAGE_RECORD_VERSION = 1
-USAGE_CACHE = 4_096
-"""Tenant months of usage a task keeps between batches at most (the latest used), decoded
-and with each bucket's encoded part: a batch then adds to them without reading and
-decoding their records again, and encodes only the buckets it changed (a busy tenant
-calls into dozens of countries; its month is re-written by every batch)."""
+USAGE_CACHE_BUCKETS = 25_000
+"""Usage buckets a task keeps between batches at most (≈ 300 bytes each: 7.5 MB), in the
+tenant months used last, decoded and with each bucket's encoded part: a batch then adds
+to them without reading and decoding their records again, and encodes only the buckets
+it changed (a busy tenant calls into dozens of countries; its month is re-written by
+every batch). A month bigger than the bound is not kept."""
 USAGE_MONTHS_SEEN = 1_000
 """The most usage records of a tenant looked at when old months are deleted (13 are kept)."""
 
@@ -368,8 +369,10 @@ class PartitionTask:
         """Per tenant, what the batch in flight's calls add to its usage."""
         self._months: dict[tuple[str, str], _Month] = {}
         """(tenant, month) → its committed usage, the latest used last (at most
-        :data:`USAGE_CACHE`; a unit that fails to commit stops the worker, so what a
-        batch wrote here is what the store holds once it committed)."""
+        :data:`USAGE_CACHE_BUCKETS` buckets; a unit that fails to commit stops the worker,
+        so what a batch wrote here is what the store holds once it committed)."""
+        self._cached_buckets = 0
+        """The buckets in ``_months``."""
         self._due: list[tuple[int, str]] = []
         """(deadline, tenant) — a lazy heap: an entry whose deadline is no longer the
         tenant's scheduled one is stale and skipped when popped."""
@@ -510,7 +513,8 @@ class PartitionTask:
                 # nothing to purge
                 if self.store.keys(id_key(tenant_id, usage_key(month, "")), 1):
                     batch.ids[purge_key(tenant_id, month)] = b""
-                self._expire_usage(tenant_id, first_kept(month), batch)
+            if forgotten:  # months closed: usage older than 13 months (from the open one) goes
+                self._expire_usage(tenant_id, first_kept(state.open_month), batch)
             self._drain_users(tenant_id, state, batch)
 
     def _add_usage(self, batch: Batch) -> None:
@@ -522,14 +526,23 @@ class PartitionTask:
                 kept = months.pop(at, None)
                 if kept is None:
                     kept = _Month(month_usage(get, tenant_id, month))
-                    if len(months) >= USAGE_CACHE:
-                        del months[next(iter(months))]
-                months[at] = kept
+                else:
+                    self._cached_buckets -= len(kept.parts)
                 usage, parts = fold(kept.usage, of_month), kept.parts
                 # the changed buckets in order (a set's order would change the record's bytes)
                 for key in dict.fromkeys(delta.key for delta in of_month):
                     parts[key] = _usage_part(key, usage[key])
                 batch.usage[usage_record_key(tenant_id, month)] = _usage_record(month, parts)
+                self._cache_month(at, kept)
+
+    def _cache_month(self, at: tuple[str, str], kept: _Month) -> None:
+        """Keep a tenant month as the latest used, within :data:`USAGE_CACHE_BUCKETS`."""
+        months = self._months
+        while months and self._cached_buckets + len(kept.parts) > USAGE_CACHE_BUCKETS:
+            self._cached_buckets -= len(months.pop(next(iter(months))).parts)
+        if len(kept.parts) <= USAGE_CACHE_BUCKETS:
+            months[at] = kept
+            self._cached_buckets += len(kept.parts)
 
     def _expire_usage(self, tenant_id: str, first: str, batch: Batch) -> None:
         """Delete a tenant's usage of the months before ``first`` (one seek, a record a month)."""
@@ -539,7 +552,9 @@ class PartitionTask:
             if month >= first:
                 return
             batch.usage[key] = None
-            self._months.pop((tenant_id, month), None)
+            gone = self._months.pop((tenant_id, month), None)
+            if gone is not None:
+                self._cached_buckets -= len(gone.parts)
 
     def _purge(self, batch: Batch) -> None:
         """Tombstone the stored ids of forgotten months, within :data:`PURGE_PER_BATCH`,
