@@ -119,7 +119,7 @@ def test_every_tenant_is_answered_through_either_worker(pair: list[Worker], tena
     for p, t in tenants.items():
         owner = owners[p]
         for worker in pair:
-            for what in ("balance", "pools"):
+            for what in ("balance", "pools", "usage"):
                 status, headers, body = http_get(f"{worker.url}/v1/tenants/{t.id}/{what}")
                 assert status == 200, (worker.url, p, body)
                 assert headers[ANSWERED] == owner.url  # read by the owner, whoever was asked
@@ -127,6 +127,8 @@ def test_every_tenant_is_answered_through_either_worker(pair: list[Worker], tena
                 assert body["as_of"]["partition"] == p
                 if what == "balance":
                     assert body["balance"] == f"{p + 1}.00"
+                if what == "usage":
+                    assert (body["currency"], body["totals"]["calls"]) == ("USD", 0)
         other = next(w for w in pair if w is not owner)
         assert_problem(http_get(f"{other.url}/v1/tenants/nobody{p}-{uuid.uuid4().hex[:6]}/balance"), 404,
                        "unknown-tenant")
