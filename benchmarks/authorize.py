@@ -261,7 +261,32 @@ def _forwarding(phases: dict[str, dict[str, list[list[float]]]]) -> None:
               f" ms, p99 {_pct(forwarded, 0.99) - _pct(direct, 0.99):+.2f} ms")
 
 
-def main() -> None:
+def _brokers() -> list[int]:
+    """The local broker's JVMs: this process's descendants running ``kafka.Kafka``."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            todo.append(child)
+            with contextlib.suppress(OSError):
+                if b"kafka.Kafka" in (Path("/proc") / str(child) / "cmdline").read_bytes():
+                    found.append(child)
+    return found
+
+
+def _nice(pids: list[int], level: int) -> None:
+    """Run ``pids`` at nice ``level`` (0: leave them be)."""
+    if level:
+        for pid in pids:
+            os.setpriority(os.PRIO_PROCESS, pid, level)
+        print(f"  the broker ({len(pids) - 1} JVM) and the sender run at nice {level}", flush=True)
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=1000, help="authorize requests per series")
     parser.add_argument("--rounds", type=int, default=2, help="series per route and phase (alternating routes)")
@@ -269,7 +294,14 @@ def main() -> None:
     parser.add_argument("--max-rate", type=float, default=0.0,
                         help="the workers' maximum CDRs/s (default: measured by the saturation phase)")
     parser.add_argument("--load", type=float, default=0.5, help="the loaded phase's rate, a fraction of the maximum")
-    args = parser.parse_args()
+    parser.add_argument("--nice-others", type=int, default=0, metavar="N",
+                        help="run the broker and the sender at this nice level, as if they ran on other machines"
+                             " (in production they do): the workers then have the CPUs first (default 0: all equal)")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _arguments()
     print(f"authorize latency, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()} ({platform.machine()},"
           f" {os.cpu_count()} CPUs, Python {platform.python_version()}), 2 workers, {TEST_PARTITIONS} partitions,"
           f" {args.rounds} × {args.requests} requests per route and phase", flush=True)
@@ -305,6 +337,7 @@ def main() -> None:
             rate = max_rate * args.load
             duration_s = 15 + args.rounds * args.requests * 2 * 0.015  # more than the series take
             sender = Sender(bootstrap, topic, start, first=total, count=int(rate * duration_s), rate=rate)
+            _nice([*_brokers(), sender.proc.pid], args.nice_others)
             _caught_up(bootstrap, prefix, total + int(rate * 3))  # 3 s of traffic rated: the workers are loaded
             first_at, first, cpu = time.monotonic(), _committed(bootstrap, prefix), _cpu(pids)
             loaded = _series(urls, body, args.requests, args.rounds)
