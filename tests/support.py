@@ -133,7 +133,7 @@ class Out:
 
 
 async def _collect(bootstrap: str, prefix: str, until: Callable[[list[Out]], bool], timeout_s: float,
-                   alive: Callable[[], None]) -> list[Out]:
+                   alive: Callable[[], None], log: Path | None = None) -> list[Out]:
     consumer = AIOKafkaConsumer(
         *(prefix + t for t in OUTPUT_TOPICS), bootstrap_servers=bootstrap, auto_offset_reset="earliest",
         isolation_level="read_committed", group_id=None, enable_auto_commit=False,
@@ -146,7 +146,11 @@ async def _collect(bootstrap: str, prefix: str, until: Callable[[list[Out]], boo
             alive()
             if time.monotonic() > deadline:
                 summary = [(o.topic, o.event.get("type"), o.event.get("event_id")) for o in seen]
-                raise AssertionError(f"outputs not complete after {timeout_s:.0f}s; seen {summary}")
+                tail = ""
+                if log is not None and log.exists():  # what the worker was doing: the one clue a CI run keeps
+                    tail = "\n--- the worker's log, last 60 lines ---\n" + "\n".join(
+                        log.read_text(errors="replace").splitlines()[-60:])
+                raise AssertionError(f"outputs not complete after {timeout_s:.0f}s; seen {summary}{tail}")
             for records in (await consumer.getmany(timeout_ms=300)).values():
                 for record in records:
                     payload = orjson.loads(record.value)
@@ -162,7 +166,8 @@ def collect(bootstrap: str, prefix: str, until: Callable[[list[Out]], bool], wor
             timeout_s: float = 90.0) -> list[Out]:
     """Read every output topic from the start until ``until(outputs)`` holds; each
     output is checked against its JSON Schema on the way."""
-    return asyncio.run(_collect(bootstrap, prefix, until, timeout_s, worker.check_alive if worker else lambda: None))
+    return asyncio.run(_collect(bootstrap, prefix, until, timeout_s, worker.check_alive if worker else lambda: None,
+                                worker.log if worker else None))
 
 
 async def alter_topic(bootstrap: str, topic: str, config: dict[str, str]) -> None:
