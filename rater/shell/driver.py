@@ -28,7 +28,6 @@ from typing import Any, TypeVar, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import InvalidTimestampError, RecordTooLargeError
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
@@ -526,9 +525,12 @@ class Driver:
             request_timeout_ms=max(30_000, session_ms * 3), max_poll_records=MAX_BATCH,
             # range assignment gives a worker the same partition numbers of every input
             # topic (they are co-partitioned); aiokafka's default, round robin, does not.
-            # rater-range is range with every partition's API URL; plain range after it
-            # keeps one group while a rolling upgrade has older workers in it
-            partition_assignment_strategy=(self.assignor, RangePartitionAssignor))
+            # rater-range is range with every partition's API URL. It is the only one:
+            # aiokafka 0.14 sends a JoinGroup per assignor given, the second with other
+            # protocols than the first, and the coordinator starts a new rebalance for it —
+            # two workers so fed each other rebalances for over a minute on a busy machine
+            # (aio-libs/aiokafka#1168; docs/api.md, "Routing")
+            partition_assignment_strategy=(self.assignor,))
         self.assignor.url = advertised_url(self.settings.advertised_url, self.settings.web_host, self.web.port)
         self.ticker = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap, acks="all",
                                        enable_idempotence=True)

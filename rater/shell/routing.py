@@ -8,11 +8,12 @@ co-partitioned by tenant) and puts the whole partition → URL map in every memb
 assignment user data. Each worker so knows, from the same generation of the group, who
 owns every partition.
 
-The assignor's protocol is ``rater-range`` (version 0). Workers also offer plain ``range``
-after it, so a rolling upgrade from workers that know only ``range`` keeps one group:
-the coordinator picks the protocol every member supports (``range`` until the last old
-worker is gone, then ``rater-range``). Under ``range`` no map comes with the assignment:
-a worker answers for its own partitions and 503 for the others.
+The assignor's protocol is ``rater-range`` (version 0), and it is the only one a worker
+offers: aiokafka 0.14 sends one JoinGroup per assignor given (aio-libs/aiokafka#1168), the
+second with other protocols than the first, which makes the coordinator start a new
+rebalance — with two workers, a storm of them that held a busy machine's group without an
+assignment for over a minute. Workers of a version that offered only ``range`` cannot join
+the same group: such an upgrade stops the old workers first (docs/api.md).
 """
 
 from __future__ import annotations
