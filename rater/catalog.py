@@ -3,7 +3,7 @@
 
 Errors name the file, the entry, the field and its value (see ``rater.datafiles``), so an
 operator can fix a file without reading code. The formats are described in
-``rater/datafiles/plans.py`` and ``rater/datafiles/tariffs.py`` and in the README.
+``rater/datafiles/plans.py`` and ``rater/datafiles/tariffs.py`` and in docs/catalog.md.
 """
 
 from __future__ import annotations

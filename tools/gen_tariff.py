@@ -272,7 +272,7 @@ HEADER = f"""\
 # (tests/test_catalog.py fails when this file and a fresh generation differ).
 #
 # The rater's default tariff (SPEC §1.3). Realistic, not real prices. Operators replace it
-# with `rater worker --tariff PATH` or RATER_TARIFF=PATH; the format is in the README and in
+# with `rater worker --tariff PATH` or RATER_TARIFF=PATH; the format is in docs/catalog.md and in
 # rater/datafiles/tariffs.py. A call is rated by the [[version]] in force at its start time.
 #
 # Per rate: class (outbound | toll_free_inbound | conf_dialout), prefix (E.164 digits after

@@ -4,7 +4,7 @@ Times are already µs UTC integers; money is still the wire's decimal string, be
 its precision depends on the tenant's currency, which only the core's state knows.
 
 Commands and recharge results carry their envelope's ``occurred_at`` as ``occurred_us``:
-"now" for them on a partition that has no tick yet (SPEC §1.6 decisions in the README).
+"now" for them on a partition that has no tick yet (SPEC §1.6 decisions in docs/design.md).
 It is not part of their content: a command re-sent with another ``occurred_at`` is the
 same command (``fingerprint`` leaves it out).
 """
