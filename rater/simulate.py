@@ -87,12 +87,14 @@ def simulate() -> None:
 @click.option("--tenant-prefix", default=None,
               help="tenant ids are PREFIX00000, PREFIX00001, ... (default: s{seed}t{tenants}u{users}-)")
 @click.option("--run-id", default=None, help="part of every usage id (default: random, so runs never collide)")
+@click.option("--notify-domain", default=None, metavar="DOMAIN",
+              help="give each tenant a contact for rater notify: admin@TENANT.DOMAIN, in its country's language")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
               help="seconds between status lines when the output is not a terminal")
 @_broker_options
 def traffic(*, rate: float, duration: float | None, count: int | None, tenants: int, users: int, seed: int,
             setup: bool, setup_timeout: float, tenant_prefix: str | None, run_id: str | None, interval: float,
-            bootstrap: str | None, prefix: str | None) -> None:
+            notify_domain: str | None, bootstrap: str | None, prefix: str | None) -> None:
     """Send a realistic call mix (rater/workload.py) to {prefix}cdrs at --rate CDRs/s.
 
     CDRs end when they are sent (keyed by tenant id); Ctrl-C or SIGTERM stops with a summary.
@@ -104,7 +106,7 @@ def traffic(*, rate: float, duration: float | None, count: int | None, tenants: 
     bootstrap, prefix = _broker(bootstrap, prefix)
     plan = TrafficPlan(rate_per_s=rate, tenants=tenants, users=users, seed=seed, run_id=run_id or uuid.uuid4().hex[:8],
                        tenant_prefix=tenant_prefix, duration_s=duration, count=count, setup=setup,
-                       setup_timeout_s=setup_timeout)
+                       setup_timeout_s=setup_timeout, notify_domain=notify_domain)
     _run_until_signal(lambda stop: run_traffic(bootstrap, prefix, plan, interval_s=interval, stop=stop))
 
 

@@ -276,3 +276,21 @@ def test_exit_codes_say_a_topic_is_missing_or_no_worker_applied_the_accounts(kaf
                            capture_output=True, text=True, timeout=120, check=False)
     assert alone.returncode == 3, alone.stdout + alone.stderr
     assert "no worker applied the accounts of 10 of 10 tenants within 2 s" in alone.stderr
+
+
+def test_with_a_notify_domain_every_simulated_tenant_gets_a_valid_contact_in_its_language() -> None:
+    from rater.simulators.traffic import LOCALE_OF_COUNTRY, dated_setup  # noqa: PLC0415 - one test's import
+    from rater.workload import Workload  # noqa: PLC0415
+
+    workload = Workload(40, 80, seed=3)
+    plain = dated_setup(workload, 1_790_000_000_000_000)
+    assert all("notify" not in command for command in plain)
+    upserts = [e for e in dated_setup(Workload(40, 80, seed=3), 1_790_000_000_000_000, "Example.Test")
+               if e["type"] == "tenant_upserted"]
+    assert len(upserts) == 40
+    for upsert in upserts:
+        assert schemas.first_error("tenant_upserted", upsert) is None
+        assert schemas.definition_error("notify", upsert["notify"]) is None
+        assert upsert["notify"]["emails"] == [f"admin@{upsert['tenant_id']}.example.test"]
+        assert upsert["notify"]["locale"] == LOCALE_OF_COUNTRY.get(upsert["country"], "en")
+    assert {"es", "it", "pt-BR", "en"} <= {e["notify"]["locale"] for e in upserts}

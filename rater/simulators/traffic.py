@@ -51,6 +51,9 @@ class TrafficPlan:
     three: another mix under the same ids would be ``id_conflict`` dead letters."""
     duration_s: float | None = None
     count: int | None = None
+    notify_domain: str | None = None
+    """Give every tenant a contact for the notifier (docs/notifications.md):
+    ``admin@{tenant}.{notify_domain}``, in its country's language."""
     setup: bool = True
     setup_timeout_s: float = 120.0
 
@@ -89,14 +92,23 @@ def setup_time_us(now_us: int) -> int:
     return int(moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()) * US_PER_S
 
 
-def dated_setup(workload: Workload, at_us: int) -> list[dict[str, Any]]:
-    """The workload's account commands, dated ``at_us`` (funds bought then)."""
+LOCALE_OF_COUNTRY = {"BR": "pt-BR", "PT": "pt-BR", "ES": "es", "MX": "es", "AR": "es", "CO": "es", "CL": "es",
+                     "RU": "ru", "CN": "zh-CN", "IT": "it"}
+"""The language a simulated tenant's notifications are written in (others: English)."""
+
+
+def dated_setup(workload: Workload, at_us: int, notify_domain: str | None = None) -> list[dict[str, Any]]:
+    """The workload's account commands, dated ``at_us`` (funds bought then); with
+    ``notify_domain``, each tenant's contact (:attr:`TrafficPlan.notify_domain`)."""
     at = format_time_us(at_us)
     events = []
     for _topic, command in workload.setup():
         dated = {**command, "occurred_at": at}
         if "purchased_at" in dated:
             dated["purchased_at"] = at
+        if notify_domain is not None and dated["type"] == "tenant_upserted":
+            dated["notify"] = {"emails": [f"admin@{dated['tenant_id']}.{notify_domain}".lower()],
+                               "locale": LOCALE_OF_COUNTRY.get(dated["country"], "en")}
         events.append(dated)
     return events
 
@@ -157,7 +169,7 @@ class Traffic:
         for n, tenant in enumerate(self.workload.tenants):
             tenant.tenant_id = f"{self.tenant_prefix}{n:05d}"
         # drawn now whether sent or not: the same seed gives the same calls either way
-        self.setup_events = dated_setup(self.workload, setup_time_us(wall_clock_us()))
+        self.setup_events = dated_setup(self.workload, setup_time_us(wall_clock_us()), plan.notify_domain)
         self.totals = TrafficTotals(time.monotonic())
         self.meter = RateMeter()
         self.phase = "starting"
