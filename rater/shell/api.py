@@ -374,33 +374,27 @@ class Api:
         }
 
     async def _pools(self, request: web.Request) -> web.Response:
-        tenant_id = tenant_id_of(request, self.auth)
-        month = month_asked(request)
-
-        def pools(snapshot: Snapshot) -> dict[str, Any]:
-            state = snapshot.state
-            shown = month or month_of(max(snapshot.now_us, state.now_us))
-            return {
-                "tenant_id": tenant_id,
-                "month": shown,
-                "pools": pools_of_month(state, self.ctx, shown),
-                "as_of": snapshot.as_of(),
-            }
-
-        return await self._answer(request, tenant_id, pools)
+        return await self._of_month(request, lambda snapshot, month: {
+            "pools": pools_of_month(snapshot.state, self.ctx, month)})
 
     async def _usage(self, request: web.Request) -> web.Response:
+        return await self._of_month(request, lambda snapshot, month: {
+            "currency": snapshot.state.currency,
+            **usage_report(month_usage(snapshot.store.get, snapshot.state.tenant_id, month), snapshot.state.exponent),
+        })
+
+    async def _of_month(self, request: web.Request,
+                        fields: Callable[[Snapshot, str], dict[str, Any]]) -> web.Response:
+        """An answer about one month of a tenant (``?month=``, by default the partition's
+        current month): its ``fields`` between the tenant and month and ``as_of``."""
         tenant_id = tenant_id_of(request, self.auth)
         month = month_asked(request)
 
-        def usage(snapshot: Snapshot) -> dict[str, Any]:
-            state = snapshot.state
-            shown = month or month_of(max(snapshot.now_us, state.now_us))
-            report = usage_report(month_usage(snapshot.store.get, tenant_id, shown), state.exponent)
-            return {"tenant_id": tenant_id, "month": shown, "currency": state.currency, **report,
-                    "as_of": snapshot.as_of()}
+        def body(snapshot: Snapshot) -> dict[str, Any]:
+            shown = month or month_of(max(snapshot.now_us, snapshot.state.now_us))
+            return {"tenant_id": tenant_id, "month": shown, **fields(snapshot, shown), "as_of": snapshot.as_of()}
 
-        return await self._answer(request, tenant_id, usage)
+        return await self._answer(request, tenant_id, body)
 
     async def _authorize(self, request: web.Request) -> web.Response:
         """May the call the body describes start, and for how long (docs/api.md)? The
