@@ -1,0 +1,1 @@
+"""The notifier (rater notify): tells each tenant's admins about recharges and its balance."""

@@ -1,0 +1,305 @@
+"""The notifier's Faust app: a contacts table fed from ``account-commands``, agents that
+deliver ``notifications`` and ``low-balance`` events, and one agent per retry level.
+
+Every topic is keyed by tenant id and co-partitioned with the others, so partition ``p``
+of each of them (and of both tables' changelogs) belongs to one notifier. Faust's tables
+read and write the partition of the "current event": every table access here happens
+while handling one event of that tenant (no batching across partitions), and a retry
+record is written to the partition of the event it retries.
+
+Delivery is at least once. A delivered (event id, channel, target) is remembered per
+tenant in the ``delivered`` table (for ``RATER_NOTIFY_KEEP_DELIVERED``), so an event seen
+again — a rebalance or a restart replays what was not committed — is not sent again; a
+crash between a delivery and that table's write can send it again, with the same
+``Message-ID`` / ``Idempotency-Key``. A failed attempt is never retried in place: a
+retry record goes to the level's topic, whose agent waits for its due time, so one
+tenant's broken endpoint holds up nobody else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+from faust.types import EventT, StreamT
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from rater import schemas
+from rater.notifier import delivery, retry
+from rater.notifier.metrics import NotifyMetrics
+from rater.notifier.render import KINDS
+from rater.notifier.settings import (
+    COMMANDS,
+    FAILURES,
+    LOW_BALANCE,
+    NOTIFICATIONS,
+    RETRY_TOPICS,
+    TOPICS,
+    NotifySettings,
+)
+
+log = logging.getLogger("rater.notify")
+
+
+
+def _decode(value: bytes | None) -> dict[str, Any] | None:
+    """A JSON object, or ``None`` for anything else."""
+    if value is None:
+        return None
+    try:
+        payload = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _unix(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def contacts_of(command: dict[str, Any]) -> dict[str, Any] | None:
+    """The contacts a valid ``tenant_upserted`` sets (``None``: it has none)."""
+    notify = command.get("notify") or {}
+    emails = list(dict.fromkeys(notify.get("emails") or []))
+    webhook = notify.get("webhook_url")
+    if not emails and not webhook:
+        return None
+    return {"emails": emails, "webhook_url": webhook, "locale": notify.get("locale") or "en"}
+
+
+class TenantLocks:
+    """One lock per tenant with deliveries under way: a tenant's events go one at a
+    time, in the order the agent took them, while other tenants' go on."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, tenant: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(tenant, (asyncio.Lock(), 0))
+        self._locks[tenant] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[tenant]
+            if users == 1:
+                del self._locks[tenant]
+            else:
+                self._locks[tenant] = (lock, users - 1)
+
+
+class Notifier:
+    """The app, its topics, tables and agents."""
+
+    def __init__(self, settings: NotifySettings, *, partitions: int, replication: int,
+                 registry: CollectorRegistry | None = None, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.settings = settings
+        self.partitions = partitions
+        self.metrics = NotifyMetrics(registry or CollectorRegistry())
+        self.locks = TenantLocks()
+        longest_wait_s = max(settings.retry_delays_s) + settings.timeout_s + 60.0
+        self.app = faust.App(
+            settings.app_id,
+            broker=[f"kafka://{host.strip()}" for host in settings.bootstrap.split(",") if host.strip()],
+            store="rocksdb://",
+            datadir=str(settings.data_dir),
+            autodiscover=False,
+            loop=loop,
+            processing_guarantee="at_least_once",
+            topic_partitions=partitions,
+            topic_replication_factor=replication,
+            topic_disable_leader=True,  # no assignor leader topic to create: the group's leader is Kafka's
+            consumer_auto_offset_reset="earliest",  # a first start reads every tenant_upserted
+            stream_wait_empty=False,  # a rebalance does not wait for a retry agent's wait
+            stream_recovery_delay=0.0,
+            broker_commit_livelock_soft_timeout=longest_wait_s,
+            stream_processing_timeout=longest_wait_s,
+            key_serializer="raw",
+            value_serializer="raw",
+            web_enabled=True,
+            web_port=settings.web_port,
+            web_bind=settings.web_host,
+            web_host=settings.web_host,
+        )
+        self._topics = {name: self.app.topic(settings.topic_prefix + name, key_type=bytes, value_type=bytes,
+                                             partitions=partitions) for name in TOPICS}
+        as_json = faust.Schema(key_serializer="json", value_serializer="json")
+        self.contacts = self.app.Table("contacts", partitions=partitions, schema=as_json,
+                                       help="tenant id → its contacts")
+        self.delivered = self.app.Table("delivered", partitions=partitions, schema=as_json,
+                                        help="tenant id → {delivery key: unix time delivered}")
+        concurrency = settings.concurrency
+        self.app.agent(self._topics[COMMANDS], name="contacts")(self._contacts_agent)
+        self.app.agent(self._topics[NOTIFICATIONS], name="notifications", concurrency=concurrency)(
+            self._notifications_agent)
+        self.app.agent(self._topics[LOW_BALANCE], name="low-balance", concurrency=concurrency)(
+            self._notifications_agent)
+        for level, name in enumerate(RETRY_TOPICS, start=1):
+            self.app.agent(self._topics[name], name=f"retry-{level}", concurrency=concurrency)(self._retry_agent)
+        self._pages()
+
+    # --- web ---------------------------------------------------------------------------
+
+    def _pages(self) -> None:
+        """``/metrics`` (Prometheus) and ``/healthz`` on Faust's web server."""
+        registry, app = self.metrics.registry, self.app
+
+        async def metrics(view: Any, _request: Any) -> Any:
+            return view.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+        async def healthz(view: Any, _request: Any) -> Any:
+            return view.json({"status": "ok", "rebalancing": bool(app.rebalancing),
+                              "assigned_partitions": len(app.consumer.assignment())})
+
+        app.page("/metrics")(metrics)
+        app.page("/healthz")(healthz)
+
+    # --- contacts ----------------------------------------------------------------------
+
+    async def _contacts_agent(self, stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            command = _decode(event.value)
+            if command is None or command.get("type") != "tenant_upserted":
+                continue  # other commands; what is not JSON the rater dead-letters
+            if schemas.first_error("tenant_upserted", command) is not None:
+                self.metrics.contacts.labels("invalid").inc()
+                continue
+            contacts = contacts_of(command)
+            if contacts is None:
+                self.contacts.pop(command["tenant_id"], None)
+                self.metrics.contacts.labels("cleared").inc()
+            else:
+                self.contacts[command["tenant_id"]] = contacts
+                self.metrics.contacts.labels("set").inc()
+            await self.app.producer.flush()  # the change is in the changelog before the command's offset
+
+    # --- fresh notifications -----------------------------------------------------------
+
+    async def _notifications_agent(self, stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await self._on_notification(event)
+
+    def _skip(self, reason: str) -> None:
+        self.metrics.skipped.labels(reason).inc()
+
+    async def _on_notification(self, event: EventT[bytes]) -> None:
+        payload = _decode(event.value)
+        kind = payload.get("type") if payload is not None else None
+        if payload is None or kind not in KINDS:
+            self._skip("other_type")  # pool_exhausted, credits_expired, …
+            return
+        if schemas.first_error(str(kind), payload) is not None:
+            self._skip("invalid")
+            return
+        if self.settings.max_age_s and time.time() - _unix(payload["occurred_at"]) > self.settings.max_age_s:
+            self._skip("too_old")
+            return
+        tenant = payload["tenant_id"]
+        contacts = self.contacts.get(tenant)
+        if not contacts:
+            self._skip("no_contacts")
+            return
+        targets = [(delivery.EMAIL, address) for address in contacts["emails"]]
+        if contacts.get("webhook_url"):
+            targets.append((delivery.WEBHOOK, contacts["webhook_url"]))
+        async with self.locks.hold(tenant):
+            await asyncio.gather(*(self._deliver(event, payload, channel=channel, target=target,
+                                                 locale=contacts.get("locale"), attempts=0)
+                                   for channel, target in targets))
+
+    # --- retries -----------------------------------------------------------------------
+
+    async def _retry_agent(self, stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            record = _decode(event.value)
+            if record is None:
+                continue
+            if not await self._wait_until(float(record["due_at"]), event):
+                continue  # the partition moved to another notifier: it retries it
+            payload = record["event"]
+            async with self.locks.hold(payload["tenant_id"]):
+                await self._deliver(event, payload, channel=record["channel"], target=record["target"],
+                                    locale=record.get("locale"), attempts=int(record["attempts"]))
+
+    async def _wait_until(self, due_at: float, event: EventT[bytes]) -> bool:
+        """Sleep until ``due_at``; ``False`` if the event's partition was revoked meanwhile."""
+        tp = event.message.tp
+        while (left := due_at - time.time()) > 0:
+            await asyncio.sleep(min(left, 1.0))
+            if tp not in self.app.consumer.assignment():
+                return False
+        return True
+
+    # --- one delivery ------------------------------------------------------------------
+
+    def _delivered(self, tenant: str, key: str) -> bool:
+        return key in (self.delivered.get(tenant) or {})
+
+    def _remember(self, tenant: str, key: str, now: float) -> None:
+        """Add ``key`` and drop what is older than the TTL: one read and one write, with no
+        await between them (other deliveries of the tenant may have written meanwhile)."""
+        horizon = now - self.settings.delivered_ttl_s
+        kept = {k: t for k, t in (self.delivered.get(tenant) or {}).items() if t >= horizon}
+        kept[key] = now
+        self.delivered[tenant] = kept
+
+    async def _deliver(self, event: EventT[bytes], payload: dict[str, Any], *, channel: str, target: str,
+                       locale: str | None, attempts: int) -> None:
+        """Attempt number ``attempts + 1`` of one (event, channel, target), then remember
+        it, schedule a retry or write the failure."""
+        tenant, kind = payload["tenant_id"], payload["type"]
+        key = delivery.delivery_key(payload["event_id"], channel, target)
+        if self._delivered(tenant, key):
+            self.metrics.deliveries.labels(kind, channel, "duplicate").inc()
+            return
+        self.metrics.in_flight.inc()
+        try:
+            if channel == delivery.EMAIL:
+                outcome = await delivery.send_email(payload, target, locale, self.settings)
+            else:
+                outcome = await delivery.send_webhook(payload, target, self.settings)
+        finally:
+            self.metrics.in_flight.dec()
+        attempts += 1
+        step = retry.after(outcome, attempts, self.settings.retry_delays_s, self.settings.max_attempts)
+        now = time.time()
+        if step is None:
+            self._remember(tenant, key, now)
+            self.metrics.deliveries.labels(kind, channel, "delivered").inc()
+            self.metrics.latency.labels(channel).observe(max(0.0, now - _unix(payload["occurred_at"])))
+            return
+        record: dict[str, Any] = {"event": payload, "channel": channel, "target": target, "locale": locale,
+                  "attempts": attempts, "last_error": outcome.error}
+        if isinstance(step, retry.Retry):
+            record["due_at"] = now + step.delay_s
+            await self._send(RETRY_TOPICS[step.level - 1], event, tenant, record)
+            self.metrics.deliveries.labels(kind, channel, "retry").inc()
+            self.metrics.retries.labels(channel, str(step.level)).inc()
+            log.info("%s %s to %s %s: attempt %d failed (%s); retry in %gs", kind, payload["event_id"], channel,
+                     target, attempts, outcome.error, step.delay_s)
+            return
+        record.update(type="notification_failed", reason=step.reason, failed_at=_now_text())
+        await self._send(FAILURES, event, tenant, record)
+        self.metrics.deliveries.labels(kind, channel, "failed").inc()
+        self.metrics.failures.labels(channel, step.reason).inc()
+        log.warning("%s %s to %s %s: given up after %d attempt(s), %s: %s", kind, payload["event_id"], channel,
+                    target, attempts, step.reason, outcome.error)
+
+    async def _send(self, name: str, event: EventT[bytes], tenant: str, record: dict[str, Any]) -> None:
+        """Write ``record`` on the current event's partition of topic ``name`` and wait
+        for the broker's ack (before the event's offset can be committed)."""
+        sent = await self._topics[name].send(key=tenant.encode(), value=orjson.dumps(record),
+                                             partition=event.message.partition)
+        await sent

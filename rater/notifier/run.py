@@ -1,0 +1,72 @@
+"""Start the notifier: check the topics on the broker, then run the Faust worker until
+SIGTERM or Ctrl-C (Faust's worker stops its agents and commits what they finished)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from rater.notifier.app import Notifier
+from rater.notifier.settings import FAILURES, TOPICS, NotifySettings
+
+log = logging.getLogger("rater.notify")
+
+PRODUCTION_REPLICATION = 3
+
+
+class StartFailed(Exception):
+    """The notifier cannot start (the message says why, in one line)."""
+
+
+async def preflight(settings: NotifySettings) -> tuple[int, int]:
+    """(partition count shared by the notifier's topics, replication factor for its
+    table changelogs); :class:`StartFailed` when a topic is missing or they differ."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=30_000)
+    try:
+        await admin.start()
+        brokers = len((await admin.describe_cluster())["brokers"])
+        described = await admin.describe_topics(None)  # all topics: naming one could auto-create it
+    except KafkaError as exc:
+        raise StartFailed(f"cannot read the topics from the Kafka broker at {settings.bootstrap}"
+                          f" (RATER_BOOTSTRAP): {exc}") from None
+    finally:
+        await admin.close()
+    counts = {t["topic"]: len(t["partitions"]) for t in described if t.get("error_code", 0) == 0}
+    names = [settings.topic_prefix + name for name in TOPICS]
+    missing = [name for name in names if name not in counts]
+    if missing:
+        raise StartFailed(f"topics missing: {', '.join(missing)}; `rater topics create` makes them (with the same"
+                          " RATER_BOOTSTRAP and RATER_TOPIC_PREFIX)")
+    found = {counts[name] for name in names if name != settings.topic_prefix + FAILURES}
+    if len(found) != 1:
+        shown = ", ".join(f"{name} {counts[name]}" for name in names)
+        raise StartFailed(f"the notifier's topics must have one partition count (co-partitioned by tenant): {shown}")
+    return found.pop(), min(PRODUCTION_REPLICATION, brokers)
+
+
+def run_notifier(settings: NotifySettings) -> int:
+    """Run until stopped; the exit code (1: could not start)."""
+    try:
+        partitions, replication = asyncio.run(preflight(settings))
+    except StartFailed as exc:
+        log.error("%s", exc)
+        return 1
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    notifier = Notifier(settings, partitions=partitions, replication=replication, loop=loop)
+    if settings.webhook_secret is None:
+        log.warning("RATER_NOTIFY_WEBHOOK_SECRET is not set: webhooks cannot be signed and are given up"
+                    " (notification-failures)")
+    log.info("rater notify: group %s, %d partitions, web on %s:%d", settings.app_id, partitions,
+             settings.web_host, settings.web_port)
+    worker = faust.Worker(notifier.app, loop=loop, quiet=True, override_logging=False,
+                          loglevel=settings.log_level)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
