@@ -30,7 +30,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 import rater
-from rater.notifier.render import render
+from rater.notifier.render import render, resolve_locale
 from rater.notifier.settings import Network, NotifySettings
 
 EMAIL = "email"
@@ -93,9 +93,9 @@ def email_message(event: dict[str, Any], target: str, locale: str | None, settin
     message["Message-ID"] = message_id(event["event_id"], target, settings.mail_domain)
     message["X-Rater-Event-Id"] = event["event_id"]
     message["X-Rater-Event-Type"] = event["type"]
-    message["Content-Language"] = locale or "en"
     message.set_content(rendered.text)
     message.add_alternative(rendered.html, subtype="html")
+    message["Content-Language"] = resolve_locale(locale)  # after the bodies: set_content drops Content-*
     return message
 
 

@@ -65,6 +65,7 @@ def run_notifier(settings: NotifySettings) -> int:
              settings.web_host, settings.web_port)
     worker = faust.Worker(notifier.app, loop=loop, quiet=True, override_logging=False,
                           loglevel=settings.log_level)
+    worker.spinner = None  # no terminal spinner (its escape codes would land in the log)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

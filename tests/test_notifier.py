@@ -1,0 +1,163 @@
+"""``rater notify`` on a real broker, with a real SMTP server and a real HTTP receiver:
+events produced on ``notifications`` / ``low-balance`` (schema-valid, as the rater writes
+them) come out as e-mails and signed webhooks; failures retry on the retry topics without
+holding up other tenants, and end in ``notification-failures``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from rater import schemas
+from rater.notifier.delivery import message_id
+from tests.notify_support import (
+    MailServer,
+    NotifierProc,
+    Receiver,
+    notification,
+    read_topic,
+    upsert,
+    utc,
+    verify_signature,
+    wait_for,
+)
+from tests.support import create_topics, send_events
+
+pytestmark = pytest.mark.kafka
+
+DOMAIN = "rater.test"
+
+
+@pytest.fixture
+def mail() -> Iterator[MailServer]:
+    server = MailServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hooks() -> Iterator[Receiver]:
+    receiver = Receiver().start()
+    yield receiver
+    receiver.stop()
+
+
+def notifier(bootstrap: str, prefix: str, workdir: Path, mail: MailServer, **env: str) -> NotifierProc:
+    create_topics(bootstrap, prefix)
+    return NotifierProc(bootstrap, prefix, workdir, mail.port, extra_env=env).start()
+
+
+def contacts_applied(proc: NotifierProc, count: int) -> None:
+    wait_for(lambda: proc.metric("rater_notify_contacts_updates_total") >= count, 60,
+             f"{count} tenant_upserted applied", proc.check_alive)
+
+
+def test_events_become_signed_webhooks_and_emails_and_failures_hold_up_nobody(
+        kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, mail: MailServer, hooks: Receiver) -> None:
+    """Tenant A: two addresses and a webhook get every kind, with ids derived from the
+    event; B's webhook is slow and failing, yet A's e-mails sent after it arrive at once and
+    B's e-mail too; C's webhooks point at a private and a link-local address: refused,
+    never called, in notification-failures; D has no contacts; other kinds and old events
+    are skipped, counted."""
+    run = uuid.uuid4().hex[:6]
+    a, b, c, c2, d = (f"{name}-{run}" for name in ("ana", "bob", "cat", "cid", "dan"))
+    hooks.answers["/b"] = (3.0, 500)  # slow, then a server error: transient, retried, then given up
+    proc = notifier(kafka_bootstrap, topic_prefix, tmp_path, mail, RATER_NOTIFY_MAX_AGE="3600")
+    try:
+        send_events(kafka_bootstrap, topic_prefix, [
+            ("account-commands", upsert(a, {"emails": ["a1@acme.test"], "locale": "pt-BR"})),
+            ("account-commands", upsert(a, {"emails": ["a1@acme.test", "a2@acme.test"],
+                                            "webhook_url": hooks.url("/a"), "locale": "pt-BR"}, 2)),
+            ("account-commands", upsert(b, {"emails": ["b1@bob.test"], "webhook_url": hooks.url("/b")})),
+            ("account-commands", upsert(c, {"webhook_url": "http://10.1.2.3/hook"})),
+            ("account-commands", upsert(c2, {"webhook_url": "https://169.254.169.254/latest/meta-data"})),
+            ("account-commands", upsert(d, {"emails": ["d@dan.test"]})),
+            ("account-commands", upsert(d, None, 2)),  # a full upsert: no notify, no contacts
+        ])
+        contacts_applied(proc, 7)
+
+        send_events(kafka_bootstrap, topic_prefix, [("notifications", notification("recharge_succeeded", b, 1))])
+        wait_for(lambda: hooks.to("/b"), 30, "B's webhook called", proc.check_alive)
+        kinds = ("recharge_succeeded", "recharge_failed", "balance_depleted")
+        a_events = [notification(kind, a, 1) for kind in kinds]
+        a_low = notification("low_balance", a, 1)
+        send_events(kafka_bootstrap, topic_prefix, [
+            *(("notifications", e) for e in a_events),
+            ("low-balance", a_low),
+            ("notifications", notification("pool_exhausted", a, 1)),  # not for the notifier
+            ("notifications", notification("recharge_succeeded", a, 9, at=utc(hours=-2))),  # older than max age
+            ("low-balance", notification("low_balance", c, 1)),
+            ("notifications", notification("balance_depleted", c2, 1)),
+            ("notifications", notification("balance_depleted", d, 1)),
+        ])
+        wanted = [*a_events, a_low]
+        wait_for(lambda: len(mail.to("a1@acme.test")) >= 4 and len(mail.to("a2@acme.test")) >= 4, 30,
+                 "A's e-mails", proc.check_alive)
+        b_first_answer = hooks.to("/b")[0].at + 3.0
+        # A's e-mails (sent while B's slow webhook was under way) did not wait for it
+        assert all(m.at < b_first_answer for m in mail.to("a1@acme.test")), "A waited for B's webhook"
+        wait_for(lambda: len(hooks.to("/a")) >= 4 and mail.to("b1@bob.test"), 30, "A's webhooks, B's e-mail",
+                 proc.check_alive)
+
+        for rcpt in ("a1@acme.test", "a2@acme.test"):
+            got = mail.to(rcpt)
+            assert sorted(m.event_id for m in got) == sorted(e["event_id"] for e in wanted)
+            for m in got:
+                assert m.message["Message-ID"] == message_id(m.event_id, rcpt, DOMAIN)
+                assert m.message["To"] == rcpt
+                assert m.message["From"] == "Rater Billing <billing@rater.test>"
+                assert m.message["Content-Language"] == "pt-BR"
+                assert m.message.get_content_type() == "multipart/alternative"
+                text, html = (m.message.get_body(preferencelist=(kind,)) for kind in ("plain", "html"))
+                assert text is not None
+                assert html is not None
+                assert m.message["Subject"]
+                assert text.get_content().strip()
+                assert html.get_content().strip()
+        assert sorted(m.kind for m in mail.to("a1@acme.test")) == sorted(
+            ("recharge_succeeded", "recharge_failed", "balance_depleted", "low_balance"))
+
+        calls = hooks.to("/a")
+        assert sorted(call.headers["Idempotency-Key"] for call in calls) == sorted(e["event_id"] for e in wanted)
+        for call in calls:
+            assert verify_signature(call)
+            body = orjson.loads(call.body)
+            assert body == next(e for e in wanted if e["event_id"] == call.headers["Idempotency-Key"])
+            assert schemas.first_error(body["type"], body) is None
+            tampered = type(call)(call.path, call.headers, call.body.replace(b"USD", b"EUR"), call.at)
+            assert body["type"] == "recharge_failed" or not verify_signature(tampered)
+
+        # B's webhook: 4 attempts (the ladder), then given up; C's never called
+        failures = read_topic(kafka_bootstrap, f"{topic_prefix}notification-failures", lambda seen: len(seen) >= 3)
+        by_target = {f["target"]: f for f in failures}
+        assert set(by_target) == {hooks.url("/b"), "http://10.1.2.3/hook", "https://169.254.169.254/latest/meta-data"}
+        exhausted = by_target[hooks.url("/b")]
+        assert (exhausted["reason"], exhausted["attempts"], exhausted["channel"]) == ("exhausted", 4, "webhook")
+        assert exhausted["event"]["event_id"] == f"{b}/recharge_succeeded/1"
+        assert "HTTP 500" in exhausted["last_error"] or "Timeout" in exhausted["last_error"]
+        assert len(hooks.to("/b")) == 4
+        for target in ("http://10.1.2.3/hook", "https://169.254.169.254/latest/meta-data"):
+            refused = by_target[target]
+            assert (refused["reason"], refused["attempts"]) == ("refused", 1)
+            assert "not public" in refused["last_error"]
+        assert {c.path for c in hooks.calls} == {"/a", "/b"}
+        assert mail.to("d@dan.test") == []
+
+        m = proc.metric
+        assert m("rater_notify_deliveries_total", channel="email", outcome="delivered") == 9
+        assert m("rater_notify_deliveries_total", channel="webhook", outcome="delivered") == 4
+        assert m("rater_notify_deliveries_total", channel="webhook", outcome="retry") == 3
+        assert m("rater_notify_failures_total", channel="webhook", reason="exhausted") == 1
+        assert m("rater_notify_failures_total", channel="webhook", reason="refused") == 2
+        assert m("rater_notify_skipped_total", reason="other_type") == 1
+        assert m("rater_notify_skipped_total", reason="too_old") == 1
+        assert m("rater_notify_skipped_total", reason="no_contacts") == 1
+        assert m("rater_notify_delivery_latency_seconds_count", channel="email") == 9
+        assert proc.error_lines() == []
+    finally:
+        proc.stop()
+    assert proc.proc.returncode == 0
