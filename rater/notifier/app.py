@@ -135,7 +135,7 @@ class Notifier:
         )
         self._topics = {name: self.app.topic(settings.topic_prefix + name, key_type=bytes, value_type=bytes,
                                              partitions=partitions) for name in TOPICS}
-        as_json = faust.Schema(key_serializer="json", value_serializer="json")
+        as_json: faust.Schema[str, Any] = faust.Schema(key_serializer="json", value_serializer="json")
         self.contacts = self.app.Table("contacts", partitions=partitions, schema=as_json,
                                        help="tenant id → its contacts")
         self.delivered = self.app.Table("delivered", partitions=partitions, schema=as_json,
