@@ -73,9 +73,12 @@ class MailServer:
     def __init__(self) -> None:
         self.port = free_port()
         self.mails: list[Mail] = []
+        self.delay_s = 0.0
+        """How long each message takes to be accepted (a slow server)."""
         self._controller: Controller | None = None
 
     async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+        await asyncio.sleep(self.delay_s)
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         self.mails.extend(Mail(rcpt, message, time.monotonic()) for rcpt in envelope.rcpt_tos)
@@ -208,6 +211,7 @@ class NotifierProc:
             RATER_NOTIFY_TIMEOUT="5",
             RATER_NOTIFY_MAX_AGE="0",
             RATER_LOG_LEVEL="info",
+            RATER_SESSION_TIMEOUT="6",
         )
         env.update(self.extra_env)
         self.proc = spawn([sys.executable, "-m", "rater", "notify"], log=self.log, env=env)

@@ -5,6 +5,7 @@ holding up other tenants, and end in ``notification-failures``."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,3 +162,72 @@ def test_events_become_signed_webhooks_and_emails_and_failures_hold_up_nobody(
     finally:
         proc.stop()
     assert proc.proc.returncode == 0
+
+
+def test_a_mail_server_down_for_a_while_loses_nothing(
+        kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, mail: MailServer) -> None:
+    """Connection refused is transient: the e-mail waits on the retry topics and goes out
+    once the server is back, once."""
+    tenant = f"eve-{uuid.uuid4().hex[:6]}"
+    proc = notifier(kafka_bootstrap, topic_prefix, tmp_path, mail, RATER_NOTIFY_MAX_ATTEMPTS="10")
+    try:
+        send_events(kafka_bootstrap, topic_prefix, [("account-commands", upsert(tenant, {"emails": ["e@eve.test"]}))])
+        contacts_applied(proc, 1)
+        mail.stop()
+        event = notification("balance_depleted", tenant, 1)
+        send_events(kafka_bootstrap, topic_prefix, [("notifications", event)])
+        wait_for(lambda: proc.metric("rater_notify_retries_total", channel="email") >= 3, 30, "three retries",
+                 proc.check_alive)
+        mail.start()
+        wait_for(lambda: mail.to("e@eve.test"), 30, "the e-mail once the server is back", proc.check_alive)
+        wait_for(lambda: proc.metric("rater_notify_deliveries_total", outcome="delivered") == 1, 10, "counted")
+        [got] = mail.to("e@eve.test")
+        assert got.event_id == event["event_id"]
+        assert got.message["Message-ID"] == message_id(event["event_id"], "e@eve.test", DOMAIN)
+        assert proc.metric("rater_notify_failures_total") == 0
+        assert proc.error_lines() == []
+    finally:
+        proc.stop()
+
+
+def test_sigkill_mid_stream_loses_nothing_and_repeats_only_with_the_same_ids(
+        kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, mail: MailServer, hooks: Receiver) -> None:
+    """A notifier killed while delivering, restarted on a wiped local store (its tables
+    come back from their changelogs): every event reaches every target at least once, and
+    a repeat carries the same Message-ID / Idempotency-Key."""
+    run = uuid.uuid4().hex[:6]
+    tenants = [f"t{i}-{run}" for i in range(8)]
+    mail.delay_s = 0.03  # slow enough to be killed mid-stream
+    proc = notifier(kafka_bootstrap, topic_prefix, tmp_path, mail)
+    send_events(kafka_bootstrap, topic_prefix, [
+        ("account-commands", upsert(t, {"emails": [f"admin@{t}.test"], "webhook_url": hooks.url(f"/{t}")}))
+        for t in tenants])
+    contacts_applied(proc, len(tenants))
+    kinds = ("recharge_succeeded", "recharge_failed", "balance_depleted", "low_balance")
+    events = [notification(kinds[n % 4], t, n) for n in range(25) for t in tenants]
+    send_events(kafka_bootstrap, topic_prefix, [
+        ("low-balance" if e["type"] == "low_balance" else "notifications", e) for e in events])
+    wait_for(lambda: len(mail.mails) >= 40, 60, "some e-mails", proc.check_alive)
+    proc.kill()
+    sent_before = len(mail.mails)
+    assert sent_before < len(events), "the notifier finished before the kill: nothing was tested"
+    shutil.rmtree(proc.workdir / "data")
+    proc.start()
+    try:
+        expected = {(e["event_id"], f"admin@{e['tenant_id']}.test") for e in events}
+        wait_for(lambda: {(m.event_id, m.rcpt) for m in mail.mails} >= expected, 120, "every e-mail",
+                 proc.check_alive)
+        wait_for(lambda: {c.headers["Idempotency-Key"] for c in hooks.calls} >= {e["event_id"] for e in events},
+                 60, "every webhook", proc.check_alive)
+        for m in mail.mails:
+            assert m.message["Message-ID"] == message_id(m.event_id, m.rcpt, DOMAIN)
+        by_id = {e["event_id"]: e for e in events}
+        for call in hooks.calls:
+            assert verify_signature(call)
+            assert orjson.loads(call.body) == by_id[call.headers["Idempotency-Key"]]
+        assert proc.metric("rater_notify_failures_total") == 0
+        repeats = len(mail.mails) - len(expected)
+        print(f"{len(events)} events, {sent_before} e-mails before the kill, {repeats} sent twice")
+        assert proc.error_lines() == []
+    finally:
+        proc.stop()

@@ -124,6 +124,8 @@ class Notifier:
             consumer_auto_offset_reset="earliest",  # a first start reads every tenant_upserted
             stream_wait_empty=False,  # a rebalance does not wait for a retry agent's wait
             stream_recovery_delay=0.0,
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=settings.session_timeout_s / 5,
             broker_commit_livelock_soft_timeout=longest_wait_s,
             stream_processing_timeout=longest_wait_s,
             key_serializer="raw",

@@ -44,6 +44,8 @@ class NotifySettings:
     data_dir: Path = Path("notify-data")
     web_port: int = 6067
     web_host: str = "127.0.0.1"
+    session_timeout_s: float = 10.0
+    """How soon the group gives a silent notifier's partitions to another (Kafka's session timeout)."""
     log_level: str = "info"
     log_format: str = "human"
     smtp_host: str = "localhost"
@@ -86,6 +88,7 @@ class NotifySettings:
             data_dir=Path(env.get("RATER_NOTIFY_DATA_DIR") or str(default.data_dir)),
             web_port=read(env, "RATER_NOTIFY_WEB_PORT", default.web_port, port),
             web_host=env.get("RATER_NOTIFY_WEB_HOST") or default.web_host,
+            session_timeout_s=read(env, "RATER_SESSION_TIMEOUT", default.session_timeout_s, seconds(positive=True)),
             log_level=read(env, "RATER_LOG_LEVEL", default.log_level, choice(LOG_LEVELS)),
             log_format=read(env, "RATER_LOG_FORMAT", default.log_format, choice(LOG_FORMATS)),
             smtp_host=env.get("RATER_SMTP_HOST") or default.smtp_host,
