@@ -6,6 +6,7 @@ holding up other tenants, and end in ``notification-failures``."""
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,6 +229,33 @@ def test_sigkill_mid_stream_loses_nothing_and_repeats_only_with_the_same_ids(
         assert proc.metric("rater_notify_failures_total") == 0
         repeats = len(mail.mails) - len(expected)
         print(f"{len(events)} events, {sent_before} e-mails before the kill, {repeats} sent twice")
+        assert proc.error_lines() == []
+    finally:
+        proc.stop()
+
+
+def test_sigterm_while_a_retry_waits_stops_at_once_and_the_retry_survives(
+        kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, mail: MailServer) -> None:
+    """A retry due in 20 s does not hold up SIGTERM; after a restart the retry record is
+    read again and the e-mail goes out when it is due."""
+    tenant = f"fay-{uuid.uuid4().hex[:6]}"
+    proc = notifier(kafka_bootstrap, topic_prefix, tmp_path, mail, RATER_NOTIFY_RETRY_DELAYS="20")
+    send_events(kafka_bootstrap, topic_prefix, [("account-commands", upsert(tenant, {"emails": ["f@fay.test"]}))])
+    contacts_applied(proc, 1)
+    mail.stop()
+    event = notification("recharge_failed", tenant, 1)
+    send_events(kafka_bootstrap, topic_prefix, [("notifications", event)])
+    wait_for(lambda: proc.metric("rater_notify_retries_total", channel="email", level="1") == 1, 30,
+             "a retry scheduled", proc.check_alive)
+    stopping = time.monotonic()
+    proc.stop()
+    assert (proc.proc.returncode, time.monotonic() - stopping < 10) == (0, True)
+    mail.start()
+    proc.start()
+    try:
+        wait_for(lambda: mail.to("f@fay.test"), 40, "the retried e-mail", proc.check_alive)
+        [got] = mail.to("f@fay.test")
+        assert got.message["Message-ID"] == message_id(event["event_id"], "f@fay.test", DOMAIN)
         assert proc.error_lines() == []
     finally:
         proc.stop()

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -58,6 +58,13 @@ def _decode(value: bytes | None) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return payload if isinstance(payload, dict) else None
+
+
+def _manual(stream: StreamT[bytes]) -> faust.Stream[bytes]:
+    """``stream`` with manual acks: an event is acked once handled, so one cut short by a
+    shutdown is read again (Faust's own iteration acks it on the way out). Faust's
+    ``StreamT`` does not declare ``noack``; the stream an agent gets is a ``Stream``."""
+    return cast("faust.Stream[bytes]", stream).noack()  # type: ignore[return-value]
 
 
 def _unix(text: str) -> float:
@@ -171,27 +178,34 @@ class Notifier:
     # --- contacts ----------------------------------------------------------------------
 
     async def _contacts_agent(self, stream: StreamT[bytes]) -> None:
-        async for event in stream.events():
-            command = _decode(event.value)
-            if command is None or command.get("type") != "tenant_upserted":
-                continue  # other commands; what is not JSON the rater dead-letters
-            if schemas.first_error("tenant_upserted", command) is not None:
-                self.metrics.contacts.labels("invalid").inc()
-                continue
-            contacts = contacts_of(command)
-            if contacts is None:
-                self.contacts.pop(command["tenant_id"], None)
-                self.metrics.contacts.labels("cleared").inc()
-            else:
-                self.contacts[command["tenant_id"]] = contacts
-                self.metrics.contacts.labels("set").inc()
-            await self.app.producer.flush()  # the change is in the changelog before the command's offset
+        manual = _manual(stream)
+        async for event in manual.events():
+            await self._on_command(event)
+            await manual.ack(event)
+
+    async def _on_command(self, event: EventT[bytes]) -> None:
+        command = _decode(event.value)
+        if command is None or command.get("type") != "tenant_upserted":
+            return  # other commands; what is not JSON the rater dead-letters
+        if schemas.first_error("tenant_upserted", command) is not None:
+            self.metrics.contacts.labels("invalid").inc()
+            return
+        contacts = contacts_of(command)
+        if contacts is None:
+            self.contacts.pop(command["tenant_id"], None)
+            self.metrics.contacts.labels("cleared").inc()
+        else:
+            self.contacts[command["tenant_id"]] = contacts
+            self.metrics.contacts.labels("set").inc()
+        await self.app.producer.flush()  # the change is in the changelog before the command's offset
 
     # --- fresh notifications -----------------------------------------------------------
 
     async def _notifications_agent(self, stream: StreamT[bytes]) -> None:
-        async for event in stream.events():
+        manual = _manual(stream)  # acked once handled: a shutdown mid-delivery leaves it to be read again
+        async for event in manual.events():
             await self._on_notification(event)
+            await manual.ack(event)
 
     def _skip(self, reason: str) -> None:
         self.metrics.skipped.labels(reason).inc()
@@ -224,16 +238,21 @@ class Notifier:
     # --- retries -----------------------------------------------------------------------
 
     async def _retry_agent(self, stream: StreamT[bytes]) -> None:
-        async for event in stream.events():
-            record = _decode(event.value)
-            if record is None:
-                continue
-            if not await self._wait_until(float(record["due_at"]), event):
-                continue  # the partition moved to another notifier: it retries it
-            payload = record["event"]
-            async with self.locks.hold(payload["tenant_id"]):
-                await self._deliver(event, payload, channel=record["channel"], target=record["target"],
-                                    locale=record.get("locale"), attempts=int(record["attempts"]))
+        manual = _manual(stream)  # a shutdown while waiting for the due time must not ack the record
+        async for event in manual.events():
+            await self._on_retry(event)
+            await manual.ack(event)
+
+    async def _on_retry(self, event: EventT[bytes]) -> None:
+        record = _decode(event.value)
+        if record is None:
+            return
+        if not await self._wait_until(float(record["due_at"]), event):
+            return  # the partition moved to another notifier: it retries it
+        payload = record["event"]
+        async with self.locks.hold(payload["tenant_id"]):
+            await self._deliver(event, payload, channel=record["channel"], target=record["target"],
+                                locale=record.get("locale"), attempts=int(record["attempts"]))
 
     async def _wait_until(self, due_at: float, event: EventT[bytes]) -> bool:
         """Sleep until ``due_at``; ``False`` if the event's partition was revoked meanwhile."""
