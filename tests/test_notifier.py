@@ -5,7 +5,10 @@ holding up other tenants, and end in ``notification-failures``."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ from tests.notify_support import (
     MailServer,
     NotifierProc,
     Receiver,
+    describe_topic,
     notification,
     read_topic,
     upsert,
@@ -27,7 +31,7 @@ from tests.notify_support import (
     verify_signature,
     wait_for,
 )
-from tests.support import create_topics, send_events
+from tests.support import TEST_PARTITIONS, create_topics, send_events
 
 pytestmark = pytest.mark.kafka
 
@@ -81,6 +85,10 @@ def test_events_become_signed_webhooks_and_emails_and_failures_hold_up_nobody(
             ("account-commands", upsert(d, None, 2)),  # a full upsert: no notify, no contacts
         ])
         contacts_applied(proc, 7)
+        # the broker creates no topic by itself: the notifier made its tables' changelogs
+        for table in ("contacts", "delivered"):
+            assert describe_topic(kafka_bootstrap, f"{topic_prefix}rater-notify-{table}-changelog") == (
+                TEST_PARTITIONS, "compact")
 
         send_events(kafka_bootstrap, topic_prefix, [("notifications", notification("recharge_succeeded", b, 1))])
         wait_for(lambda: hooks.to("/b"), 30, "B's webhook called", proc.check_alive)
@@ -259,3 +267,13 @@ def test_sigterm_while_a_retry_waits_stops_at_once_and_the_retry_survives(
         assert proc.error_lines() == []
     finally:
         proc.stop()
+
+
+def test_missing_topics_stop_the_start_with_one_line(kafka_bootstrap: str, topic_prefix: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "rater", "notify"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "RATER_BOOTSTRAP": kafka_bootstrap, "RATER_TOPIC_PREFIX": topic_prefix},
+                          check=False)
+    assert done.returncode == 1
+    [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert f"topics missing: {topic_prefix}account-commands" in line
+    assert "`rater topics create` makes them" in line
