@@ -23,6 +23,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiosmtpd.controller import Controller
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -301,3 +303,22 @@ def read_topic(bootstrap: str, topic: str, until: Callable[[list[dict[str, Any]]
                timeout_s: float = 60) -> list[dict[str, Any]]:
     """Every record of ``topic`` from the start (JSON) once ``until`` holds."""
     return asyncio.run(_read_topic(bootstrap, topic, until, timeout_s))
+
+
+async def _describe(bootstrap: str, topic: str) -> tuple[int, str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
+                                                                  {"cleanup.policy": None})])
+        entries = response.to_object()["resources"][0]["config_entries"]
+        policy = next(e["config_value"] for e in entries if e["config_names"] == "cleanup.policy")
+        return len(described["partitions"]), policy
+    finally:
+        await admin.close()
+
+
+def describe_topic(bootstrap: str, topic: str) -> tuple[int, str]:
+    """(partition count, cleanup.policy) of an existing topic."""
+    return asyncio.run(_describe(bootstrap, topic))
