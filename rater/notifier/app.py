@@ -22,7 +22,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -107,6 +108,58 @@ class TenantLocks:
                 self._locks[tenant] = (lock, users - 1)
 
 
+class DeliveryWindow:
+    """Up to ``size`` events of one agent handled at once, acked strictly in the order
+    the agent read them: an event is acked only when it and every event read before it
+    are done, so a committed offset never passes an event still in flight (a slow
+    endpoint holds one slot; the agent reads on). Each event's task starts in the
+    agent's context, where Faust's "current event" is that event: the tables read and
+    write its partition."""
+
+    def __init__(self, stream: faust.Stream[bytes], size: int) -> None:
+        self.stream = stream
+        self.slots = asyncio.Semaphore(size)
+        self.order: deque[list[Any]] = deque()  # [event, done] in the order read
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.failure: BaseException | None = None
+
+    async def __aenter__(self) -> DeliveryWindow:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        """The agent stops: what is in flight is cancelled and stays unacked (read again)."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def start(self, event: EventT[bytes], handling: Coroutine[Any, Any, None]) -> None:
+        """Handle ``event`` in a task of its own once a slot is free."""
+        if self.failure is not None:  # a bug: the agent crashes (its event stays unacked)
+            handling.close()
+            raise self.failure
+        await self.slots.acquire()
+        entry = [event, False]
+        self.order.append(entry)
+        task = asyncio.create_task(self._run(entry, handling))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, entry: list[Any], handling: Coroutine[Any, Any, None]) -> None:
+        try:
+            await handling
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("handling %s failed", entry[0].message.tp)
+            self.failure = exc
+            return
+        finally:
+            self.slots.release()
+        entry[1] = True
+        while self.order and self.order[0][1]:
+            await self.stream.ack(self.order.popleft()[0])
+
+
 class Notifier:
     """The app, its topics, tables and agents."""
 
@@ -149,14 +202,14 @@ class Notifier:
                                        help="tenant id → its contacts")
         self.delivered = self.app.Table("delivered", partitions=partitions, schema=as_json,
                                         help="tenant id → {delivery key: unix time delivered}")
-        concurrency = settings.concurrency
+        # One actor per agent (Faust's concurrency > 1 can commit past an event still in
+        # flight): the agent itself keeps up to RATER_NOTIFY_CONCURRENCY events in flight
+        # and acks them in the order it read them (DeliveryWindow).
         self.app.agent(self._topics[COMMANDS], name="contacts")(self._contacts_agent)
-        self.app.agent(self._topics[NOTIFICATIONS], name="notifications", concurrency=concurrency)(
-            self._notifications_agent)
-        self.app.agent(self._topics[LOW_BALANCE], name="low-balance", concurrency=concurrency)(
-            self._notifications_agent)
+        self.app.agent(self._topics[NOTIFICATIONS], name="notifications")(self._notifications_agent)
+        self.app.agent(self._topics[LOW_BALANCE], name="low-balance")(self._notifications_agent)
         for level, name in enumerate(RETRY_TOPICS, start=1):
-            self.app.agent(self._topics[name], name=f"retry-{level}", concurrency=concurrency)(self._retry_agent)
+            self.app.agent(self._topics[name], name=f"retry-{level}")(self._retry_agent)
         self._pages()
 
     # --- web ---------------------------------------------------------------------------
@@ -203,9 +256,9 @@ class Notifier:
 
     async def _notifications_agent(self, stream: StreamT[bytes]) -> None:
         manual = _manual(stream)  # acked once handled: a shutdown mid-delivery leaves it to be read again
-        async for event in manual.events():
-            await self._on_notification(event)
-            await manual.ack(event)
+        async with DeliveryWindow(manual, self.settings.concurrency) as window:
+            async for event in manual.events():
+                await window.start(event, self._on_notification(event))
 
     def _skip(self, reason: str) -> None:
         self.metrics.skipped.labels(reason).inc()
@@ -239,9 +292,9 @@ class Notifier:
 
     async def _retry_agent(self, stream: StreamT[bytes]) -> None:
         manual = _manual(stream)  # a shutdown while waiting for the due time must not ack the record
-        async for event in manual.events():
-            await self._on_retry(event)
-            await manual.ack(event)
+        async with DeliveryWindow(manual, self.settings.concurrency) as window:
+            async for event in manual.events():
+                await window.start(event, self._on_retry(event))
 
     async def _on_retry(self, event: EventT[bytes]) -> None:
         record = _decode(event.value)
