@@ -167,6 +167,9 @@ def test_events_become_signed_webhooks_and_emails_and_failures_hold_up_nobody(
         assert m("rater_notify_skipped_total", reason="too_old") == 1
         assert m("rater_notify_skipped_total", reason="no_contacts") == 1
         assert m("rater_notify_delivery_latency_seconds_count", channel="email") == 9
+        wait_for(lambda: all(m("rater_notify_consumer_lag", topic=t) == 0
+                             for t in ("account-commands", "notifications", "low-balance")), 30,
+                 "every input committed", proc.check_alive)
         assert proc.error_lines() == []
     finally:
         proc.stop()
@@ -235,6 +238,9 @@ def test_sigkill_mid_stream_loses_nothing_and_repeats_only_with_the_same_ids(
             assert verify_signature(call)
             assert orjson.loads(call.body) == by_id[call.headers["Idempotency-Key"]]
         assert proc.metric("rater_notify_failures_total") == 0
+        wait_for(lambda: all(proc.metric("rater_notify_consumer_lag", topic=t) == 0
+                             for t in ("notifications", "low-balance")), 30, "every event committed",
+                 proc.check_alive)
         repeats = len(mail.mails) - len(expected)
         print(f"{len(events)} events, {sent_before} e-mails before the kill, {repeats} sent twice")
         assert proc.error_lines() == []

@@ -219,6 +219,7 @@ class Notifier:
         registry, app = self.metrics.registry, self.app
 
         async def metrics(view: Any, _request: Any) -> Any:
+            self._measure_lag()
             return view.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
         async def healthz(view: Any, _request: Any) -> Any:
@@ -227,6 +228,22 @@ class Notifier:
 
         app.page("/metrics")(metrics)
         app.page("/healthz")(healthz)
+
+    def _measure_lag(self) -> None:
+        """``rater_notify_consumer_lag`` now, from the consumer's end and committed offsets."""
+        consumer = self.app.consumer
+        committed = cast(Any, consumer)._committed_offset  # Faust keeps no public view of it
+        lag = dict.fromkeys(self._topics, 0)
+        names = {topic.get_topic_name(): name for name, topic in self._topics.items()}
+        for tp in consumer.assignment():
+            name = names.get(tp.topic)
+            offset = committed.get(tp)
+            if name is None or offset is None:
+                continue
+            lag[name] += max(0, consumer.highwater(tp) - offset)
+        for name, value in lag.items():
+            if name != FAILURES:
+                self.metrics.lag.labels(name).set(value)
 
     # --- contacts ----------------------------------------------------------------------
 

@@ -35,3 +35,7 @@ class NotifyMetrics:
             "rater_notify_contacts_updates", "tenant_upserted commands applied to the contacts table, by"
             " action (set, cleared, invalid)", ["action"], registry=registry)
         self.in_flight = Gauge("rater_notify_in_flight", "Delivery attempts under way", registry=registry)
+        self.lag = Gauge(
+            "rater_notify_consumer_lag", "Records of the notifier's partitions not committed yet (end offset"
+            " − committed offset, summed over its partitions of the topic); on a retry topic these are"
+            " retries waiting for their due time", ["topic"], registry=registry)
