@@ -18,6 +18,25 @@ log = logging.getLogger("rater.notify")
 PRODUCTION_REPLICATION = 3
 
 
+class NewChangelogAsInfo(logging.Filter):
+    """aiokafka's ERROR record of a topic "not found in cluster metadata" becomes INFO
+    when the topic is one of the notifier's table changelogs: on a first start the
+    notifier creates them and aiokafka asks for their metadata before the broker has it,
+    then finds them a moment later (a missing input topic stops the start instead)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if (record.levelno >= logging.ERROR and "not found in cluster metadata" in message
+                and f"Topic {self.prefix}" in message and "-changelog" in message):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
 class StartFailed(Exception):
     """The notifier cannot start (the message says why, in one line)."""
 
@@ -55,6 +74,7 @@ def run_notifier(settings: NotifySettings) -> int:
     except StartFailed as exc:
         log.error("%s", exc)
         return 1
+    logging.getLogger("aiokafka.cluster").addFilter(NewChangelogAsInfo(settings.app_id))
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     notifier = Notifier(settings, partitions=partitions, replication=replication, loop=loop)
