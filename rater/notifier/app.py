@@ -48,6 +48,9 @@ from rater.notifier.settings import (
 
 log = logging.getLogger("rater.notify")
 
+TABLES = ("contacts", "delivered")
+"""The tables; their changelogs are ``{app id}-{table}-changelog``."""
+
 
 
 def _decode(value: bytes | None) -> dict[str, Any] | None:

@@ -7,11 +7,12 @@ import asyncio
 import logging
 
 import faust
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from rater.notifier.app import Notifier
+from rater.notifier.app import TABLES, Notifier
 from rater.notifier.settings import FAILURES, TOPICS, NotifySettings
+from rater.topics import _wait_for_leaders
 
 log = logging.getLogger("rater.notify")
 
@@ -64,7 +65,41 @@ async def preflight(settings: NotifySettings) -> tuple[int, int]:
     if len(found) != 1:
         shown = ", ".join(f"{name} {counts[name]}" for name in names)
         raise StartFailed(f"the notifier's topics must have one partition count (co-partitioned by tenant): {shown}")
-    return found.pop(), min(PRODUCTION_REPLICATION, brokers)
+    partitions, replication = found.pop(), min(PRODUCTION_REPLICATION, brokers)
+    await _ensure_changelogs(settings, counts, partitions, replication)
+    return partitions, replication
+
+
+async def _ensure_changelogs(settings: NotifySettings, counts: dict[str, int], partitions: int,
+                             replication: int) -> None:
+    """Create the tables' changelogs before Faust starts. Faust would create them itself,
+    but on a first start its table writes can then run before the new topics' metadata
+    reaches the client, and fail (``PartitionsMismatch``: "has 0 partitions")."""
+    missing = [NewTopic(name, partitions, replication, topic_configs={
+        "cleanup.policy": "compact", "min.insync.replicas": str(max(1, min(2, replication - 1)))})
+        for name in changelog_names(settings) if name not in counts]
+    wrong = [f"{name} {counts[name]}" for name in changelog_names(settings)
+             if name in counts and counts[name] != partitions]
+    if wrong:
+        raise StartFailed(f"the notifier's table changelogs must have {partitions} partitions as its topics:"
+                          f" {', '.join(wrong)}")
+    if not missing:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=30_000)
+    try:
+        await admin.start()
+        await admin.create_topics(missing)
+        await _wait_for_leaders(admin, [topic.name for topic in missing])
+        log.info("created %s", ", ".join(topic.name for topic in missing))
+    except KafkaError as exc:
+        raise StartFailed(f"cannot create the notifier's table changelogs: {exc}") from None
+    finally:
+        await admin.close()
+
+
+def changelog_names(settings: NotifySettings) -> list[str]:
+    """The topics Faust keeps the tables in (``{app id}-{table}-changelog``)."""
+    return [f"{settings.app_id}-{table}-changelog" for table in TABLES]
 
 
 def run_notifier(settings: NotifySettings) -> int:
