@@ -21,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -119,8 +121,9 @@ class DeliveryWindow:
     agent's context, where Faust's "current event" is that event: the tables read and
     write its partition."""
 
-    def __init__(self, stream: faust.Stream[bytes], size: int) -> None:
+    def __init__(self, stream: faust.Stream[bytes], size: int, on_failure: Callable[[], None]) -> None:
         self.stream = stream
+        self.on_failure = on_failure
         self.slots = asyncio.Semaphore(size)
         self.order: deque[list[Any]] = deque()  # [event, done] in the order read
         self.tasks: set[asyncio.Task[None]] = set()
@@ -152,9 +155,12 @@ class DeliveryWindow:
             await handling
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            log.exception("handling %s failed", entry[0].message.tp)
+        except Exception as exc:  # a bug: stop, and read the event again at the next start
+            message = entry[0].message
+            log.exception("handling %s offset %d failed: stopping (its offset is not committed)",
+                          message.tp, message.offset)
             self.failure = exc
+            self.on_failure()
             return
         finally:
             self.slots.release()
@@ -172,6 +178,7 @@ class Notifier:
         self.partitions = partitions
         self.metrics = NotifyMetrics(registry or CollectorRegistry())
         self.locks = TenantLocks()
+        self.failed = False
         longest_wait_s = max(settings.retry_delays_s) + settings.timeout_s + 60.0
         self.app = faust.App(
             settings.app_id,
@@ -214,6 +221,12 @@ class Notifier:
         for level, name in enumerate(RETRY_TOPICS, start=1):
             self.app.agent(self._topics[name], name=f"retry-{level}")(self._retry_agent)
         self._pages()
+
+    def _fail(self) -> None:
+        """A delivery task raised (a bug): stop the process cleanly, exit code 3."""
+        if not self.failed:
+            self.failed = True
+            os.kill(os.getpid(), signal.SIGTERM)
 
     # --- web ---------------------------------------------------------------------------
 
@@ -276,7 +289,7 @@ class Notifier:
 
     async def _notifications_agent(self, stream: StreamT[bytes]) -> None:
         manual = _manual(stream)  # acked once handled: a shutdown mid-delivery leaves it to be read again
-        async with DeliveryWindow(manual, self.settings.concurrency) as window:
+        async with DeliveryWindow(manual, self.settings.concurrency, self._fail) as window:
             async for event in manual.events():
                 await window.start(event, self._on_notification(event))
 
@@ -312,7 +325,7 @@ class Notifier:
 
     async def _retry_agent(self, stream: StreamT[bytes]) -> None:
         manual = _manual(stream)  # a shutdown while waiting for the due time must not ack the record
-        async with DeliveryWindow(manual, self.settings.concurrency) as window:
+        async with DeliveryWindow(manual, self.settings.concurrency, self._fail) as window:
             async for event in manual.events():
                 await window.start(event, self._on_retry(event))
 

@@ -124,5 +124,7 @@ def run_notifier(settings: NotifySettings) -> int:
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+        code = int(exc.code or 0)
+    else:
+        code = 0
+    return 3 if notifier.failed else code
