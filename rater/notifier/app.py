@@ -31,6 +31,7 @@ from typing import Any, cast
 
 import faust
 import orjson
+from faust.exceptions import ConsumerNotStarted
 from faust.types import EventT, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -235,12 +236,16 @@ class Notifier:
         registry, app = self.metrics.registry, self.app
 
         async def metrics(view: Any, _request: Any) -> Any:
-            self._measure_lag()
+            with contextlib.suppress(ConsumerNotStarted):
+                self._measure_lag()
             return view.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
         async def healthz(view: Any, _request: Any) -> Any:
-            return view.json({"status": "ok", "rebalancing": bool(app.rebalancing),
-                              "assigned_partitions": len(app.consumer.assignment())})
+            try:
+                assigned = len(app.consumer.assignment())
+            except ConsumerNotStarted:
+                return view.json({"status": "starting"}, status=503)
+            return view.json({"status": "ok", "rebalancing": bool(app.rebalancing), "assigned_partitions": assigned})
 
         app.page("/metrics")(metrics)
         app.page("/healthz")(healthz)
