@@ -227,8 +227,13 @@ def test_sigkill_mid_stream_loses_nothing_and_repeats_only_with_the_same_ids(
     proc.start()
     try:
         expected = {(e["event_id"], f"admin@{e['tenant_id']}.test") for e in events}
-        wait_for(lambda: {(m.event_id, m.rcpt) for m in mail.mails} >= expected, 120, "every e-mail",
-                 proc.check_alive)
+        try:
+            wait_for(lambda: {(m.event_id, m.rcpt) for m in mail.mails} >= expected, 120, "every e-mail",
+                     proc.check_alive)
+        except AssertionError as exc:
+            missing = sorted(expected - {(m.event_id, m.rcpt) for m in mail.mails})
+            lag = {t: proc.metric("rater_notify_consumer_lag", topic=t) for t in ("notifications", "low-balance")}
+            raise AssertionError(f"{exc}; missing {missing}; lag {lag}") from None
         wait_for(lambda: {c.headers["Idempotency-Key"] for c in hooks.calls} >= {e["event_id"] for e in events},
                  60, "every webhook", proc.check_alive)
         for m in mail.mails:
