@@ -85,6 +85,30 @@ def _named_by(exc: Exception, **paths: str | None) -> str:
     return f" ({', '.join(named)})" if named else ""
 
 
+@main.command()
+@click.option("--loglevel", "-l", type=click.Choice(LOG_LEVELS), default=None,
+              help="log level (default: RATER_LOG_LEVEL or info)")
+def notify(loglevel: str | None) -> None:
+    """Run the notifier: e-mails and webhooks to each tenant's contacts (settings from
+    RATER_SMTP_* and RATER_NOTIFY_* environment variables; docs/notifications.md)."""
+    from rater.notifier.settings import NotifySettings
+    from rater.shell import logs
+
+    try:
+        settings = NotifySettings.from_env()
+    except SettingsError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    logs.setup(loglevel or settings.log_level, settings.log_format)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # until Faust's worker takes the signals over
+    try:
+        from rater.notifier.run import run_notifier
+
+        sys.exit(run_notifier(settings))
+    except KeyboardInterrupt:
+        logging.getLogger("rater.notify").info("stopped while starting")
+
+
 @main.group()
 def topics() -> None:
     """Kafka topics of topics/topics.toml."""

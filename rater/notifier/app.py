@@ -1,0 +1,417 @@
+"""The notifier's Faust app: a contacts table fed from ``account-commands``, agents that
+deliver ``notifications`` and ``low-balance`` events, and one agent per retry level.
+
+Every topic is keyed by tenant id and co-partitioned with the others, so partition ``p``
+of each of them (and of both tables' changelogs) belongs to one notifier. Faust's tables
+read and write the partition of the "current event": every table access here happens
+while handling one event of that tenant (no batching across partitions), and a retry
+record is written to the partition of the event it retries.
+
+Delivery is at least once. A delivered (event id, channel, target) is remembered per
+tenant in the ``delivered`` table (for ``RATER_NOTIFY_KEEP_DELIVERED``), so an event seen
+again — a rebalance or a restart replays what was not committed — is not sent again; a
+crash between a delivery and that table's write can send it again, with the same
+``Message-ID`` / ``Idempotency-Key``. A failed attempt is never retried in place: a
+retry record goes to the level's topic, whose agent waits for its due time, so one
+tenant's broken endpoint holds up nobody else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import faust
+import orjson
+from faust.exceptions import ConsumerNotStarted
+from faust.types import EventT, StreamT
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from rater import schemas
+from rater.notifier import delivery, retry
+from rater.notifier.metrics import NotifyMetrics
+from rater.notifier.render import KINDS
+from rater.notifier.settings import (
+    COMMANDS,
+    FAILURES,
+    LOW_BALANCE,
+    NOTIFICATIONS,
+    RETRY_TOPICS,
+    TOPICS,
+    NotifySettings,
+)
+
+log = logging.getLogger("rater.notify")
+
+TABLES = ("contacts", "delivered")
+"""The tables; their changelogs are ``{app id}-{table}-changelog``."""
+
+
+
+def _decode(value: bytes | None) -> dict[str, Any] | None:
+    """A JSON object, or ``None`` for anything else."""
+    if value is None:
+        return None
+    try:
+        payload = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _manual(stream: StreamT[bytes]) -> faust.Stream[bytes]:
+    """``stream`` with manual acks: an event is acked once handled, so one cut short by a
+    shutdown is read again (Faust's own iteration acks it on the way out). Faust's
+    ``StreamT`` does not declare ``noack``; the stream an agent gets is a ``Stream``."""
+    return cast("faust.Stream[bytes]", stream).noack()  # type: ignore[return-value]
+
+
+def _unix(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def contacts_of(command: dict[str, Any]) -> dict[str, Any] | None:
+    """The contacts a valid ``tenant_upserted`` sets (``None``: it has none)."""
+    notify = command.get("notify") or {}
+    emails = list(dict.fromkeys(notify.get("emails") or []))
+    webhook = notify.get("webhook_url")
+    if not emails and not webhook:
+        return None
+    return {"emails": emails, "webhook_url": webhook, "locale": notify.get("locale") or "en"}
+
+
+class TenantLocks:
+    """One lock per tenant with deliveries under way: a tenant's events go one at a
+    time, in the order the agent took them, while other tenants' go on."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, tenant: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(tenant, (asyncio.Lock(), 0))
+        self._locks[tenant] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[tenant]
+            if users == 1:
+                del self._locks[tenant]
+            else:
+                self._locks[tenant] = (lock, users - 1)
+
+
+class DeliveryWindow:
+    """Up to ``size`` events of one agent handled at once, acked strictly in the order
+    the agent read them: an event is acked only when it and every event read before it
+    are done, so a committed offset never passes an event still in flight (a slow
+    endpoint holds one slot; the agent reads on). Each event's task starts in the
+    agent's context, where Faust's "current event" is that event: the tables read and
+    write its partition."""
+
+    def __init__(self, stream: faust.Stream[bytes], size: int, on_failure: Callable[[], None]) -> None:
+        self.stream = stream
+        self.on_failure = on_failure
+        self.slots = asyncio.Semaphore(size)
+        self.order: deque[list[Any]] = deque()  # [event, done] in the order read
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.failure: BaseException | None = None
+
+    async def __aenter__(self) -> DeliveryWindow:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        """The agent stops: what is in flight is cancelled and stays unacked (read again)."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def start(self, event: EventT[bytes], handling: Coroutine[Any, Any, None]) -> None:
+        """Handle ``event`` in a task of its own once a slot is free."""
+        if self.failure is not None:  # a bug: the agent crashes (its event stays unacked)
+            handling.close()
+            raise self.failure
+        await self.slots.acquire()
+        entry = [event, False]
+        self.order.append(entry)
+        task = asyncio.create_task(self._run(entry, handling))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, entry: list[Any], handling: Coroutine[Any, Any, None]) -> None:
+        try:
+            await handling
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: stop, and read the event again at the next start
+            message = entry[0].message
+            log.exception("handling %s offset %d failed: stopping (its offset is not committed)",
+                          message.tp, message.offset)
+            self.failure = exc
+            self.on_failure()
+            return
+        finally:
+            self.slots.release()
+        entry[1] = True
+        while self.order and self.order[0][1]:
+            await self.stream.ack(self.order.popleft()[0])
+
+
+class Notifier:
+    """The app, its topics, tables and agents."""
+
+    def __init__(self, settings: NotifySettings, *, partitions: int, replication: int,
+                 registry: CollectorRegistry | None = None, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.settings = settings
+        self.partitions = partitions
+        self.metrics = NotifyMetrics(registry or CollectorRegistry())
+        self.locks = TenantLocks()
+        self.failed = False
+        longest_wait_s = max(settings.retry_delays_s) + settings.timeout_s + 60.0
+        self.app = faust.App(
+            settings.app_id,
+            broker=[f"kafka://{host.strip()}" for host in settings.bootstrap.split(",") if host.strip()],
+            store="rocksdb://",
+            datadir=str(settings.data_dir),
+            autodiscover=False,
+            loop=loop,
+            processing_guarantee="at_least_once",
+            topic_partitions=partitions,
+            topic_replication_factor=replication,
+            topic_disable_leader=True,  # no assignor leader topic to create: the group's leader is Kafka's
+            consumer_auto_offset_reset="earliest",  # a first start reads every tenant_upserted
+            stream_wait_empty=False,  # a rebalance does not wait for a retry agent's wait
+            stream_recovery_delay=0.0,
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=settings.session_timeout_s / 5,
+            broker_commit_livelock_soft_timeout=longest_wait_s,
+            stream_processing_timeout=longest_wait_s,
+            key_serializer="raw",
+            value_serializer="raw",
+            web_enabled=True,
+            web_port=settings.web_port,
+            web_bind=settings.web_host,
+            web_host=settings.web_host,
+        )
+        self._topics = {name: self.app.topic(settings.topic_prefix + name, key_type=bytes, value_type=bytes,
+                                             partitions=partitions) for name in TOPICS}
+        as_json: faust.Schema[str, Any] = faust.Schema(key_serializer="json", value_serializer="json")
+        self.contacts = self.app.Table("contacts", partitions=partitions, schema=as_json,
+                                       help="tenant id → its contacts")
+        self.delivered = self.app.Table("delivered", partitions=partitions, schema=as_json,
+                                        help="tenant id → {delivery key: unix time delivered}")
+        # One actor per agent (Faust's concurrency > 1 can commit past an event still in
+        # flight): the agent itself keeps up to RATER_NOTIFY_CONCURRENCY events in flight
+        # and acks them in the order it read them (DeliveryWindow).
+        self.app.agent(self._topics[COMMANDS], name="contacts")(self._contacts_agent)
+        self.app.agent(self._topics[NOTIFICATIONS], name="notifications")(self._notifications_agent)
+        self.app.agent(self._topics[LOW_BALANCE], name="low-balance")(self._notifications_agent)
+        for level, name in enumerate(RETRY_TOPICS, start=1):
+            self.app.agent(self._topics[name], name=f"retry-{level}")(self._retry_agent)
+        self._pages()
+
+    def _fail(self) -> None:
+        """A delivery task raised (a bug): stop the process cleanly, exit code 3."""
+        if not self.failed:
+            self.failed = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    # --- web ---------------------------------------------------------------------------
+
+    def _pages(self) -> None:
+        """``/metrics`` (Prometheus) and ``/healthz`` on Faust's web server."""
+        registry, app = self.metrics.registry, self.app
+
+        async def metrics(view: Any, _request: Any) -> Any:
+            with contextlib.suppress(ConsumerNotStarted):
+                self._measure_lag()
+            return view.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+        async def healthz(view: Any, _request: Any) -> Any:
+            try:
+                assigned = len(app.consumer.assignment())
+            except ConsumerNotStarted:
+                return view.json({"status": "starting"}, status=503)
+            return view.json({"status": "ok", "rebalancing": bool(app.rebalancing), "assigned_partitions": assigned})
+
+        app.page("/metrics")(metrics)
+        app.page("/healthz")(healthz)
+
+    def _measure_lag(self) -> None:
+        """``rater_notify_consumer_lag`` now, from the consumer's end and committed offsets."""
+        consumer = self.app.consumer
+        committed = cast(Any, consumer)._committed_offset  # Faust keeps no public view of it
+        lag = dict.fromkeys(self._topics, 0)
+        names = {topic.get_topic_name(): name for name, topic in self._topics.items()}
+        for tp in consumer.assignment():
+            name = names.get(tp.topic)
+            offset = committed.get(tp)
+            if name is None or offset is None:
+                continue
+            lag[name] += max(0, consumer.highwater(tp) - offset)
+        for name, value in lag.items():
+            if name != FAILURES:
+                self.metrics.lag.labels(name).set(value)
+
+    # --- contacts ----------------------------------------------------------------------
+
+    async def _contacts_agent(self, stream: StreamT[bytes]) -> None:
+        manual = _manual(stream)
+        async for event in manual.events():
+            await self._on_command(event)
+            await manual.ack(event)
+
+    async def _on_command(self, event: EventT[bytes]) -> None:
+        command = _decode(event.value)
+        if command is None or command.get("type") != "tenant_upserted":
+            return  # other commands; what is not JSON the rater dead-letters
+        if schemas.first_error("tenant_upserted", command) is not None:
+            self.metrics.contacts.labels("invalid").inc()
+            return
+        contacts = contacts_of(command)
+        if contacts is None:
+            self.contacts.pop(command["tenant_id"], None)
+            self.metrics.contacts.labels("cleared").inc()
+        else:
+            self.contacts[command["tenant_id"]] = contacts
+            self.metrics.contacts.labels("set").inc()
+        await self.app.producer.flush()  # the change is in the changelog before the command's offset
+
+    # --- fresh notifications -----------------------------------------------------------
+
+    async def _notifications_agent(self, stream: StreamT[bytes]) -> None:
+        manual = _manual(stream)  # acked once handled: a shutdown mid-delivery leaves it to be read again
+        async with DeliveryWindow(manual, self.settings.concurrency, self._fail) as window:
+            async for event in manual.events():
+                await window.start(event, self._on_notification(event))
+
+    def _skip(self, reason: str) -> None:
+        self.metrics.skipped.labels(reason).inc()
+
+    async def _on_notification(self, event: EventT[bytes]) -> None:
+        payload = _decode(event.value)
+        kind = payload.get("type") if payload is not None else None
+        if payload is None or kind not in KINDS:
+            self._skip("other_type")  # pool_exhausted, credits_expired, …
+            return
+        if schemas.first_error(str(kind), payload) is not None:
+            self._skip("invalid")
+            return
+        if self.settings.max_age_s and time.time() - _unix(payload["occurred_at"]) > self.settings.max_age_s:
+            self._skip("too_old")
+            return
+        tenant = payload["tenant_id"]
+        contacts = self.contacts.get(tenant)
+        if not contacts:
+            self._skip("no_contacts")
+            return
+        targets = [(delivery.EMAIL, address) for address in contacts["emails"]]
+        if contacts.get("webhook_url"):
+            targets.append((delivery.WEBHOOK, contacts["webhook_url"]))
+        async with self.locks.hold(tenant):
+            await asyncio.gather(*(self._deliver(event, payload, channel=channel, target=target,
+                                                 locale=contacts.get("locale"), attempts=0)
+                                   for channel, target in targets))
+
+    # --- retries -----------------------------------------------------------------------
+
+    async def _retry_agent(self, stream: StreamT[bytes]) -> None:
+        manual = _manual(stream)  # a shutdown while waiting for the due time must not ack the record
+        async with DeliveryWindow(manual, self.settings.concurrency, self._fail) as window:
+            async for event in manual.events():
+                await window.start(event, self._on_retry(event))
+
+    async def _on_retry(self, event: EventT[bytes]) -> None:
+        record = _decode(event.value)
+        if record is None:
+            return
+        if not await self._wait_until(float(record["due_at"]), event):
+            return  # the partition moved to another notifier: it retries it
+        payload = record["event"]
+        async with self.locks.hold(payload["tenant_id"]):
+            await self._deliver(event, payload, channel=record["channel"], target=record["target"],
+                                locale=record.get("locale"), attempts=int(record["attempts"]))
+
+    async def _wait_until(self, due_at: float, event: EventT[bytes]) -> bool:
+        """Sleep until ``due_at``; ``False`` if the event's partition was revoked meanwhile."""
+        tp = event.message.tp
+        while (left := due_at - time.time()) > 0:
+            await asyncio.sleep(min(left, 1.0))
+            if tp not in self.app.consumer.assignment():
+                return False
+        return True
+
+    # --- one delivery ------------------------------------------------------------------
+
+    def _delivered(self, tenant: str, key: str) -> bool:
+        return key in (self.delivered.get(tenant) or {})
+
+    def _remember(self, tenant: str, key: str, now: float) -> None:
+        """Add ``key`` and drop what is older than the TTL: one read and one write, with no
+        await between them (other deliveries of the tenant may have written meanwhile)."""
+        horizon = now - self.settings.delivered_ttl_s
+        kept = {k: t for k, t in (self.delivered.get(tenant) or {}).items() if t >= horizon}
+        kept[key] = now
+        self.delivered[tenant] = kept
+
+    async def _deliver(self, event: EventT[bytes], payload: dict[str, Any], *, channel: str, target: str,
+                       locale: str | None, attempts: int) -> None:
+        """Attempt number ``attempts + 1`` of one (event, channel, target), then remember
+        it, schedule a retry or write the failure."""
+        tenant, kind = payload["tenant_id"], payload["type"]
+        key = delivery.delivery_key(payload["event_id"], channel, target)
+        if self._delivered(tenant, key):
+            self.metrics.deliveries.labels(kind, channel, "duplicate").inc()
+            return
+        self.metrics.in_flight.inc()
+        try:
+            if channel == delivery.EMAIL:
+                outcome = await delivery.send_email(payload, target, locale, self.settings)
+            else:
+                outcome = await delivery.send_webhook(payload, target, self.settings)
+        finally:
+            self.metrics.in_flight.dec()
+        attempts += 1
+        step = retry.after(outcome, attempts, self.settings.retry_delays_s, self.settings.max_attempts)
+        now = time.time()
+        if step is None:
+            self._remember(tenant, key, now)
+            self.metrics.deliveries.labels(kind, channel, "delivered").inc()
+            self.metrics.latency.labels(channel).observe(max(0.0, now - _unix(payload["occurred_at"])))
+            return
+        record: dict[str, Any] = {"event": payload, "channel": channel, "target": target, "locale": locale,
+                  "attempts": attempts, "last_error": outcome.error}
+        if isinstance(step, retry.Retry):
+            record["due_at"] = now + step.delay_s
+            await self._send(RETRY_TOPICS[step.level - 1], event, tenant, record)
+            self.metrics.deliveries.labels(kind, channel, "retry").inc()
+            self.metrics.retries.labels(channel, str(step.level)).inc()
+            log.info("%s %s to %s %s: attempt %d failed (%s); retry in %gs", kind, payload["event_id"], channel,
+                     target, attempts, outcome.error, step.delay_s)
+            return
+        record.update(type="notification_failed", reason=step.reason, failed_at=_now_text())
+        await self._send(FAILURES, event, tenant, record)
+        self.metrics.deliveries.labels(kind, channel, "failed").inc()
+        self.metrics.failures.labels(channel, step.reason).inc()
+        log.warning("%s %s to %s %s: given up after %d attempt(s), %s: %s", kind, payload["event_id"], channel,
+                    target, attempts, step.reason, outcome.error)
+
+    async def _send(self, name: str, event: EventT[bytes], tenant: str, record: dict[str, Any]) -> None:
+        """Write ``record`` on the current event's partition of topic ``name`` and wait
+        for the broker's ack (before the event's offset can be committed)."""
+        sent = await self._topics[name].send(key=tenant.encode(), value=orjson.dumps(record),
+                                             partition=event.message.partition)
+        await sent
