@@ -224,3 +224,22 @@ def test_the_schema_check_rejects_a_broken_compose_file() -> None:
     schema = orjson.loads(SPEC_SCHEMA.read_bytes())
     broken = {"services": {"kafka": {"image": "apache/kafka:4.1.1", "depends_on": {"x": {"condition": "bogus"}}}}}
     assert list(Draft201909Validator(schema).iter_errors(broken))
+
+
+def test_the_notifier_mails_the_catcher_and_prometheus_scrapes_it_as_a_job_of_its_own() -> None:
+    from rater.notifier.settings import NotifySettings  # noqa: PLC0415 - one test's import
+
+    services = _services()
+    notifier = services["notifier"]
+    assert (notifier["build"], notifier["image"], notifier["command"]) == (".", services["topics"]["image"],
+                                                                          ["notify"])
+    settings = NotifySettings.from_env(notifier["environment"])  # every value one the notifier takes
+    assert settings.smtp_host in services, "the mail server is a compose service"
+    assert services[settings.smtp_host]["image"].startswith("axllent/mailpit:")
+    assert f"{settings.web_port}:{settings.web_port}" in notifier["ports"]
+    assert notifier["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    assert any(v.endswith(":" + str(settings.data_dir)) for v in notifier["volumes"])
+    assert "--notify-domain" in services["traffic"]["command"]  # its tenants have admins to tell
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    [job] = [j for j in config["scrape_configs"] if j["job_name"] == "rater-notify"]
+    assert [t for s in job["static_configs"] for t in s["targets"]] == [f"notifier:{settings.web_port}"]

@@ -118,3 +118,22 @@ def test_the_email_is_multipart_alternative_with_derived_ids() -> None:
         "a@t.test", "balance_depleted", "zh-CN")
     with pytest.raises(ValueError, match="pool_exhausted"):
         delivery.email_message({**event, "type": "pool_exhausted"}, "a@t.test", "en", settings)
+
+
+def test_contacts_are_held_to_the_notify_rules_field_by_field() -> None:
+    from rater.notifier.app import contacts_of  # noqa: PLC0415 - faust is imported with it
+
+    def upsert(notify: object) -> dict[str, object]:
+        return {"type": "tenant_upserted", "tenant_id": "t1", "notify": notify}
+
+    assert contacts_of(upsert({"emails": ["ops at acme", "ana@acme.example", "ana@acme.example", 7],
+                               "locale": "pt_BR", "sms": "+1555"})) == {
+        "emails": ["ana@acme.example"], "webhook_url": None, "locale": "pt_BR"}
+    assert contacts_of(upsert({"emails": "ana@acme.example", "webhook_url": "ftp://x", "locale": "pt BR"})) == {
+        "emails": ["ana@acme.example"], "webhook_url": None, "locale": "en"}
+    assert contacts_of(upsert({"webhook_url": "https://hooks.acme.example/r"})) == {
+        "emails": [], "webhook_url": "https://hooks.acme.example/r", "locale": "en"}
+    assert contacts_of(upsert({"emails": [f"a{n}@acme.example" for n in range(12)]}))["emails"] == [  # type: ignore[index]
+        f"a{n}@acme.example" for n in range(10)]
+    for nothing in (None, {}, {"emails": ["bad"]}, {"emails": None, "webhook_url": None}, "str", [1]):
+        assert contacts_of(upsert(nothing)) is None, nothing

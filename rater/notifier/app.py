@@ -83,13 +83,39 @@ def _now_text() -> str:
 
 
 def contacts_of(command: dict[str, Any]) -> dict[str, Any] | None:
-    """The contacts a valid ``tenant_upserted`` sets (``None``: it has none)."""
-    notify = command.get("notify") or {}
-    emails = list(dict.fromkeys(notify.get("emails") or []))
+    """The contacts a valid ``tenant_upserted`` sets (``None``: it has none).
+
+    The rater takes any object as ``notify`` (a mistyped contact never costs the account
+    its upsert): each field is held here to ``common.json#/$defs/notify`` on its own, and
+    what breaks it is left out, logged — a bad address among good ones leaves the good
+    ones, a bad ``locale`` is English."""
+    notify = command.get("notify")
+    if not isinstance(notify, dict):
+        return None
+    tenant = command.get("tenant_id")
+    emails: list[str] = []
+    raw_emails = notify.get("emails")
+    for address in raw_emails if isinstance(raw_emails, list) else [] if raw_emails is None else [raw_emails]:
+        if schemas.definition_error("notify", {"emails": [address]}) is None:
+            if address not in emails and len(emails) < MAX_EMAILS:
+                emails.append(address)
+        else:
+            log.warning("tenant %s: contact address %.80r ignored (not an e-mail address)", tenant, address)
     webhook = notify.get("webhook_url")
+    if webhook is not None and schemas.definition_error("notify", {"webhook_url": webhook}) is not None:
+        log.warning("tenant %s: webhook_url %.80r ignored (not an http(s) URL)", tenant, webhook)
+        webhook = None
+    locale = notify.get("locale")
+    if locale is not None and schemas.definition_error("notify", {"locale": locale}) is not None:
+        log.warning("tenant %s: locale %.40r ignored (not a BCP 47 tag): English", tenant, locale)
+        locale = None
     if not emails and not webhook:
         return None
-    return {"emails": emails, "webhook_url": webhook, "locale": notify.get("locale") or "en"}
+    return {"emails": emails, "webhook_url": webhook, "locale": locale or "en"}
+
+
+MAX_EMAILS = 10
+"""The addresses a tenant's contacts hold at most (``common.json#/$defs/notify``)."""
 
 
 class TenantLocks:
