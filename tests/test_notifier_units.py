@@ -137,3 +137,16 @@ def test_contacts_are_held_to_the_notify_rules_field_by_field() -> None:
         f"a{n}@acme.example" for n in range(10)]
     for nothing in (None, {}, {"emails": ["bad"]}, {"emails": None, "webhook_url": None}, "str", [1]):
         assert contacts_of(upsert(nothing)) is None, nothing
+
+
+def test_a_dry_run_builds_every_delivery_and_sends_nothing() -> None:
+    settings = NotifySettings.from_env({"RATER_NOTIFY_DRY_RUN": "on", "RATER_NOTIFY_FROM": "b@rater.test"})
+    assert settings.dry_run
+    assert not NotifySettings.from_env({}).dry_run
+    event = {"type": "balance_depleted", "schema_version": 1, "event_id": "t1/balance_depleted/x", "tenant_id": "t1",
+             "occurred_at": "2026-12-04T10:00:00Z", "currency": "EUR"}
+    # a port nothing listens on and an address no one may call: nothing is sent, both "delivered"
+    assert delivery.dry_run(event, delivery.EMAIL, "ana@acme.example", "it", settings) == delivery.OK
+    assert delivery.dry_run(event, "webhook", "https://10.0.0.1/hook", None, settings) == delivery.OK
+    with pytest.raises(ValueError, match="pool_exhausted"):  # the e-mail is really made: a kind it cannot write fails
+        delivery.dry_run({**event, "type": "pool_exhausted"}, delivery.EMAIL, "ana@acme.example", "it", settings)

@@ -404,7 +404,9 @@ class Notifier:
             return
         self.metrics.in_flight.inc()
         try:
-            if channel == delivery.EMAIL:
+            if self.settings.dry_run:
+                outcome = delivery.dry_run(payload, channel, target, locale, self.settings)
+            elif channel == delivery.EMAIL:
                 outcome = await delivery.send_email(payload, target, locale, self.settings)
             else:
                 outcome = await delivery.send_webhook(payload, target, self.settings)

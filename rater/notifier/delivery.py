@@ -187,6 +187,16 @@ class _Vetted(AbstractResolver):
         return None
 
 
+def dry_run(event: dict[str, Any], channel: str, target: str, locale: str | None, settings: NotifySettings) -> Outcome:
+    """A delivery made but not sent (``RATER_NOTIFY_DRY_RUN``): the e-mail built, or the
+    webhook's body signed — the notifier's own work, without the endpoint."""
+    if channel == EMAIL:
+        email_message(event, target, locale, settings).as_bytes()
+    else:
+        signature(settings.webhook_secret or "dry-run", 0, webhook_body(event))
+    return OK
+
+
 def webhook_body(event: dict[str, Any]) -> bytes:
     """What a webhook POSTs: the event's JSON."""
     return orjson.dumps(event)

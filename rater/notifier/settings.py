@@ -68,6 +68,10 @@ class NotifySettings:
     """A notification older than this (from its ``occurred_at``) is skipped, not sent (0: no limit)."""
     delivered_ttl_s: float = 7 * 86400.0
     """How long a delivery is remembered (the ``notifications`` topic keeps 7 days)."""
+    dry_run: bool = False
+    """Send nothing: every delivery is made (the e-mail rendered and built, the webhook's
+    body signed) and counted as delivered — for a staging stack, and to measure the
+    notifier without a mail server (``benchmarks/notifier.py``)."""
 
     @property
     def mail_domain(self) -> str:
@@ -106,6 +110,7 @@ class NotifySettings:
             max_attempts=read(env, "RATER_NOTIFY_MAX_ATTEMPTS", default.max_attempts, count),
             max_age_s=read(env, "RATER_NOTIFY_MAX_AGE", default.max_age_s, seconds()),
             delivered_ttl_s=read(env, "RATER_NOTIFY_KEEP_DELIVERED", default.delivered_ttl_s, seconds(positive=True)),
+            dry_run=read(env, "RATER_NOTIFY_DRY_RUN", default.dry_run, switch),
         )
 
 
