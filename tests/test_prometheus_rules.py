@@ -38,9 +38,10 @@ def test_promtool_check_config_is_clean() -> None:
     assert "is valid prometheus config file syntax" in output
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     assert config["rule_files"] == ["rules.yml"]
-    [job] = config["scrape_configs"]
-    assert job["job_name"] == "rater"
-    assert job["static_configs"][0]["targets"] == ["rater-worker-1:6066", "rater-worker-2:6066"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"rater", "rater-notify"}  # the notifier apart: job="rater" is the workers only
+    assert jobs["rater"]["static_configs"][0]["targets"] == ["rater-worker-1:6066", "rater-worker-2:6066"]
+    assert jobs["rater-notify"]["static_configs"][0]["targets"] == ["notifier:6068"]
 
 
 def test_every_alert_has_a_test_that_fires_it_and_one_that_keeps_it_quiet() -> None:
