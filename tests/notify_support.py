@@ -28,7 +28,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiosmtpd.controller import Controller
 from prometheus_client.parser import text_string_to_metric_families
 
-from rater.localkafka import free_port, spawn, stop_process
+from rater.localkafka import free_port, spawn
+from tests.support import RaterProcess
 
 SECRET = "test-webhook-secret"
 MAIL_FROM = "Rater Billing <billing@rater.test>"
@@ -173,8 +174,8 @@ def verify_signature(call: Call, secret: str = SECRET, tolerance_s: int = 300) -
 
 
 @dataclass
-class NotifierProc:
-    """A real ``rater notify`` process."""
+class NotifierProc(RaterProcess):
+    """A real ``rater notify`` process (/metrics and /healthz at ``url``)."""
 
     bootstrap: str
     prefix: str
@@ -183,10 +184,7 @@ class NotifierProc:
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: Any = None
     web_port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+    what = "notifier"
 
     @property
     def log(self) -> Path:
@@ -234,14 +232,6 @@ class NotifierProc:
             text = response.read().decode()
         return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
                    if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
-            raise AssertionError(f"notifier exited with {self.proc.returncode}:\n{tail}")
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout_s=30)
 
     def kill(self) -> None:
         self.proc.kill()

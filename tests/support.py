@@ -30,9 +30,35 @@ def create_topics(bootstrap: str, prefix: str) -> None:
     asyncio.run(ensure_topics(bootstrap, prefix, partitions=TEST_PARTITIONS, report=lambda _line: None))
 
 
+class RaterProcess:
+    """What the tests' real ``rater`` processes share: a web port, a log, a liveness check
+    that shows the log's tail, and a clean stop."""
+
+    proc: Any
+    web_port: int
+    what = "process"
+
+    @property
+    def url(self) -> str:
+        """Where the process serves its pages."""
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def log(self) -> Path:
+        raise NotImplementedError
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
+            raise AssertionError(f"{self.what} exited with {self.proc.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        stop_process(self.proc, timeout_s=30)
+
+
 @dataclass
-class Worker:
-    """A real ``rater worker`` process."""
+class Worker(RaterProcess):
+    """A real ``rater worker`` process (/metrics, /healthz and /readyz at ``url``)."""
 
     bootstrap: str
     prefix: str
@@ -40,11 +66,7 @@ class Worker:
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: Any = None
     web_port: int = 0
-
-    @property
-    def url(self) -> str:
-        """Where the worker serves /metrics, /healthz and /readyz."""
-        return f"http://127.0.0.1:{self.web_port}"
+    what = "worker"
 
     @property
     def log(self) -> Path:
@@ -68,14 +90,6 @@ class Worker:
         env.update(self.extra_env)
         self.proc = spawn([sys.executable, "-m", "rater", "worker"], log=self.log, env=env)
         return self
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
-            raise AssertionError(f"worker exited with {self.proc.returncode}:\n{tail}")
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout_s=30)
 
 
 def fresh_worker(bootstrap: str, stem: str, workdir: Path) -> Worker:
