@@ -297,6 +297,10 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--nice-others", type=int, default=0, metavar="N",
                         help="run the broker and the sender at this nice level, as if they ran on other machines"
                              " (in production they do): the workers then have the CPUs first (default 0: all equal)")
+    parser.add_argument("--worker-nice", type=int, default=0, metavar="N",
+                        help="run the workers and this measuring client at nice N (negative: needs root or"
+                             " CAP_SYS_NICE), as if each had the CPU it asked for (a Kubernetes pod with its CPU"
+                             " reserved); default 0: the machine's other jobs compete with them on equal terms")
     return parser.parse_args()
 
 
@@ -326,6 +330,10 @@ def main() -> None:
             urls = {"direct": owner, "forwarded": next(w.url for w in workers if w.url != owner)}
 
             pids = [w.proc.pid for w in workers]
+            if args.worker_nice:
+                for pid in (*pids, os.getpid()):
+                    os.setpriority(os.PRIO_PROCESS, pid, args.worker_nice)
+                print(f"  the workers and the measuring client run at nice {args.worker_nice}", flush=True)
             total = 0 if args.max_rate else args.saturation
             max_rate = args.max_rate or _saturate(bootstrap, prefix, start, total, pids)
 

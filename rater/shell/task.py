@@ -465,7 +465,7 @@ class PartitionTask:
                 self._input(record, batch)
         yield from self._snapshots(batch, slicer)
         yield from self._states(batch, slicer)
-        self._add_usage(batch)
+        yield from self._add_usage(batch, slicer)
         for tenant_id, month in self._queued:  # from a version 2 partition record
             batch.ids.setdefault(purge_key(tenant_id, month), b"")
         self._queued = []
@@ -517,11 +517,14 @@ class PartitionTask:
                 self._expire_usage(tenant_id, first_kept(state.open_month), batch)
             self._drain_users(tenant_id, state, batch)
 
-    def _add_usage(self, batch: Batch) -> None:
+    def _add_usage(self, batch: Batch, slicer: Slicer) -> Generator[None, None, None]:
         """The tenant months the batch's calls added to: their committed usage plus the batch's."""
         get, months = self.store.get, self._months
         for tenant_id, deltas in self._usage.items():
             for month, of_month in by_month(deltas).items():
+                if slicer.over():
+                    yield
+                    slicer.restart()
                 at = (tenant_id, month)
                 kept = months.pop(at, None)
                 if kept is None:
