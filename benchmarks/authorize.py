@@ -286,6 +286,60 @@ def _nice(pids: list[int], level: int) -> None:
         print(f"  the broker ({len(pids) - 1} JVM) and the sender run at nice {level}", flush=True)
 
 
+def _loop_env(directory: str | None) -> dict[str, str]:
+    """A worker's environment for :mod:`benchmarks/loopstat` (none without ``directory``)."""
+    if directory is None:
+        return {}
+    here = str(Path(__file__).resolve().parent / "loopstat")
+    return {"PYTHONPATH": os.pathsep.join(filter(None, (here, os.environ.get("PYTHONPATH")))),
+            "RATER_LOOPSTAT_DIR": directory}
+
+
+def _loop_begin(pids: list[int], directory: str | None) -> None:
+    """Start the workers' loop counts afresh."""
+    if directory is not None:
+        for pid in pids:
+            os.kill(pid, signal.SIGUSR1)
+
+
+def _loop_show(phase: str, pids: list[int], directory: str | None) -> None:
+    """Print what the workers' loops counted since :func:`_loop_begin`."""
+    if directory is None:
+        return
+    files = [Path(directory) / f"loopstat.{pid}.json" for pid in pids]
+    for found in files:
+        found.unlink(missing_ok=True)
+    for pid in pids:
+        os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 10
+    while not all(found.exists() for found in files) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.1)  # written whole: a few KB
+    for name, found in zip("ab", files, strict=True):
+        stat = orjson.loads(found.read_bytes())
+        cpu = stat["cpu_ms"]
+        print(f"  {phase:6} worker {name}: {stat['steps']:,} loop steps, CPU a step p50 {cpu['p50']:.1f} / p99"
+              f" {cpu['p99']:.1f} / p99.9 {cpu['p99.9']:.1f} / max {cpu['max']:.1f} ms")
+        for where, count, total, longest in stat["long"][:6]:
+            print(f"      {count:5} steps over 1.5 ms, {total:7.1f} ms in all, longest {longest:5.1f} ms: {where}")
+
+
+def _request(load: Workload) -> bytes:
+    """The authorize request the series send: a call of the first tenant's first user."""
+    tenant = load.tenants[0]
+    user, location = tenant.users[0]
+    return orjson.dumps({"tenant_id": tenant.tenant_id, "user_id": user, "call_type": "user_out",
+                         "number_type": "geographic", "destination": "+12125550123", "user_location": location})
+
+
+def _nice_workers(pids: list[int], level: int) -> None:
+    """Run the workers ``pids`` and this measuring client at nice ``level`` (0: leave them be)."""
+    if level:
+        for pid in (*pids, os.getpid()):
+            os.setpriority(os.PRIO_PROCESS, pid, level)
+        print(f"  the workers and the measuring client run at nice {level}", flush=True)
+
+
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=1000, help="authorize requests per series")
@@ -301,6 +355,9 @@ def _arguments() -> argparse.Namespace:
                         help="run the workers and this measuring client at nice N (negative: needs root or"
                              " CAP_SYS_NICE), as if each had the CPU it asked for (a Kubernetes pod with its CPU"
                              " reserved); default 0: the machine's other jobs compete with them on equal terms")
+    parser.add_argument("--loop-profile", action="store_true",
+                        help="time every step of the workers' event loops (benchmarks/loopstat) and print, per"
+                             " phase, the CPU a step took (p50, p99, p99.9, max) and where the longest ones were")
     return parser.parse_args()
 
 
@@ -310,37 +367,33 @@ def main() -> None:
           f" {os.cpu_count()} CPUs, Python {platform.python_version()}), 2 workers, {TEST_PARTITIONS} partitions,"
           f" {args.rounds} × {args.requests} requests per route and phase", flush=True)
     with broker_for_tests() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        loops = tmp if args.loop_profile else None
         prefix = f"bauthz{uuid.uuid4().hex[:6]}."
         topic = f"{prefix}cdrs"
         create_topics(bootstrap, prefix)
-        workers = [Worker(bootstrap, prefix, Path(tmp) / name, extra_env={"RATER_TICK_INTERVAL": "1",
-                                                                           "RATER_LOG_LEVEL": "warn"}).start()
+        workers = [Worker(bootstrap, prefix, Path(tmp) / name,
+                          extra_env={"RATER_TICK_INTERVAL": "1", "RATER_LOG_LEVEL": "warn", **_loop_env(loops)}).start()
                    for name in ("a", "b")]
         try:
             start = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             load = Workload(tenants=TENANTS, users=USERS, start=start)
             send_events(bootstrap, prefix, list(load.setup()))
             _settle(workers)
-            tenant = load.tenants[0]
-            user, location = tenant.users[0]
-            body = orjson.dumps({"tenant_id": tenant.tenant_id, "user_id": user, "call_type": "user_out",
-                                 "number_type": "geographic", "destination": "+12125550123",
-                                 "user_location": location})
+            body = _request(load)
             owner = _owner(workers[0].url, body)
             urls = {"direct": owner, "forwarded": next(w.url for w in workers if w.url != owner)}
 
             pids = [w.proc.pid for w in workers]
-            if args.worker_nice:
-                for pid in (*pids, os.getpid()):
-                    os.setpriority(os.PRIO_PROCESS, pid, args.worker_nice)
-                print(f"  the workers and the measuring client run at nice {args.worker_nice}", flush=True)
+            _nice_workers(pids, args.worker_nice)
             total = 0 if args.max_rate else args.saturation
             max_rate = args.max_rate or _saturate(bootstrap, prefix, start, total, pids)
 
             cpu = _cpu(pids)
+            _loop_begin(pids, loops)
             idle = _series(urls, body, args.requests, args.rounds)
             print(f"  idle: {_busy(cpu, _cpu(pids))}")
             _show("idle", idle)
+            _loop_show("idle", pids, loops)
 
             rate = max_rate * args.load
             duration_s = 15 + args.rounds * args.requests * 2 * 0.015  # more than the series take
@@ -348,6 +401,7 @@ def main() -> None:
             _nice([*_brokers(), sender.proc.pid], args.nice_others)
             _caught_up(bootstrap, prefix, total + int(rate * 3))  # 3 s of traffic rated: the workers are loaded
             first_at, first, cpu = time.monotonic(), _committed(bootstrap, prefix), _cpu(pids)
+            _loop_begin(pids, loops)
             loaded = _series(urls, body, args.requests, args.rounds)
             last_at, last, busy = time.monotonic(), _committed(bootstrap, prefix), _busy(cpu, _cpu(pids))
             sent, sent_s = sender.finish(stop=True)
@@ -360,6 +414,7 @@ def main() -> None:
             if achieved < 0.9 * rate:
                 print("  THE WORKERS FELL SHORT of the asked rate by more than 10 %: not a half-load run")
             _show("loaded", loaded)
+            _loop_show("loaded", pids, loops)
             _forwarding({"idle": idle, "loaded": loaded})
             print("  target: p99 < 5 ms under load")
         finally:
