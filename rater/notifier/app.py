@@ -420,8 +420,9 @@ class Notifier:
             self.metrics.deliveries.labels(kind, channel, "delivered").inc()
             self.metrics.latency.labels(channel).observe(max(0.0, now - _unix(payload["occurred_at"])))
             return
-        record: dict[str, Any] = {"event": payload, "channel": channel, "target": target, "locale": locale,
-                  "attempts": attempts, "last_error": outcome.error}
+        record: dict[str, Any] = {"type": "notification_retry", "schema_version": 1,  # schemas/notification_*.json
+                                  "event": payload, "channel": channel, "target": target, "locale": locale,
+                                  "attempts": attempts, "last_error": outcome.error}
         if isinstance(step, retry.Retry):
             record["due_at"] = now + step.delay_s
             await self._send(RETRY_TOPICS[step.level - 1], event, tenant, record)
