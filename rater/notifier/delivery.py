@@ -26,10 +26,10 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from email.message import EmailMessage
 from email.utils import formatdate
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import aiohttp
