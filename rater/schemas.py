@@ -29,6 +29,13 @@ INPUT_TYPES = {
     "recharge-results": ("recharge_result",),
 }
 
+NOTIFIER_TYPES = {
+    "notification-failures": ("notification_failed",),
+    **{f"notify-retry-{level}": ("notification_retry",) for level in range(1, 5)},
+}
+"""The records ``rater notify`` writes (not the rater's: the worker never reads nor
+writes them); topics/topics.toml declares their topics."""
+
 
 def enum(event_type: str, field: str) -> list[str]:
     """The values a top-level string ``field`` of ``event_type`` may take (its ``enum``)."""

@@ -9,6 +9,7 @@ import email.policy
 import hashlib
 import hmac
 import os
+import ssl
 import sys
 import threading
 import time
@@ -26,6 +27,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from prometheus_client.parser import text_string_to_metric_families
 
 from rater.localkafka import free_port, spawn
@@ -71,24 +73,44 @@ class Mail:
 
 class MailServer:
     """aiosmtpd on 127.0.0.1, in a thread; ``stop()`` then ``start()`` again is a server
-    down for a while, on the same port."""
+    down for a while, on the same port. With ``starttls`` (a server context) it offers
+    STARTTLS and requires it; with ``login`` (user, password) it requires that login,
+    over TLS only."""
 
-    def __init__(self) -> None:
+    def __init__(self, starttls: ssl.SSLContext | None = None, login: tuple[str, str] | None = None) -> None:
         self.port = free_port()
         self.mails: list[Mail] = []
         self.delay_s = 0.0
         """How long each message takes to be accepted (a slow server)."""
+        self.starttls = starttls
+        self.login = login
+        self.logins: list[tuple[str, bool]] = []
+        """(user, accepted) of every AUTH attempt."""
+        self.sessions_tls: list[bool] = []
+        """Whether each accepted message came over TLS."""
         self._controller: Controller | None = None
 
-    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+    def _authenticate(self, _server: Any, _session: Any, _envelope: Any, _mechanism: str, data: Any) -> AuthResult:
+        user, password = data.login.decode(), data.password.decode()
+        accepted = (user, password) == self.login
+        self.logins.append((user, accepted))
+        return AuthResult(success=accepted, handled=False)  # handled=False: aiosmtpd answers 235 or 535
+
+    async def handle_DATA(self, _server: Any, session: Any, envelope: Any) -> str:
         await asyncio.sleep(self.delay_s)
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
+        self.sessions_tls.append(session.ssl is not None)
         self.mails.extend(Mail(rcpt, message, time.monotonic()) for rcpt in envelope.rcpt_tos)
         return "250 OK"
 
     def start(self) -> MailServer:
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        tls: dict[str, Any] = {}
+        if self.starttls is not None:
+            tls.update(tls_context=self.starttls, require_starttls=True)
+        if self.login is not None:
+            tls.update(auth_required=True, auth_require_tls=True, authenticator=self._authenticate)
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port, **tls)
         self._controller.start()
         return self
 
@@ -122,10 +144,14 @@ class Receiver:
     port: int = field(default_factory=free_port)
     calls: list[Call] = field(default_factory=list)
     answers: dict[str, tuple[float, int]] = field(default_factory=dict)
+    tls: ssl.SSLContext | None = None
+    """A server context: https (the URLs name ``localhost``, as its certificate must)."""
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
 
     def url(self, path: str) -> str:
+        if self.tls is not None:
+            return f"https://localhost:{self.port}{path}"
         return f"http://127.0.0.1:{self.port}{path}"
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -144,7 +170,7 @@ class Receiver:
             app.router.add_route("*", "/{tail:.*}", self._handle)
             self._runner = web.AppRunner(app)
             loop.run_until_complete(self._runner.setup())
-            loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+            loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.tls).start())
             ready.set()
             loop.run_forever()
             loop.run_until_complete(self._runner.cleanup())

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "rater.json"
 OPERATING = ROOT / "docs" / "operating.md"
 JOB = "rater"
 """The scrape job of the workers (deploy/prometheus/prometheus.yml); the rules select it."""
+NOTIFY_JOB = "rater-notify"
+"""The scrape job of the notifiers (``rater notify``); the group ``rater-notify`` of the
+rules and the dashboard's Notifier row select it."""
 
 
 def tool(name: str) -> str:
@@ -71,16 +74,21 @@ def panel_queries(model: dict[str, Any]) -> Iterator[tuple[str, str]]:
             yield f'{panel["title"]} ({target["refId"]})', target["expr"]
 
 
-def grafana_expr(expr: str, workers: list[str], scrape_s: int, range_s: int) -> str:
+def grafana_expr(expr: str, workers: list[str], scrape_s: int, range_s: int, notifiers: list[str] | None = None,
+                 ) -> str:
     """``expr`` as Grafana sends it to Prometheus: ``$worker`` with every worker chosen
+    (and ``$notifier`` with every notifier of ``notifiers``)
     (Grafana's multi-value form: the values regex-escaped, joined as ``(a|b)``);
     ``$__interval`` the step (here the scrape interval, the datasource's minimum);
     ``$__rate_interval`` = max(``$__interval`` + scrape interval, 4 × scrape interval), as
     Grafana defines it; ``$__range`` the time range."""
-    escaped = "|".join(re.escape(worker).replace("\\", "\\\\") for worker in workers)
+    def chosen(instances: list[str]) -> str:
+        return "(" + "|".join(re.escape(i).replace("\\", "\\\\") for i in instances) + ")"
     rate_interval = max(scrape_s + scrape_s, 4 * scrape_s)
     out = (expr.replace("$__rate_interval", f"{rate_interval}s").replace("$__interval", f"{scrape_s}s")
-           .replace("$__range", f"{range_s}s").replace("$worker", f"({escaped})"))
+           .replace("$__range", f"{range_s}s").replace("$worker", chosen(workers)))
+    if notifiers is not None:
+        out = out.replace("$notifier", chosen(notifiers))
     assert "$" not in out, f"a Grafana variable the test does not know in {expr}"
     return out
 
@@ -88,10 +96,15 @@ def grafana_expr(expr: str, workers: list[str], scrape_s: int, range_s: int) -> 
 # -- the alert rules ----------------------------------------------------------------------
 
 
-def alert_rules() -> list[dict[str, Any]]:
-    """Every alerting rule of rules.yml."""
+def alert_rules(group: str | None = None) -> list[dict[str, Any]]:
+    """Every alerting rule of rules.yml (of its ``group``: ``rater``, ``rater-notify``)."""
     groups = yaml.safe_load(RULES.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+    return [rule for g in groups if group in (None, g["name"]) for rule in g["rules"] if "alert" in rule]
+
+
+def is_notifier_query(expr: str) -> bool:
+    """Whether a dashboard query is of the Notifier row (job rater-notify, ``$notifier``)."""
+    return "$notifier" in expr
 
 
 SELECTOR = re.compile(r"\b((?:rater|process)_[a-z_]+|up)\b(\{[^}]*\})?")
@@ -112,11 +125,13 @@ class PrometheusError(AssertionError):
 @dataclass
 class Prometheus:
     """A ``prometheus`` server in ``workdir`` scraping ``targets`` (host:port) every
-    ``scrape_s`` seconds as job ``rater``, evaluating the repository's rules.yml."""
+    ``scrape_s`` seconds as job ``rater`` (and ``notify_targets`` as job ``rater-notify``),
+    evaluating the repository's rules.yml."""
 
     workdir: Path
     targets: list[str]
     scrape_s: int = 1
+    notify_targets: list[str] = field(default_factory=list)
     proc: Any = None
     port: int = 0
 
@@ -135,7 +150,9 @@ class Prometheus:
             "global": {"scrape_interval": f"{self.scrape_s}s", "evaluation_interval": f"{self.scrape_s}s",
                        "scrape_timeout": f"{self.scrape_s}s"},
             "rule_files": [str(RULES)],
-            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": self.targets}]}],
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}
+                               for job, targets in ((JOB, self.targets), (NOTIFY_JOB, self.notify_targets))
+                               if targets],
         }
         (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.port = free_port()

@@ -76,22 +76,35 @@ def test_ids_are_unique_and_panels_fit_the_grid_without_overlapping(model: dict[
 
 METRIC = re.compile(r"\b((?:rater|process)_[a-z_]+|up)\b(\{[^}]*\})?")
 JOB = 'job="rater"'
+NOTIFY_JOB = 'job="rater-notify"'
+NOTIFIER = 'instance=~"$notifier"'
 
 
-def test_every_query_filters_every_selector_on_the_worker_variable(model: dict[str, Any]) -> None:
-    [worker] = [v for v in model["templating"]["list"] if v["name"] == "worker"]
-    assert worker["type"] == "query"
-    assert worker["datasource"] == DATASOURCE
-    # up: a worker that died stays in the list (rater_info goes stale after 5 minutes)
-    assert worker["query"]["query"] == f"label_values(up{{{JOB}}}, instance)"
-    assert worker["multi"]
-    assert worker["includeAll"]
+def test_every_query_filters_every_selector_on_the_worker_or_the_notifier_variable(model: dict[str, Any]) -> None:
+    """The workers' panels select job rater and $worker; the notifier's (rater_notify_*)
+    job rater-notify and $notifier — never a mix in one query."""
+    variables = {v["name"]: v for v in model["templating"]["list"]}
+    assert set(variables) == {"worker", "notifier"}
+    for name, job in (("worker", JOB), ("notifier", NOTIFY_JOB)):
+        variable = variables[name]
+        assert variable["type"] == "query"
+        assert variable["datasource"] == DATASOURCE
+        # up: a process that died stays in the list (its own metrics go stale after 5 minutes)
+        assert variable["query"]["query"] == f"label_values(up{{{job}}}, instance)"
+        assert variable["multi"]
+        assert variable["includeAll"]
+    notifier_queries = 0
     for where, expr in panel_queries(model):
         found = METRIC.findall(expr)
         assert found, f"{where}: no rater or process metric in {expr}"
+        notifier = "rater_notify_" in expr or NOTIFY_JOB in expr
+        notifier_queries += notifier
+        job, variable = (NOTIFY_JOB, NOTIFIER) if notifier else (JOB, WORKER)
         for name, matchers in found:
-            assert WORKER in matchers, f"{where}: {name} is not filtered on $worker in {expr}"
-            assert JOB in matchers, f"{where}: {name} is not filtered on the job in {expr}"
+            assert variable in matchers, f"{where}: {name} is not filtered on {variable} in {expr}"
+            assert job in matchers, f"{where}: {name} is not filtered on the job in {expr}"
+            assert notifier or not name.startswith("rater_notify_"), f"{where}: {name} in {expr}"
+    assert notifier_queries >= 8
 
 
 def test_the_panels_the_operators_asked_for_are_there(model: dict[str, Any]) -> None:
@@ -107,6 +120,10 @@ def test_the_panels_the_operators_asked_for_are_there(model: dict[str, Any]) -> 
         assert wanted in exprs, wanted
     assert "histogram_quantile(0.5" in exprs
     assert "histogram_quantile(0.99" in exprs
+    for wanted in ("rater_notify_deliveries_total", "rater_notify_retries_total", "rater_notify_failures_total",
+                   "rater_notify_delivery_latency_seconds_bucket", "rater_notify_consumer_lag"):
+        assert wanted in exprs, wanted
+    assert "histogram_quantile(0.99, sum by (le, channel) (rate(rater_notify_delivery_latency_seconds_bucket" in exprs
 
 
 def test_the_provisioning_points_grafana_at_prometheus_and_the_dashboard() -> None:

@@ -143,6 +143,12 @@ def test_events_become_signed_webhooks_and_emails_and_failures_hold_up_nobody(
 
         # B's webhook: 4 attempts (the ladder), then given up; C's never called
         failures = read_topic(kafka_bootstrap, f"{topic_prefix}notification-failures", lambda seen: len(seen) >= 3)
+        for failure in failures:  # the wire contract: schemas/notification_failed.json
+            assert schemas.first_error("notification_failed", failure) is None, failure
+        for level in (1, 2, 3):  # B's three retries, one per level: schemas/notification_retry.json
+            [waited] = read_topic(kafka_bootstrap, f"{topic_prefix}notify-retry-{level}", lambda seen: len(seen) >= 1)
+            assert schemas.first_error("notification_retry", waited) is None, waited
+            assert (waited["attempts"], waited["target"]) == (level, hooks.url("/b"))
         by_target = {f["target"]: f for f in failures}
         assert set(by_target) == {hooks.url("/b"), "http://10.1.2.3/hook", "https://169.254.169.254/latest/meta-data"}
         exhausted = by_target[hooks.url("/b")]

@@ -150,3 +150,33 @@ def test_a_dry_run_builds_every_delivery_and_sends_nothing() -> None:
     assert delivery.dry_run(event, "webhook", "https://10.0.0.1/hook", None, settings) == delivery.OK
     with pytest.raises(ValueError, match="pool_exhausted"):  # the e-mail is really made: a kind it cannot write fails
         delivery.dry_run({**event, "type": "pool_exhausted"}, delivery.EMAIL, "ana@acme.example", "it", settings)
+
+
+def test_every_labelled_series_is_shown_at_0_from_the_start() -> None:
+    """A series born with its first increment hides it from rate() and increase(): the
+    first failures after a start would never reach the dashboard nor the alerts."""
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415 - only here
+
+    from rater.notifier.metrics import NotifyMetrics  # noqa: PLC0415
+    from rater.notifier.render import KINDS  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+    NotifyMetrics(registry)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    for kind in KINDS:
+        for channel in delivery.CHANNELS:
+            for outcome in ("delivered", "duplicate", "retry", "failed"):
+                assert value("rater_notify_deliveries_total", kind=kind, channel=channel, outcome=outcome) == 0
+    for channel in delivery.CHANNELS:
+        assert value("rater_notify_delivery_latency_seconds_count", channel=channel) == 0
+        for level in ("1", "2", "3", "4"):
+            assert value("rater_notify_retries_total", channel=channel, level=level) == 0
+        for reason in ("permanent", "refused", "exhausted"):
+            assert value("rater_notify_failures_total", channel=channel, reason=reason) == 0
+    for reason in ("other_type", "invalid", "too_old", "no_contacts"):
+        assert value("rater_notify_skipped_total", reason=reason) == 0
+    for action in ("set", "cleared", "invalid"):
+        assert value("rater_notify_contacts_updates_total", action=action) == 0

@@ -13,7 +13,17 @@ from collections import defaultdict
 
 import yaml
 
-from tests.prometheus_support import JOB, OPERATING, PROMETHEUS_CONFIG, RULES, RULES_TEST, alert_rules, selectors, tool
+from tests.prometheus_support import (
+    JOB,
+    NOTIFY_JOB,
+    OPERATING,
+    PROMETHEUS_CONFIG,
+    RULES,
+    RULES_TEST,
+    alert_rules,
+    selectors,
+    tool,
+)
 
 
 def _promtool(*args: str) -> str:
@@ -68,12 +78,18 @@ def test_every_alert_has_a_severity_a_summary_and_a_runbook_in_the_operating_gui
         assert rule["alert"].lower() in headings, f"docs/operating.md has no section {rule['alert']}"
 
 
-def test_every_rule_selects_the_workers_job() -> None:
-    """Every metric a rule reads carries ``job="rater"``: ``up`` and ``process_*`` exist
-    for every target Prometheus scrapes, and the workers scraped under a second job too
-    would double every sum."""
-    for rule in alert_rules():
-        found = selectors(rule["expr"])
-        assert found, rule["alert"]
-        for selector in found:
-            assert f'job="{JOB}"' in selector, f"{rule['alert']}: {selector}"
+def test_every_rule_selects_its_group_s_job() -> None:
+    """Every metric a rule of group ``rater`` reads carries ``job="rater"``, and of group
+    ``rater-notify`` ``job="rater-notify"``: ``up`` and ``process_*`` exist for every
+    target Prometheus scrapes, and the workers scraped under a second job too would double
+    every sum. A notifier rule reads only ``rater_notify_*`` (and ``up``)."""
+    groups = {group["name"]: group["rules"] for group in yaml.safe_load(RULES.read_text())["groups"]}
+    assert set(groups) == {JOB, NOTIFY_JOB}
+    for job, rules in groups.items():
+        for rule in rules:
+            found = selectors(rule["expr"])
+            assert found, rule["alert"]
+            for selector in found:
+                assert f'job="{job}"' in selector, f"{rule['alert']}: {selector}"
+                assert (job == NOTIFY_JOB) == selector.startswith("rater_notify_") or selector.startswith("up{"), (
+                    f"{rule['alert']}: {selector}")

@@ -15,14 +15,18 @@ SPEC_EVENTS = {
 }
 
 
+NOTIFIER_RECORDS = {"notification_failed", "notification_retry"}
+"""What ``rater notify`` writes (docs/notifications.md): not events of the rater's contract."""
+
+
 def _envelope(kind: str) -> dict[str, Any]:
     return {"type": kind, "schema_version": 1, "event_id": "e1", "tenant_id": "t1",
             "occurred_at": "2026-11-02T10:00:00Z"}
 
 
 def test_every_event_of_the_wire_contract_has_a_schema_and_each_schema_is_valid() -> None:
-    assert set(schemas.schema_names()) == SPEC_EVENTS
-    for name in SPEC_EVENTS:
+    assert set(schemas.schema_names()) == SPEC_EVENTS | NOTIFIER_RECORDS
+    for name in SPEC_EVENTS | NOTIFIER_RECORDS:
         schemas.validator(name)  # compiles; _registry() ran check_schema on every file
 
 
@@ -92,3 +96,55 @@ def test_a_hostile_array_costs_the_schema_path_milliseconds(items: list[Any]) ->
     assert error is not None
     assert "capabilities" in error
     assert time.process_time() - began < 0.2  # 28 s before (uniqueItems over every pair)
+
+
+# -- the notifier's records (issue 14) -------------------------------------------------------
+
+
+def test_the_notifier_records_are_registered_with_topics_the_topic_file_declares() -> None:
+    from rater.notifier.settings import FAILURES, RETRY_TOPICS  # noqa: PLC0415 - the notifier's only here
+    from rater.topics import load_topics  # noqa: PLC0415
+
+    declared = load_topics()
+    assert set(schemas.NOTIFIER_TYPES) == {FAILURES, *RETRY_TOPICS}
+    for topic, kinds in schemas.NOTIFIER_TYPES.items():
+        assert topic in declared, topic
+        assert set(kinds) <= NOTIFIER_RECORDS
+    assert {kind for kinds in schemas.NOTIFIER_TYPES.values() for kind in kinds} == NOTIFIER_RECORDS
+
+
+def _low_balance() -> dict[str, Any]:
+    return _envelope("low_balance") | {"balance": "4.99", "threshold": "5.00", "currency": "USD"}
+
+
+def _failed() -> dict[str, Any]:
+    return {"type": "notification_failed", "schema_version": 1, "reason": "exhausted", "channel": "webhook",
+            "target": "https://hooks.acme.example/rater", "locale": "pt-BR", "attempts": 8,
+            "last_error": "webhook: HTTP 503", "failed_at": "2026-11-02T18:00:00.123456Z", "event": _low_balance()}
+
+
+def _retry() -> dict[str, Any]:
+    return {"type": "notification_retry", "schema_version": 1, "channel": "email", "target": "a@acme.test",
+            "locale": None, "attempts": 1, "last_error": "smtp: ConnectionRefusedError: [Errno 111]",
+            "due_at": 1796000000.25, "event": _low_balance()}
+
+
+@pytest.mark.parametrize(("kind", "record"), [("notification_failed", _failed()), ("notification_retry", _retry())])
+def test_a_notifier_record_validates_and_a_broken_one_does_not(kind: str, record: dict[str, Any]) -> None:
+    assert schemas.first_error(kind, record) is None
+    assert schemas.first_error(kind, record | {"surprise": 1}) is not None
+    assert schemas.first_error(kind, record | {"channel": "sms"}) is not None
+    assert schemas.first_error(kind, record | {"attempts": 0}) is not None
+    for field in record:
+        assert schemas.first_error(kind, {k: v for k, v in record.items() if k != field}) is not None, field
+    # the event is one of the four the notifier delivers, valid by its own schema
+    assert schemas.first_error(kind, record | {"event": _envelope("pool_exhausted") | {
+        "capability": "MCOMEETADD", "location": "*", "scope": "international", "month": "2026-11"}}) is not None
+    assert schemas.first_error(kind, record | {"event": _low_balance() | {"balance": 4.99}}) is not None
+
+
+def test_a_failure_reason_is_one_of_three() -> None:
+    for reason in ("permanent", "refused", "exhausted"):
+        assert schemas.first_error("notification_failed", _failed() | {"reason": reason}) is None
+    assert schemas.first_error("notification_failed", _failed() | {"reason": "gave_up"}) is not None
+    assert schemas.first_error("notification_failed", _failed() | {"failed_at": "2026-11-02 18:00"}) is not None

@@ -7,7 +7,10 @@ Grafana's releases for the dozen keys used here). Every query selects the job ``
 and filters on the ``worker`` template variable (``instance=~"$worker"``; the variable's
 values are ``label_values(up{job="rater"}, instance)``: every worker Prometheus scrapes, a
 dead one too), and ``tests/test_prometheus.py`` runs every query against a real
-Prometheus scraping two real workers.
+Prometheus scraping two real workers. The notifier's row selects the job ``rater-notify``
+and the ``notifier`` variable instead (``instance=~"$notifier"``), and
+``tests/test_prometheus_notifier.py`` runs its queries against a real Prometheus scraping a
+real ``rater notify``.
 
 Regenerate after editing (``tests/test_dashboard.py`` fails when the committed file and a
 fresh generation differ)::
@@ -32,7 +35,12 @@ JOB = 'job="rater"'
 """The scrape job of the workers, as the alert rules select it: ``up`` is Prometheus's for
 every target, and the same workers scraped under another job as well would count twice."""
 W = f'{JOB},instance=~"$worker"'
-"""The selector every query carries."""
+"""The selector every query of the workers' panels carries."""
+NOTIFY_JOB = 'job="rater-notify"'
+"""The scrape job of the notifiers (``rater notify``, docs/notifications.md): a job of its own,
+so the workers' sums and alerts never count it."""
+N = f'{NOTIFY_JOB},instance=~"$notifier"'
+"""The selector every query of the notifier's panels carries."""
 WIDTH = 24  # Grafana's grid
 HEIGHT = 8
 
@@ -61,14 +69,14 @@ class Panel:
     """Columns a table does not show."""
 
 
-def rate(metric: str, by: str, window: str = "$__rate_interval", matchers: str = "") -> str:
-    inner = f"{W},{matchers}" if matchers else W
+def rate(metric: str, by: str, window: str = "$__rate_interval", matchers: str = "", on: str = W) -> str:
+    inner = f"{on},{matchers}" if matchers else on
     return f"sum by ({by}) (rate({metric}{{{inner}}}[{window}]))"
 
 
-def quantile(q: float, histogram: str, by: str = "") -> str:
+def quantile(q: float, histogram: str, by: str = "", on: str = W) -> str:
     keys = f"le, {by}" if by else "le"
-    return f"histogram_quantile({q}, sum by ({keys}) (rate({histogram}_bucket{{{W}}}[$__rate_interval])))"
+    return f"histogram_quantile({q}, sum by ({keys}) (rate({histogram}_bucket{{{on}}}[$__rate_interval])))"
 
 
 ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
@@ -194,6 +202,47 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
               " rater stamps records with the broker's clock; a large offset is a host clock to fix.",
               (Query(f"rater_broker_clock_offset_seconds{{{W}}}", "{{instance}}"),), unit="s", width=24),
     )),
+    ("Notifier", (
+        Panel("Notifiers up", "Notifier processes (rater notify) that answer Prometheus's scrape, of those it is"
+              " told to scrape (job rater-notify). None up: no e-mail or webhook goes out (the events wait on"
+              " their topics, nothing is lost).",
+              (Query(f"sum(up{{{N}}})", "up"), Query(f"count(up{{{N}}})", "notifiers")), kind="stat", width=6),
+        Panel("Notifier deliveries by kind, channel and outcome", "Delivery attempts per second: delivered,"
+              " duplicate (remembered, not sent again), retry (a later attempt scheduled on a retry topic),"
+              " failed (given up: notification-failures). Retries without deliveries on a channel: its server is"
+              " down (RaterNotifyChannelDown).",
+              (Query(rate("rater_notify_deliveries_total", "kind, channel, outcome", on=N),
+                     "{{kind}} {{channel}} {{outcome}}"),), unit="ops", width=18),
+        Panel("Notifier retries by level", "Retries scheduled per second, by channel and back-off level (retry"
+              " topic notify-retry-N; RATER_NOTIFY_RETRY_DELAYS). Higher levels filling: an endpoint down for a"
+              " long time.",
+              (Query(rate("rater_notify_retries_total", "channel, level", on=N), "{{channel}} level {{level}}"),),
+              unit="ops", width=8),
+        Panel("Notifier failures", "Deliveries given up per interval, by channel and reason: permanent (SMTP 5xx,"
+              " webhook 4xx), refused (a webhook URL the notifier will not call), exhausted (every attempt"
+              " transient). notification-failures has each one with its last error.",
+              (Query(f"sum by (channel, reason) (increase(rater_notify_failures_total{{{N}}}[$__rate_interval]))",
+                     "{{channel}} {{reason}}"),), width=8),
+        Panel("Notifier delivery latency (p50, p99)", "From an event's occurred_at to its delivery, by channel:"
+              " the rater's own delay, the notifier's lag and any retries' back-off.",
+              (Query(quantile(0.5, "rater_notify_delivery_latency_seconds", "channel", on=N), "p50 {{channel}}"),
+               Query(quantile(0.99, "rater_notify_delivery_latency_seconds", "channel", on=N), "p99 {{channel}}")),
+              unit="s", width=8),
+        Panel("Notifier consumer lag", "Records of the notifier's partitions not committed yet, by topic. On"
+              " notifications, low-balance and account-commands it comes back to 0 between bursts; stuck above 0,"
+              " the notifier is stalled (RaterNotifyLagStuck). On notify-retry-N these are retries waiting for"
+              " their due time.",
+              (Query(f"sum by (topic) (rater_notify_consumer_lag{{{N}}})", "{{topic}}"),), width=8),
+        Panel("Notifier skipped events and contacts", "Events not delivered, by reason (other_type: not an"
+              " e-mailed kind; too_old; no_contacts; invalid), and tenant_upserted commands applied to the"
+              " contacts table, per second.",
+              (Query(rate("rater_notify_skipped_total", "reason", on=N), "skipped {{reason}}"),
+               Query(rate("rater_notify_contacts_updates_total", "action", on=N), "contacts {{action}}")),
+              unit="ops", width=8),
+        Panel("Notifier deliveries in flight", "Delivery attempts under way, per notifier (at most"
+              " RATER_NOTIFY_CONCURRENCY per agent; each lasts at most RATER_NOTIFY_TIMEOUT).",
+              (Query(f"rater_notify_in_flight{{{N}}}", "{{instance}}"),), width=8),
+    )),
 )
 
 
@@ -248,12 +297,20 @@ def dashboard() -> dict[str, Any]:
         "refresh": 2, "multi": True, "includeAll": True, "sort": 1,
         "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
     }
+    notifier = {
+        "name": "notifier", "label": "notifier", "type": "query", "datasource": DATASOURCE,
+        "definition": f"label_values(up{{{NOTIFY_JOB}}}, instance)",
+        "query": {"query": f"label_values(up{{{NOTIFY_JOB}}}, instance)", "refId": "notifier"},
+        "refresh": 2, "multi": True, "includeAll": True, "sort": 1,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+    }
     return {
         "uid": "rater", "title": "rater", "description": "The rater's workers: throughput, latency, lag, money,"
-        " recharges, units, restores and ticks (generated by tools/gen_dashboard.py; docs/operating.md).",
+        " recharges, units, restores and ticks; and its notifier's deliveries (generated by"
+        " tools/gen_dashboard.py; docs/operating.md, docs/notifications.md).",
         "tags": ["rater", "billing", "kafka"], "timezone": "utc", "editable": True, "graphTooltip": 1,
         "schemaVersion": 39, "version": 1, "refresh": "30s", "time": {"from": "now-3h", "to": "now"},
-        "templating": {"list": [worker]}, "annotations": {"list": []}, "links": [],
+        "templating": {"list": [worker, notifier]}, "annotations": {"list": []}, "links": [],
         "panels": list(_panels()),
     }
 

@@ -67,6 +67,16 @@ def _decode(value: bytes | None) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else None
 
 
+def _retry_record(value: bytes | None) -> dict[str, Any] | None:
+    """A valid ``notification_retry`` record (schemas/notification_retry.json), or ``None``.
+    A record written before the schema (no ``type``, ``schema_version``) is taken as one."""
+    record = _decode(value)
+    if record is None:
+        return None
+    record = {"type": "notification_retry", "schema_version": 1, **record}
+    return record if schemas.first_error("notification_retry", record) is None else None
+
+
 def _manual(stream: StreamT[bytes]) -> faust.Stream[bytes]:
     """``stream`` with manual acks: an event is acked once handled, so one cut short by a
     shutdown is read again (Faust's own iteration acks it on the way out). Faust's
@@ -361,8 +371,11 @@ class Notifier:
                 await window.start(event, self._on_retry(event))
 
     async def _on_retry(self, event: EventT[bytes]) -> None:
-        record = _decode(event.value)
-        if record is None:
+        record = _retry_record(event.value)
+        if record is None:  # not the notifier's (a hand-written record): contained, not a crash
+            self._skip("invalid")
+            log.warning("%s offset %d: not a notification_retry record: skipped", event.message.tp,
+                        event.message.offset)
             return
         if not await self._wait_until(float(record["due_at"]), event):
             return  # the partition moved to another notifier: it retries it
@@ -420,8 +433,9 @@ class Notifier:
             self.metrics.deliveries.labels(kind, channel, "delivered").inc()
             self.metrics.latency.labels(channel).observe(max(0.0, now - _unix(payload["occurred_at"])))
             return
-        record: dict[str, Any] = {"event": payload, "channel": channel, "target": target, "locale": locale,
-                  "attempts": attempts, "last_error": outcome.error}
+        record: dict[str, Any] = {"type": "notification_retry", "schema_version": 1,  # schemas/notification_*.json
+                                  "event": payload, "channel": channel, "target": target, "locale": locale,
+                                  "attempts": attempts, "last_error": outcome.error}
         if isinstance(step, retry.Retry):
             record["due_at"] = now + step.delay_s
             await self._send(RETRY_TOPICS[step.level - 1], event, tenant, record)

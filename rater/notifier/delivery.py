@@ -5,6 +5,12 @@ later: the server is down, busy or slow) or permanent (another attempt cannot he
 mail server refused the recipient, the webhook answered 4xx, or its address is one a
 tenant may not make the notifier call). Nothing here touches Kafka.
 
+TLS is always verified, against the system's CA certificates and the operator's
+(``RATER_SMTP_CA_FILE``, ``RATER_NOTIFY_WEBHOOK_CA_FILE``); a certificate that does not
+verify (unknown CA, expired, another name) ends the attempt before anything is sent, as
+a transient failure: certificates get renewed and CA files fixed, and the bounded retries
+end in ``notification-failures`` with the verification error if they are not.
+
 Both channels carry ids derived from the event, the same on every attempt, so a receiver
 recognises a re-delivery: e-mails a ``Message-ID`` made from the event id and the
 recipient, webhooks an ``Idempotency-Key`` header with the event id.
@@ -17,10 +23,13 @@ import hashlib
 import hmac
 import ipaddress
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -79,6 +88,15 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac}"
 
 
+@cache
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """A verifying client context: the system's CA certificates and ``ca_file``'s."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
+
+
 # --- e-mail --------------------------------------------------------------------------
 
 
@@ -107,7 +125,7 @@ async def send_email(event: dict[str, Any], target: str, locale: str | None, set
             message, hostname=settings.smtp_host, port=settings.smtp_port,
             username=settings.smtp_user, password=settings.smtp_password,
             use_tls=settings.smtp_tls == "tls", start_tls=settings.smtp_tls == "starttls",
-            timeout=settings.timeout_s)
+            tls_context=tls_context(settings.smtp_ca_file), timeout=settings.timeout_s)
     except aiosmtplib.SMTPRecipientsRefused as exc:
         codes = [r.code for r in exc.recipients]
         status = PERMANENT if any(code >= 500 for code in codes) else TRANSIENT
@@ -227,7 +245,8 @@ async def send_webhook(event: dict[str, Any], target: str, settings: NotifySetti
     timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session, \
-                session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+                session.post(url, data=body, headers=headers, allow_redirects=False,
+                             ssl=tls_context(settings.webhook_ca_file)) as response:
             status = response.status
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         return Outcome(TRANSIENT, f"webhook: {type(exc).__name__}: {exc}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -53,10 +54,14 @@ class NotifySettings:
     smtp_tls: str = "starttls"
     smtp_user: str | None = None
     smtp_password: str | None = None
+    smtp_ca_file: Path | None = None
+    """CA certificates (PEM) trusted for the mail server's TLS, beside the system's."""
     mail_from: str = "rater@localhost"
     webhook_secret: str | None = None
     webhook_allow_http: bool = False
     webhook_allowed_networks: tuple[Network, ...] = ()
+    webhook_ca_file: Path | None = None
+    """CA certificates (PEM) trusted for webhooks' https, beside the system's."""
     timeout_s: float = 10.0
     """One delivery attempt's limit (connect, send, answer), e-mail or webhook."""
     concurrency: int = 8
@@ -100,10 +105,12 @@ class NotifySettings:
             smtp_tls=tls,
             smtp_user=env.get("RATER_SMTP_USER") or None,
             smtp_password=env.get("RATER_SMTP_PASSWORD") or None,
+            smtp_ca_file=read(env, "RATER_SMTP_CA_FILE", None, ca_file),
             mail_from=read(env, "RATER_NOTIFY_FROM", default.mail_from, mailbox),
             webhook_secret=env.get("RATER_NOTIFY_WEBHOOK_SECRET") or None,
             webhook_allow_http=read(env, "RATER_NOTIFY_WEBHOOK_ALLOW_HTTP", default.webhook_allow_http, switch),
             webhook_allowed_networks=read(env, "RATER_NOTIFY_WEBHOOK_ALLOW_CIDRS", (), networks),
+            webhook_ca_file=read(env, "RATER_NOTIFY_WEBHOOK_CA_FILE", None, ca_file),
             timeout_s=read(env, "RATER_NOTIFY_TIMEOUT", default.timeout_s, seconds(positive=True)),
             concurrency=read(env, "RATER_NOTIFY_CONCURRENCY", default.concurrency, count),
             retry_delays_s=read(env, "RATER_NOTIFY_RETRY_DELAYS", default.retry_delays_s, delays),
@@ -121,6 +128,17 @@ def mailbox(text: str) -> str:
     if not (local and at and domain) or any(c.isspace() for c in address):
         raise ValueError("must be an e-mail address, e.g. billing@example.com or 'Rater <billing@example.com>'")
     return text
+
+
+def ca_file(text: str) -> Path:
+    """A readable PEM file of CA certificates (checked by loading it, as TLS will)."""
+    path = Path(text)
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no PEM CA certificate in it"
+        raise ValueError(f"must be a readable PEM file of CA certificates ({reason})") from None
+    return path
 
 
 def networks(text: str) -> tuple[Network, ...]:
