@@ -46,6 +46,11 @@ from rater.shell.task import TENANT_KEYS, TICKS, Batch, PartitionTask, Slicer, f
 from rater.shell.web import WebServer, WebServerError
 
 log = logging.getLogger("rater.driver")
+timeline = logging.getLogger("rater.timeline")
+"""One DEBUG line per unit: when each phase of its cycle ended, in ms after the fetch
+that brought its records, and how old its oldest and newest input were then (by their
+Kafka timestamps, the producer's clock). Off unless this logger is set to DEBUG on its
+own (``benchmarks/latency.py`` does): the worker's log level leaves it alone."""
 T = TypeVar("T")
 
 INPUTS = ("account-commands", "recharge-results", TICKS, "cdrs")
@@ -556,7 +561,7 @@ class Driver:
             while not self.stopping.is_set():
                 fetched = await self.consumer.getmany(timeout_ms=200, max_records=MAX_BATCH)
                 if fetched:
-                    await self._process(fetched)
+                    await self._process(fetched, time.monotonic())
                 if ticking.done():
                     ticking.result()  # a tick send failed: stop
         finally:
@@ -579,7 +584,7 @@ class Driver:
                     log.exception("stopping a partition's producer failed")
                 owned.store.close()
 
-    async def _process(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+    async def _process(self, fetched: dict[TopicPartition, list[Any]], fetched_at: float = 0.0) -> None:
         assert self.consumer is not None
         by_partition: dict[int, dict[str, list[Any]]] = {}
         log.debug("fetched %s", {f"{tp.topic}/{tp.partition}": len(m) for tp, m in fetched.items()})
@@ -600,7 +605,7 @@ class Driver:
                 if owned.first_tick is not None:
                     records.insert(0, owned.first_tick)
                     owned.first_tick = None
-                units.append(self._commit_unit(p, owned, records, topics))
+                units.append(self._commit_unit(p, owned, records, topics, fetched_at))
             # The partitions' units run side by side: while one waits for the broker (its
             # acknowledgements, its transaction's round trips) the next one is rated. Each
             # has its own producer and transaction, so each commits or fails on its own;
@@ -613,11 +618,13 @@ class Driver:
                 raise failed[0]
 
     async def _commit_unit(self, p: int, owned: _Owned, records: list[edge.Record],
-                           topics: dict[str, list[Any]]) -> None:
+                           topics: dict[str, list[Any]], fetched_at: float = 0.0) -> None:
         producer = owned.producer
+        stamps: list[tuple[str, float]] = [("start", time.monotonic())]  # the unit's timeline
         try:
             # in slices: the loop serves requests between them (raises only when the store cannot be read)
             batch = await _sliced(owned.task.slices(records, SLICE_S))
+            stamps.append(("rated", time.monotonic()))
             log.debug("partition %d: %d records, %d applied, %d skipped, %d outputs, %d states", p, len(records),
                       batch.applied, batch.skipped, len(batch.outputs), len(batch.states))
             began = time.monotonic()
@@ -635,15 +642,20 @@ class Driver:
             changelog = batch.changelog()  # the partition record last
             await _sliced(_add_all(batches, batch, prefix=self.prefix, state_topic=state_topic, changelog=changelog,
                                    p=p))
+            stamps.append(("added", time.monotonic()))
             await batches.send_all()
+            stamps.append(("sent", time.monotonic()))
             # Every batch acknowledged before the commit: aiokafka's commit does not look
             # at failed batches (it sends EndTxn(COMMIT) anyway), so a unit with a refused
             # batch would commit the rest of it — outputs and offsets without their state.
             await batches.acknowledged()
+            stamps.append(("acked", time.monotonic()))
             offsets = {TopicPartition(topic(name), p): max(messages[-1].offset + 1, owned.task.offsets.get(name, 0))
                        for name, messages in topics.items() if messages}
             await producer.send_offsets_to_transaction(offsets, self.group_id)
+            stamps.append(("offsets", time.monotonic()))
             await producer.commit_transaction()
+            stamps.append(("committed", time.monotonic()))
         except BaseException as exc:
             if self.metrics is not None and isinstance(exc, Exception):  # not a stop
                 self.metrics.failed()
@@ -655,6 +667,9 @@ class Driver:
         # last batch ends with the partition record.
         last, count = next((f, n) for f, n in reversed(batches.sent) if f.result().topic == state_topic)
         await _sliced(owned.store.writing(changelog, last.result().offset + count, SLICE_S))
+        if timeline.isEnabledFor(logging.DEBUG):
+            stamps.append(("stored", time.monotonic()))
+            _log_timeline(p, records, topics.get("cdrs", []), fetched_at, stamps)
         if self.metrics is not None:
             self.metrics.committed(batch.counts, batch.call_ends_us,
                                    ((record.topic, record.timestamp_ms) for record in records),
@@ -734,6 +749,18 @@ class Driver:
                 f" measurement, {self.clock.offset_ms / 1000:+.3f} s now: the clocks moved apart since — the broker's"
                 " stepped, or this host's ran off — or a topic's message.timestamp.*.max.ms is tighter than the"
                 f" round trip of a measurement); {stops}")
+
+
+def _log_timeline(p: int, records: list[edge.Record], cdrs: list[Any], fetched_at: float,
+                  stamps: list[tuple[str, float]]) -> None:
+    """The :data:`timeline` line of a unit: ``p``, its records and CDRs, the ages (ms) of
+    its oldest and newest CDR when its fetch returned, and each phase's end, ms after it."""
+    ages = ""
+    if cdrs:
+        fetched_ms = (time.time() - (time.monotonic() - fetched_at)) * 1000  # wall clock then
+        ages = f" oldest={fetched_ms - cdrs[0].timestamp:.1f} newest={fetched_ms - cdrs[-1].timestamp:.1f}"
+    phases = " ".join(f"{name}={(at - fetched_at) * 1000:.1f}" for name, at in stamps)
+    timeline.debug("unit p=%d records=%d cdrs=%d%s %s", p, len(records), len(cdrs), ages, phases)
 
 
 async def _sliced(work: Generator[None, None, T]) -> T:
