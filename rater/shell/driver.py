@@ -561,7 +561,11 @@ class Driver:
             while not self.stopping.is_set():
                 fetched = await self.consumer.getmany(timeout_ms=200, max_records=MAX_BATCH)
                 if fetched:
-                    await self._process(fetched, time.monotonic())
+                    held = self._hold_fetches(fetched)
+                    try:
+                        await self._process(fetched, time.monotonic())
+                    finally:
+                        self._release_fetches(held)
                 if ticking.done():
                     ticking.result()  # a tick send failed: stop
         finally:
@@ -583,6 +587,31 @@ class Driver:
                 except Exception:
                     log.exception("stopping a partition's producer failed")
                 owned.store.close()
+
+    def _hold_fetches(self, fetched: dict[TopicPartition, list[Any]]) -> list[TopicPartition]:
+        """Pause the owned partitions while a fetch that was not full is made into units;
+        the partitions paused.
+
+        aiokafka fetches a partition again as soon as its records were taken, and keeps
+        the answer until the next ``getmany``: the next units would be made of what had
+        arrived in the first milliseconds of this one, and whatever came later waited on
+        the broker for one more whole cycle (fetch → units → commit). Paused, the next
+        fetch goes out when the units are committed and brings everything up to then —
+        one round trip of waiting instead of a cycle (docs/benchmarks.md, "Latency"). A
+        full fetch is a backlog: there the fetch ahead keeps the worker busy."""
+        assert self.consumer is not None
+        if sum(len(messages) for messages in fetched.values()) >= MAX_BATCH:
+            return []
+        held = [tp for p in self.owned for tp in self._tps(p)]
+        self.consumer.pause(*held)
+        return held
+
+    def _release_fetches(self, held: list[TopicPartition]) -> None:
+        """Resume what :meth:`_hold_fetches` paused, of the partitions still owned (a
+        partition being made ready stays paused until it is)."""
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        self.consumer.resume(*(tp for tp in held if tp in assigned and tp.partition in self.owned))
 
     async def _process(self, fetched: dict[TopicPartition, list[Any]], fetched_at: float = 0.0) -> None:
         assert self.consumer is not None
