@@ -202,8 +202,9 @@ def _settle(worker: Worker) -> None:
 
 
 def _rate(bootstrap: str, prefix: str, start: str, worker: Worker, *, first: int, rate: float,
-          args: argparse.Namespace, tmp: Path, label: str) -> int:
-    """Offer ``rate`` CDRs/s for ``args.seconds``; print what was measured; the CDRs sent."""
+          args: argparse.Namespace, tmp: Path, label: str) -> tuple[int, list[float]]:
+    """Offer ``rate`` CDRs/s for ``args.seconds``; print what was measured; the CDRs sent
+    and the produce → rated_cdr visible latencies (ms)."""
     count = int(rate * args.seconds)
     stamps_path = tmp / f"stamps-{first}"
     log_at = worker.log.stat().st_size
@@ -239,7 +240,7 @@ def _rate(bootstrap: str, prefix: str, start: str, worker: Worker, *, first: int
     _timeline(lines, sent_s)
     if len(seen.rated) < count:
         print(f"    {count - len(seen.rated)} rated_cdrs NOT SEEN within {args.seconds + 60:.0f} s")
-    return count
+    return count, visible
 
 
 def _arguments() -> argparse.Namespace:
@@ -252,40 +253,63 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--consumer-wait-ms", type=int, default=5,
                         help="the measuring consumer's fetch_max_wait_ms (aiokafka's default is 500)")
     parser.add_argument("--sender-linger-ms", type=int, default=0, help="the sender's producer linger_ms")
-    parser.add_argument("--worker-env", nargs="*", default=[], metavar="NAME=VALUE",
-                        help="settings of the worker (e.g. RATER_MAX_BATCH=500)")
+    parser.add_argument("--variant", nargs="+", action="append", metavar=("LABEL", "NAME=VALUE"),
+                        help="a worker to measure: a label and its environment (e.g. RATER_MAX_BATCH=500, or"
+                             " PYTHONPATH=/tmp/before for another checkout's code); several are measured one"
+                             " after the other, in an order that alternates by round (default: one, as is)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds over the variants")
     return parser.parse_args()
+
+
+def _variant(bootstrap: str, label: str, env: dict[str, str], args: argparse.Namespace,
+             tmp: Path) -> dict[str, list[float]]:
+    """One worker with ``env`` through the saturation and the rates; per rate label, the
+    produce → rated_cdr visible latencies (ms)."""
+    print(f"{label}: worker settings {env or 'default'}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    prefix = f"blat{uuid.uuid4().hex[:6]}."
+    create_topics(bootstrap, prefix)
+    worker = Worker(bootstrap, prefix, tmp / prefix, command=WORKER,
+                    extra_env={"RATER_TICK_INTERVAL": "1", "RATER_LOG_LEVEL": "warn", **env}).start()
+    found: dict[str, list[float]] = {}
+    try:
+        start = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        send_events(bootstrap, prefix, list(Workload(tenants=TENANTS, users=USERS, start=start).setup()))
+        _settle(worker)
+        first = 0 if args.max_rate else args.saturation
+        max_rate = args.max_rate or saturate(bootstrap, prefix, start, first, [worker.proc.pid],
+                                             tenants=TENANTS, users=USERS)
+        caught_up(bootstrap, prefix, first)
+        rates = [(rate, f"{rate:,.0f}/s") for rate in args.rates]
+        rates.append((max_rate / 2, "half the maximum"))
+        for rate, name in rates:
+            shown = name if rate in args.rates else f"{name} ({max_rate:,.0f}/s)"
+            sent, found[name] = _rate(bootstrap, prefix, start, worker, first=first, rate=rate, args=args, tmp=tmp,
+                                      label=shown)
+            first += sent
+    finally:
+        worker.stop()
+    return found
 
 
 def main() -> None:
     args = _arguments()
-    extra = dict(item.split("=", 1) for item in args.worker_env)
+    variants = [(v[0], dict(item.split("=", 1) for item in v[1:])) for v in args.variant or [["as is"]]]
     print(f"CDR latency, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()} ({platform.machine()},"
           f" {os.cpu_count()} CPUs, Python {platform.python_version()}), 1 worker, {TEST_PARTITIONS} partitions,"
-          f" {TENANTS} tenants, consumer fetch_max_wait_ms {args.consumer_wait_ms}, sender linger_ms"
-          f" {args.sender_linger_ms}, worker settings {extra or 'default'}; load average"
-          f" {os.getloadavg()[0]:.1f}", flush=True)
+          f" {TENANTS} tenants, {args.seconds:.0f} s per rate, consumer fetch_max_wait_ms {args.consumer_wait_ms},"
+          f" sender linger_ms {args.sender_linger_ms}", flush=True)
+    results: dict[str, dict[str, list[list[float]]]] = {label: defaultdict(list) for label, _ in variants}
     with broker_for_tests() as bootstrap, tempfile.TemporaryDirectory() as tmp:
-        prefix = f"blat{uuid.uuid4().hex[:6]}."
-        create_topics(bootstrap, prefix)
-        worker = Worker(bootstrap, prefix, Path(tmp) / "worker", command=WORKER,
-                        extra_env={"RATER_TICK_INTERVAL": "1", "RATER_LOG_LEVEL": "warn", **extra}).start()
-        try:
-            start = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            send_events(bootstrap, prefix, list(Workload(tenants=TENANTS, users=USERS, start=start).setup()))
-            _settle(worker)
-            first = 0 if args.max_rate else args.saturation
-            max_rate = args.max_rate or saturate(bootstrap, prefix, start, first, [worker.proc.pid],
-                                                 tenants=TENANTS, users=USERS)
-            caught_up(bootstrap, prefix, first)
-            rates = [(rate, f"{rate:,.0f}/s") for rate in args.rates]
-            rates.append((max_rate / 2, f"half the maximum ({max_rate:,.0f}/s)"))
-            for rate, label in rates:
-                first += _rate(bootstrap, prefix, start, worker, first=first, rate=rate, args=args, tmp=Path(tmp),
-                               label=label)
-            print("  target: p99 ≤ 100 ms at half the maximum rate")
-        finally:
-            worker.stop()
+        for round_ in range(args.rounds):
+            for label, env in variants if round_ % 2 == 0 else variants[::-1]:
+                for name, latencies in _variant(bootstrap, label, env, args, Path(tmp)).items():
+                    results[label][name].append(latencies)
+    print("produce → rated_cdr visible, p50 / p99 (ms) per round:")
+    for label, by_rate in results.items():
+        for name, rounds in by_rate.items():
+            shown = "; ".join(f"{statistics.median(one):.1f} / {percentile(one, 0.99):.1f}" for one in rounds if one)
+            print(f"  {label:<24} {name:<18} {shown}")
+    print("target: p99 ≤ 100 ms at half the maximum rate")
 
 
 if __name__ == "__main__":
