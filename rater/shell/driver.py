@@ -57,7 +57,6 @@ INPUTS = ("account-commands", "recharge-results", TICKS, "cdrs")
 """Input topics, in the order a batch applies them (order across topics is not part of
 the contract; commands first gives a tenant created in the same batch its calls)."""
 STATE_TOPIC = "rater-state"
-MAX_BATCH = 2000
 SLICE_S = 0.001
 """The longest a unit's rating, record building or store write runs on the event loop
 without letting it serve anything else (the API's requests, the other partitions'
@@ -527,7 +526,7 @@ class Driver:
             bootstrap_servers=self.settings.bootstrap, group_id=self.group_id, enable_auto_commit=False,
             isolation_level="read_committed", auto_offset_reset="earliest",
             session_timeout_ms=session_ms, heartbeat_interval_ms=max(500, session_ms // 4),
-            request_timeout_ms=max(30_000, session_ms * 3), max_poll_records=MAX_BATCH,
+            request_timeout_ms=max(30_000, session_ms * 3), max_poll_records=self.settings.max_batch,
             # range assignment gives a worker the same partition numbers of every input
             # topic (they are co-partitioned); aiokafka's default, round robin, does not.
             # rater-range is range with every partition's API URL. It is the only one:
@@ -559,7 +558,7 @@ class Driver:
         ticking = asyncio.create_task(self._tick_loop() if self.settings.tick_interval_s > 0 else asyncio.sleep(0))
         try:
             while not self.stopping.is_set():
-                fetched = await self.consumer.getmany(timeout_ms=200, max_records=MAX_BATCH)
+                fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.max_batch)
                 if fetched:
                     held = self._hold_fetches(fetched)
                     try:
@@ -600,7 +599,7 @@ class Driver:
         one round trip of waiting instead of a cycle (docs/benchmarks.md, "Latency"). A
         full fetch is a backlog: there the fetch ahead keeps the worker busy."""
         assert self.consumer is not None
-        if sum(len(messages) for messages in fetched.values()) >= MAX_BATCH:
+        if sum(len(messages) for messages in fetched.values()) >= self.settings.max_batch:
             return []
         held = [tp for p in self.owned for tp in self._tps(p)]
         self.consumer.pause(*held)
