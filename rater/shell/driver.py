@@ -326,7 +326,9 @@ class Driver:
     async def _prepare(self, p: int) -> None:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.bootstrap, transactional_id=f"{self.group_id}-{p}",
-            enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=256 * 1024,
+            # no linger_ms: a unit's records go out as closed batches (send_batch), which
+            # aiokafka never holds back; a linger would only read as a wait that is not there
+            enable_idempotence=True, acks="all", max_batch_size=256 * 1024,
             max_request_size=MAX_RECORD_BYTES + 64 * 1024)
         store: LocalStore | None = None
         handed_over = False
