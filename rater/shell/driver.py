@@ -663,7 +663,6 @@ class Driver:
             if self.metrics is not None:
                 self.metrics.failed()
             raise
-        joining: asyncio.Future[None] | None = None
         try:
             batches = _RecordBatches(producer, self.partition_counts, p, timestamp_ms=self.clock.now_ms())
             topic = self._topic
@@ -676,29 +675,20 @@ class Driver:
             stamps.append(("added", time.monotonic()))
             await batches.send_all()
             stamps.append(("sent", time.monotonic()))
-            offsets = {TopicPartition(topic(name), p): max(messages[-1].offset + 1, owned.task.offsets.get(name, 0))
-                       for name, messages in topics.items() if messages}
-            # The input offsets join the transaction (AddOffsetsToTxn, then TxnOffsetCommit:
-            # two round trips) while the batches are produced, not after their acks
-            # (docs/benchmarks.md, "Latency"). After send_all: aiokafka adds the batches'
-            # partitions to the transaction first, so the produce does not wait for them.
-            joining = asyncio.ensure_future(producer.send_offsets_to_transaction(offsets, self.group_id))
             # Every batch acknowledged before the commit: aiokafka's commit does not look
             # at failed batches (it sends EndTxn(COMMIT) anyway), so a unit with a refused
             # batch would commit the rest of it — outputs and offsets without their state.
             await batches.acknowledged()
             stamps.append(("acked", time.monotonic()))
-            await joining
+            offsets = {TopicPartition(topic(name), p): max(messages[-1].offset + 1, owned.task.offsets.get(name, 0))
+                       for name, messages in topics.items() if messages}
+            await producer.send_offsets_to_transaction(offsets, self.group_id)
             stamps.append(("offsets", time.monotonic()))
             await producer.commit_transaction()
             stamps.append(("committed", time.monotonic()))
         except BaseException as exc:
             if self.metrics is not None and isinstance(exc, Exception):  # not a stop
                 self.metrics.failed()
-            if joining is not None:  # done or not: what it raised is not left unretrieved
-                joining.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await joining
             with contextlib.suppress(Exception):
                 await producer.abort_transaction()
             raise
