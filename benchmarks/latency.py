@@ -14,8 +14,10 @@ in one run:
 2. **fixed rates** — for each rate (default 1,000/s, 4,000/s and half the maximum), a
    sender *process* paces fresh CDRs for ``--seconds``, stamping each with its produce
    time (its Kafka timestamp, and a file of nanoseconds read afterwards), while a
-   read_committed consumer in this process (``fetch_max_wait_ms`` ``--consumer-wait-ms``:
-   its own wait is not the latency measured) reads ``rated-cdrs`` and ``balances``.
+   read_committed consumer in this process (``fetch_max_wait_ms`` 5: its own wait is not
+   the latency measured) reads ``rated-cdrs`` and ``balances``; a second one beside it,
+   with aiokafka's default 500, shows what such a wait would add
+   (``--consumer-wait-ms``).
 
 Per rate it prints p50/p99/max of produce → ``rated_cdr`` visible and produce →
 ``balance`` visible, split at the time the worker made the unit (the ``rated_cdr``
@@ -210,17 +212,19 @@ def _rate(bootstrap: str, prefix: str, start: str, worker: Worker, *, first: int
     log_at = worker.log.stat().st_size
     cpu = cpu_times([worker.proc.pid])
 
-    async def run() -> tuple[Seen, tuple[int, float]]:
-        started = asyncio.Event()
-        watching = asyncio.create_task(_watch(bootstrap, prefix, first=first, count=count, started=started,
-                                              wait_ms=args.consumer_wait_ms, timeout_s=args.seconds + 60))
-        await started.wait()
+    async def run() -> tuple[list[Seen], tuple[int, float]]:
+        starts = [asyncio.Event() for _ in args.consumer_wait_ms]
+        watching = [asyncio.create_task(_watch(bootstrap, prefix, first=first, count=count, started=started,
+                                               wait_ms=wait_ms, timeout_s=args.seconds + 60))
+                    for started, wait_ms in zip(starts, args.consumer_wait_ms, strict=True)]
+        for started in starts:
+            await started.wait()
         sender = Sender(bootstrap, f"{prefix}cdrs", start, first=first, count=count, rate=rate, tenants=TENANTS,
                         users=USERS, linger_ms=args.sender_linger_ms, stamps=stamps_path)
-        seen = await watching
-        return seen, await asyncio.to_thread(sender.finish, stop=False, timeout_s=args.seconds + 120)
+        seens = [await one for one in watching]
+        return seens, await asyncio.to_thread(sender.finish, stop=False, timeout_s=args.seconds + 120)
 
-    seen, (sent, sent_s) = asyncio.run(run())
+    (seen, *others), (sent, sent_s) = asyncio.run(run())
     machine = busy(cpu, cpu_times([worker.proc.pid]), "the worker")
     stamps = array.array("q")
     stamps.frombytes(stamps_path.read_bytes())
@@ -234,6 +238,9 @@ def _rate(bootstrap: str, prefix: str, start: str, worker: Worker, *, first: int
     print(f"    produce → balance visible     {_stats(_balance_latencies(seen, stamps, first, counted))}")
     print(f"    produce → unit made           {_stats(made)}   (the rated_cdr's timestamp, ms resolution)")
     print(f"    unit made → visible           {_stats(after_made)}")
+    for wait_ms, other in zip(args.consumer_wait_ms[1:], others, strict=True):
+        also = [(other.rated[n][0] - stamps[n - first]) / 1e6 for n in other.rated if n >= counted]
+        print(f"    … seen by a consumer with fetch_max_wait_ms {wait_ms}: {_stats(also)}")
     with worker.log.open(errors="replace") as log:
         log.seek(log_at)
         lines = [m.group(1) for line in log if (m := UNIT_LINE.search(line))]
@@ -250,8 +257,10 @@ def _arguments() -> argparse.Namespace:
                         help="fixed rates (CDRs/s) to offer; half the maximum is always added")
     parser.add_argument("--saturation", type=int, default=80_000, help="CDRs of the saturation phase")
     parser.add_argument("--max-rate", type=float, default=0.0, help="the worker's maximum (default: measured)")
-    parser.add_argument("--consumer-wait-ms", type=int, default=5,
-                        help="the measuring consumer's fetch_max_wait_ms (aiokafka's default is 500)")
+    parser.add_argument("--consumer-wait-ms", type=int, nargs="+", default=[5, 500],
+                        help="the measuring consumers' fetch_max_wait_ms, one consumer each, side by side on the"
+                             " same CDRs: the first is the one measured; the others show what their wait adds"
+                             " (aiokafka's default is 500)")
     parser.add_argument("--sender-linger-ms", type=int, default=0, help="the sender's producer linger_ms")
     parser.add_argument("--variant", nargs="+", action="append", metavar=("LABEL", "NAME=VALUE"),
                         help="a worker to measure: a label and its environment (e.g. RATER_MAX_BATCH=500, or"
@@ -296,7 +305,7 @@ def main() -> None:
     variants = [(v[0], dict(item.split("=", 1) for item in v[1:])) for v in args.variant or [["as is"]]]
     print(f"CDR latency, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()} ({platform.machine()},"
           f" {os.cpu_count()} CPUs, Python {platform.python_version()}), 1 worker, {TEST_PARTITIONS} partitions,"
-          f" {TENANTS} tenants, {args.seconds:.0f} s per rate, consumer fetch_max_wait_ms {args.consumer_wait_ms},"
+          f" {TENANTS} tenants, {args.seconds:.0f} s per rate, consumers' fetch_max_wait_ms {args.consumer_wait_ms},"
           f" sender linger_ms {args.sender_linger_ms}", flush=True)
     results: dict[str, dict[str, list[list[float]]]] = {label: defaultdict(list) for label, _ in variants}
     with broker_for_tests() as bootstrap, tempfile.TemporaryDirectory() as tmp:
