@@ -598,7 +598,7 @@ class Driver:
         arrived in the first milliseconds of this one, and whatever came later waited on
         the broker for one more whole cycle (fetch → units → commit). Paused, the next
         fetch goes out when the units are committed and brings everything up to then —
-        one round trip of waiting instead of a cycle (docs/benchmarks.md, "Latency"). A
+        one round trip of waiting instead of a cycle (docs/benchmarks.md, "CDR latency"). A
         full fetch is a backlog: there the fetch ahead keeps the worker busy."""
         assert self.consumer is not None
         if sum(len(messages) for messages in fetched.values()) >= self.settings.max_batch:

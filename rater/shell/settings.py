@@ -60,7 +60,7 @@ class Settings:
     """Input records a fetch — and so a unit, one transaction per partition — takes at
     most (``RATER_MAX_BATCH``). Smaller units bound how long a backlog's unit keeps the
     records behind it waiting, and cost more transactions per CDR: the curve is in
-    docs/benchmarks.md ("Latency")."""
+    docs/benchmarks.md ("CDR latency")."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
