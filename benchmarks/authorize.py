@@ -29,13 +29,10 @@ for a CPU answers late whatever its event loop does). Target: p99 < 5 ms under l
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import os
 import platform
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,87 +47,14 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from streaming import committed  # a sibling script: run as benchmarks/authorize.py
+import paced
+from paced import Sender, brokers, caught_up, committed_cdrs, cpu_times, percentile, saturate
 
 from rater.localkafka import broker_for_tests
 from rater.workload import Workload
 from tests.support import TEST_PARTITIONS, Worker, create_topics, send_events
 
 TENANTS, USERS = 50, 1000
-STEP_S = 0.005
-"""The sender's pacing step."""
-
-
-# -- the sender process -------------------------------------------------------------------
-def _cdrs(start: str, first: int, count: int) -> list[tuple[bytes, bytes]]:
-    """(key, value) of CDRs ``first`` to ``first + count`` of the run's workload (usage
-    ids numbered from ``first``: no phase repeats another's)."""
-    load = Workload(tenants=TENANTS, users=USERS, start=start)
-    made = []
-    for n, cdr in enumerate(load.cdrs(count, per_second=2000.0), start=first):
-        cdr["usage_id"] = cdr["event_id"] = f"{cdr['tenant_id']}/cdr/{n}"
-        made.append((cdr["tenant_id"].encode(), orjson.dumps(cdr)))
-    return made
-
-
-async def _send(bootstrap: str, topic: str, cdrs: list[tuple[bytes, bytes]], rate: float) -> None:
-    """Send ``cdrs`` — as fast as possible (``rate`` 0) or paced at ``rate`` per second
-    until SIGTERM —, then print ``sent N S`` (records, seconds)."""
-    from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - the sender's own import
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                max_batch_size=256 * 1024, enable_idempotence=True)
-    await producer.start()
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print("ready", flush=True)
-    sent, began = 0, time.monotonic()
-    try:
-        if rate <= 0:
-            for key, value in cdrs:
-                await producer.send(topic, value, key=key)
-            sent = len(cdrs)
-        else:
-            while not stop.is_set() and sent < len(cdrs):
-                due = min(len(cdrs), int(rate * (time.monotonic() - began)))
-                for key, value in cdrs[sent:due]:
-                    await producer.send(topic, value, key=key)
-                sent = max(sent, due)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), STEP_S)
-        await producer.flush()
-    finally:
-        await producer.stop()
-    print(f"sent {sent} {time.monotonic() - began:.3f}", flush=True)
-
-
-def sender_main(argv: list[str]) -> None:
-    bootstrap, topic, start, first, count, rate = argv
-    cdrs = _cdrs(start, int(first), int(count))
-    asyncio.run(_send(bootstrap, topic, cdrs, float(rate)))
-
-
-class Sender:
-    """A sender process: started, it makes its CDRs and says ``ready``."""
-
-    def __init__(self, bootstrap: str, topic: str, start: str, *, first: int, count: int, rate: float) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--sender", bootstrap, topic, start, str(first), str(count), str(rate)],
-            stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if line != "ready":
-            raise SystemExit(f"the sender did not start: {line!r}")
-
-    def finish(self, *, stop: bool) -> tuple[int, float]:
-        """(records sent, seconds), once it ended (``stop``: told to)."""
-        if stop:
-            self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=120)
-        words = out.split()
-        if self.proc.returncode or len(words) != 3 or words[0] != "sent":
-            raise SystemExit(f"the sender failed ({self.proc.returncode}): {out!r}")
-        return int(words[1]), float(words[2])
 
 
 # -- the measuring side -------------------------------------------------------------------
@@ -177,47 +101,6 @@ def _settle(workers: list[Worker]) -> None:
     raise SystemExit(f"the workers never shared the partitions: {states}")
 
 
-def _committed(bootstrap: str, prefix: str) -> int:
-    return asyncio.run(committed(bootstrap, f"{prefix}rater", f"{prefix}cdrs", TEST_PARTITIONS))
-
-
-def _caught_up(bootstrap: str, prefix: str, total: int, timeout_s: float = 600) -> float:
-    """Wait until the workers committed ``total`` CDRs; when it happened (monotonic)."""
-    deadline = time.monotonic() + timeout_s
-    while (done := _committed(bootstrap, prefix)) < total:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the workers committed {done} of {total} CDRs in {timeout_s:.0f} s")
-        time.sleep(0.05)
-    return time.monotonic()
-
-
-def _cpu(pids: list[int]) -> tuple[float, float, float]:
-    """(CPU seconds the machine has been busy, its CPU seconds in all — both summed over
-    its CPUs, from /proc/stat —, CPU seconds of the processes ``pids``)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    total = sum(fields[:8])  # up to steal (guest time is counted in user already)
-    own = 0
-    for pid in pids:
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        own += int(stat[11]) + int(stat[12])  # utime, stime
-    return (total - idle) / tick, total / tick, own / tick
-
-
-def _busy(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:
-    """How busy the machine was between two :func:`_cpu` readings, and the workers' share."""
-    busy, total, own = (b - a for a, b in zip(before, after, strict=True))
-    cpus = os.cpu_count() or 1
-    return (f"machine {busy / total:.0%} busy ({busy / total * cpus:.2f} of {cpus} CPUs), of it the two workers"
-            f" {own / total * cpus:.2f} CPUs; load average {os.getloadavg()[0]:.1f}")
-
-
-def _pct(times: list[float], q: float) -> float:
-    ordered = sorted(times)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
 def _series(urls: dict[str, str], body: bytes, requests: int, rounds: int) -> dict[str, list[list[float]]]:
     """Per route (direct, forwarded), ``rounds`` series of ``requests`` latencies (ms),
     the routes alternating."""
@@ -228,28 +111,16 @@ def _series(urls: dict[str, str], body: bytes, requests: int, rounds: int) -> di
     return found
 
 
+def _busy(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:
+    return paced.busy(before, after, "the two workers")
+
+
 def _show(phase: str, found: dict[str, list[list[float]]]) -> None:
     for name, series in found.items():
         pooled = [t for one in series for t in one]
-        each = ", ".join(f"{_pct(one, 0.99):.2f}" for one in series)
-        print(f"  {phase:6} {name:9}  p50 {statistics.median(pooled):6.2f} ms   p99 {_pct(pooled, 0.99):6.2f} ms"
+        each = ", ".join(f"{percentile(one, 0.99):.2f}" for one in series)
+        print(f"  {phase:6} {name:9}  p50 {statistics.median(pooled):6.2f} ms   p99 {percentile(pooled, 0.99):6.2f} ms"
               f"   max {max(pooled):7.2f} ms   (p99 of each series: {each})", flush=True)
-
-
-def _saturate(bootstrap: str, prefix: str, start: str, total: int, pids: list[int]) -> float:
-    """The workers' maximum rate: ``total`` CDRs filled as fast as a producer can, the
-    committed records per second from the fill's end to the last one."""
-    filler = Sender(bootstrap, f"{prefix}cdrs", start, first=0, count=total, rate=0)
-    filled, fill_s = filler.finish(stop=False)
-    at_fill, backlog, cpu = time.monotonic(), _committed(bootstrap, prefix), _cpu(pids)
-    done_at = _caught_up(bootstrap, prefix, total)
-    measured = (total - backlog) / (done_at - at_fill)
-    print(f"  saturation: {filled} CDRs filled in {fill_s:.1f} s; the workers rated the {total - backlog}"
-          f" left at the fill's end in {done_at - at_fill:.1f} s: {measured:,.0f} CDRs/s; {_busy(cpu, _cpu(pids))}",
-          flush=True)
-    if total - backlog < total / 4:
-        print("  (less than a quarter of the CDRs were left at the fill's end: a rough maximum)")
-    return measured
 
 
 def _forwarding(phases: dict[str, dict[str, list[list[float]]]]) -> None:
@@ -258,24 +129,7 @@ def _forwarding(phases: dict[str, dict[str, list[list[float]]]]) -> None:
         direct = [t for one in found["direct"] for t in one]
         forwarded = [t for one in found["forwarded"] for t in one]
         print(f"  forwarding adds, {phase}: p50 {statistics.median(forwarded) - statistics.median(direct):+.2f}"
-              f" ms, p99 {_pct(forwarded, 0.99) - _pct(direct, 0.99):+.2f} ms")
-
-
-def _brokers() -> list[int]:
-    """The local broker's JVMs: this process's descendants running ``kafka.Kafka``."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [os.getpid()]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            todo.append(child)
-            with contextlib.suppress(OSError):
-                if b"kafka.Kafka" in (Path("/proc") / str(child) / "cmdline").read_bytes():
-                    found.append(child)
-    return found
+              f" ms, p99 {percentile(forwarded, 0.99) - percentile(direct, 0.99):+.2f} ms")
 
 
 def _nice(pids: list[int], level: int) -> None:
@@ -386,24 +240,25 @@ def main() -> None:
             pids = [w.proc.pid for w in workers]
             _nice_workers(pids, args.worker_nice)
             total = 0 if args.max_rate else args.saturation
-            max_rate = args.max_rate or _saturate(bootstrap, prefix, start, total, pids)
+            max_rate = args.max_rate or saturate(bootstrap, prefix, start, total, pids, tenants=TENANTS, users=USERS)
 
-            cpu = _cpu(pids)
+            cpu = cpu_times(pids)
             _loop_begin(pids, loops)
             idle = _series(urls, body, args.requests, args.rounds)
-            print(f"  idle: {_busy(cpu, _cpu(pids))}")
+            print(f"  idle: {_busy(cpu, cpu_times(pids))}")
             _show("idle", idle)
             _loop_show("idle", pids, loops)
 
             rate = max_rate * args.load
             duration_s = 15 + args.rounds * args.requests * 2 * 0.015  # more than the series take
-            sender = Sender(bootstrap, topic, start, first=total, count=int(rate * duration_s), rate=rate)
-            _nice([*_brokers(), sender.proc.pid], args.nice_others)
-            _caught_up(bootstrap, prefix, total + int(rate * 3))  # 3 s of traffic rated: the workers are loaded
-            first_at, first, cpu = time.monotonic(), _committed(bootstrap, prefix), _cpu(pids)
+            sender = Sender(bootstrap, topic, start, first=total, count=int(rate * duration_s), rate=rate,
+                            tenants=TENANTS, users=USERS)
+            _nice([*brokers(), sender.proc.pid], args.nice_others)
+            caught_up(bootstrap, prefix, total + int(rate * 3))  # 3 s of traffic rated: the workers are loaded
+            first_at, first, cpu = time.monotonic(), committed_cdrs(bootstrap, prefix), cpu_times(pids)
             _loop_begin(pids, loops)
             loaded = _series(urls, body, args.requests, args.rounds)
-            last_at, last, busy = time.monotonic(), _committed(bootstrap, prefix), _busy(cpu, _cpu(pids))
+            last_at, last, busy = time.monotonic(), committed_cdrs(bootstrap, prefix), _busy(cpu, cpu_times(pids))
             sent, sent_s = sender.finish(stop=True)
             if sent >= int(rate * duration_s):
                 raise SystemExit("the sender ran out of CDRs before the series ended: raise duration_s")
@@ -423,7 +278,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--sender"]:
-        sender_main(sys.argv[2:])
-    else:
-        main()
+    main()

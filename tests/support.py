@@ -66,6 +66,8 @@ class Worker(RaterProcess):
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: Any = None
     web_port: int = 0
+    command: tuple[str, ...] = (sys.executable, "-m", "rater", "worker")
+    """How the worker is started (``benchmarks/latency.py`` starts it with a log setting)."""
     what = "worker"
 
     @property
@@ -88,7 +90,7 @@ class Worker(RaterProcess):
         )
         env.setdefault("RATER_TICK_INTERVAL", "0")  # the tests' CDRs carry fixed dates: no wall-clock ticks
         env.update(self.extra_env)
-        self.proc = spawn([sys.executable, "-m", "rater", "worker"], log=self.log, env=env)
+        self.proc = spawn(list(self.command), log=self.log, env=env)
         return self
 
 

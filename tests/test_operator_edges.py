@@ -295,6 +295,7 @@ def test_an_unreachable_broker_is_one_error_line_naming_it(tmp_path: Path) -> No
     ("RATER_LOG_LEVEL", "verbose", "must be one of crit, error, warn, info, debug"),
     ("RATER_LOG_FORMAT", "xml", "must be one of human, json"),
     ("RATER_METRICS", "maybe", "must be on or off"),
+    ("RATER_MAX_BATCH", "0", "must be a whole number ≥ 1"),
 ])
 def test_a_setting_the_worker_cannot_use_is_one_line_naming_it(name: str, value: str, says: str) -> None:
     result = CliRunner().invoke(main, ["worker"], env={name: value})

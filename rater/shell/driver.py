@@ -46,13 +46,17 @@ from rater.shell.task import TENANT_KEYS, TICKS, Batch, PartitionTask, Slicer, f
 from rater.shell.web import WebServer, WebServerError
 
 log = logging.getLogger("rater.driver")
+timeline = logging.getLogger("rater.timeline")
+"""One DEBUG line per unit: when each phase of its cycle ended, in ms after the fetch
+that brought its records, and how old its oldest and newest input were then (by their
+Kafka timestamps, the producer's clock). Off unless this logger is set to DEBUG on its
+own (``benchmarks/latency.py`` does): the worker's log level leaves it alone."""
 T = TypeVar("T")
 
 INPUTS = ("account-commands", "recharge-results", TICKS, "cdrs")
 """Input topics, in the order a batch applies them (order across topics is not part of
 the contract; commands first gives a tenant created in the same batch its calls)."""
 STATE_TOPIC = "rater-state"
-MAX_BATCH = 2000
 SLICE_S = 0.001
 """The longest a unit's rating, record building or store write runs on the event loop
 without letting it serve anything else (the API's requests, the other partitions'
@@ -325,7 +329,9 @@ class Driver:
     async def _prepare(self, p: int) -> None:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.bootstrap, transactional_id=f"{self.group_id}-{p}",
-            enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=256 * 1024,
+            # no linger_ms: a unit's records go out as closed batches (send_batch), which
+            # aiokafka never holds back; a linger would only read as a wait that is not there
+            enable_idempotence=True, acks="all", max_batch_size=256 * 1024,
             max_request_size=MAX_RECORD_BYTES + 64 * 1024)
         store: LocalStore | None = None
         handed_over = False
@@ -525,7 +531,7 @@ class Driver:
             bootstrap_servers=self.settings.bootstrap, group_id=self.group_id, enable_auto_commit=False,
             isolation_level="read_committed", auto_offset_reset="earliest",
             session_timeout_ms=session_ms, heartbeat_interval_ms=max(500, session_ms // 4),
-            request_timeout_ms=max(30_000, session_ms * 3), max_poll_records=MAX_BATCH,
+            request_timeout_ms=max(30_000, session_ms * 3), max_poll_records=self.settings.max_batch,
             # range assignment gives a worker the same partition numbers of every input
             # topic (they are co-partitioned); aiokafka's default, round robin, does not.
             # rater-range is range with every partition's API URL. It is the only one:
@@ -557,9 +563,13 @@ class Driver:
         ticking = asyncio.create_task(self._tick_loop() if self.settings.tick_interval_s > 0 else asyncio.sleep(0))
         try:
             while not self.stopping.is_set():
-                fetched = await fetch_batch(self.consumer)
+                fetched = await fetch_batch(self.consumer, self.settings.max_batch)
                 if fetched:
-                    await self._process(fetched)
+                    held = self._hold_fetches(fetched)
+                    try:
+                        await self._process(fetched, time.monotonic())
+                    finally:
+                        self._release_fetches(held)
                 if ticking.done():
                     ticking.result()  # a tick send failed: stop
         finally:
@@ -582,7 +592,32 @@ class Driver:
                     log.exception("stopping a partition's producer failed")
                 owned.store.close()
 
-    async def _process(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+    def _hold_fetches(self, fetched: dict[TopicPartition, list[Any]]) -> list[TopicPartition]:
+        """Pause the owned partitions while a fetch that was not full is made into units;
+        the partitions paused.
+
+        aiokafka fetches a partition again as soon as its records were taken, and keeps
+        the answer until the next ``getmany``: the next units would be made of what had
+        arrived in the first milliseconds of this one, and whatever came later waited on
+        the broker for one more whole cycle (fetch → units → commit). Paused, the next
+        fetch goes out when the units are committed and brings everything up to then —
+        one round trip of waiting instead of a cycle (docs/benchmarks.md, "CDR latency"). A
+        full fetch is a backlog: there the fetch ahead keeps the worker busy."""
+        assert self.consumer is not None
+        if sum(len(messages) for messages in fetched.values()) >= self.settings.max_batch:
+            return []
+        held = [tp for p in self.owned for tp in self._tps(p)]
+        self.consumer.pause(*held)
+        return held
+
+    def _release_fetches(self, held: list[TopicPartition]) -> None:
+        """Resume what :meth:`_hold_fetches` paused, of the partitions still owned (a
+        partition being made ready stays paused until it is)."""
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        self.consumer.resume(*(tp for tp in held if tp in assigned and tp.partition in self.owned))
+
+    async def _process(self, fetched: dict[TopicPartition, list[Any]], fetched_at: float = 0.0) -> None:
         assert self.consumer is not None
         by_partition: dict[int, dict[str, list[Any]]] = {}
         log.debug("fetched %s", {f"{tp.topic}/{tp.partition}": len(m) for tp, m in fetched.items()})
@@ -603,7 +638,7 @@ class Driver:
                 if owned.first_tick is not None:
                     records.insert(0, owned.first_tick)
                     owned.first_tick = None
-                units.append(self._commit_unit(p, owned, records, topics))
+                units.append(self._commit_unit(p, owned, records, topics, fetched_at))
             # The partitions' units run side by side: while one waits for the broker (its
             # acknowledgements, its transaction's round trips) the next one is rated. Each
             # has its own producer and transaction, so each commits or fails on its own;
@@ -616,11 +651,13 @@ class Driver:
                 raise failed[0]
 
     async def _commit_unit(self, p: int, owned: _Owned, records: list[edge.Record],
-                           topics: dict[str, list[Any]]) -> None:
+                           topics: dict[str, list[Any]], fetched_at: float = 0.0) -> None:
         producer = owned.producer
+        stamps: list[tuple[str, float]] = [("start", time.monotonic())]  # the unit's timeline
         try:
             # in slices: the loop serves requests between them (raises only when the store cannot be read)
             batch = await _sliced(owned.task.slices(records, SLICE_S))
+            stamps.append(("rated", time.monotonic()))
             log.debug("partition %d: %d records, %d applied, %d skipped, %d outputs, %d states", p, len(records),
                       batch.applied, batch.skipped, len(batch.outputs), len(batch.states))
             began = time.monotonic()
@@ -638,15 +675,20 @@ class Driver:
             changelog = batch.changelog()  # the partition record last
             await _sliced(_add_all(batches, batch, prefix=self.prefix, state_topic=state_topic, changelog=changelog,
                                    p=p))
+            stamps.append(("added", time.monotonic()))
             await batches.send_all()
+            stamps.append(("sent", time.monotonic()))
             # Every batch acknowledged before the commit: aiokafka's commit does not look
             # at failed batches (it sends EndTxn(COMMIT) anyway), so a unit with a refused
             # batch would commit the rest of it — outputs and offsets without their state.
             await batches.acknowledged()
+            stamps.append(("acked", time.monotonic()))
             offsets = {TopicPartition(topic(name), p): max(messages[-1].offset + 1, owned.task.offsets.get(name, 0))
                        for name, messages in topics.items() if messages}
             await producer.send_offsets_to_transaction(offsets, self.group_id)
+            stamps.append(("offsets", time.monotonic()))
             await producer.commit_transaction()
+            stamps.append(("committed", time.monotonic()))
         except BaseException as exc:
             if self.metrics is not None and isinstance(exc, Exception):  # not a stop
                 self.metrics.failed()
@@ -658,6 +700,9 @@ class Driver:
         # last batch ends with the partition record.
         last, count = next((f, n) for f, n in reversed(batches.sent) if f.result().topic == state_topic)
         await _sliced(owned.store.writing(changelog, last.result().offset + count, SLICE_S))
+        if timeline.isEnabledFor(logging.DEBUG):
+            stamps.append(("stored", time.monotonic()))
+            _log_timeline(p, records, topics.get("cdrs", []), fetched_at, stamps)
         if self.metrics is not None:
             await asyncio.sleep(0)  # the store's write was one call: counting waits for the next turn
             self.metrics.committed(batch.counts, batch.call_ends_us,
@@ -740,7 +785,19 @@ class Driver:
                 f" round trip of a measurement); {stops}")
 
 
-async def fetch_batch(consumer: AIOKafkaConsumer, limit: int = MAX_BATCH,
+def _log_timeline(p: int, records: list[edge.Record], cdrs: list[Any], fetched_at: float,
+                  stamps: list[tuple[str, float]]) -> None:
+    """The :data:`timeline` line of a unit: ``p``, its records and CDRs, the ages (ms) of
+    its oldest and newest CDR when its fetch returned, and each phase's end, ms after it."""
+    ages = ""
+    if cdrs:
+        fetched_ms = (time.time() - (time.monotonic() - fetched_at)) * 1000  # wall clock then
+        ages = f" oldest={fetched_ms - cdrs[0].timestamp:.1f} newest={fetched_ms - cdrs[-1].timestamp:.1f}"
+    phases = " ".join(f"{name}={(at - fetched_at) * 1000:.1f}" for name, at in stamps)
+    timeline.debug("unit p=%d records=%d cdrs=%d%s %s", p, len(records), len(cdrs), ages, phases)
+
+
+async def fetch_batch(consumer: AIOKafkaConsumer, limit: int,
                       take: int = FETCH_SLICE) -> dict[TopicPartition, list[Any]]:
     """Up to ``limit`` fetched records, by partition: waits up to 200 ms for the first
     ones, then takes what the consumer has already fetched, ``take`` records at a time,

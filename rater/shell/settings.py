@@ -56,6 +56,11 @@ class Settings:
     api_tokens: Path | None = None
     """The tenant API's bearer-token file (``RATER_API_TOKENS``; :mod:`rater.shell.api_auth`);
     without one the API serves only on a loopback address."""
+    max_batch: int = 2000
+    """Input records a fetch — and so a unit, one transaction per partition — takes at
+    most (``RATER_MAX_BATCH``). Smaller units bound how long a backlog's unit keeps the
+    records behind it waiting, and cost more transactions per CDR: the curve is in
+    docs/benchmarks.md ("CDR latency")."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +89,7 @@ class Settings:
             broker_wait_s=read(env, "RATER_BROKER_WAIT", default.broker_wait_s, seconds()),
             advertised_url=read(env, "RATER_ADVERTISED_URL", default.advertised_url, http_url),
             api_tokens=Path(env["RATER_API_TOKENS"]) if env.get("RATER_API_TOKENS", "").strip() else None,
+            max_batch=read(env, "RATER_MAX_BATCH", default.max_batch, count),
         )
 
 
@@ -107,7 +113,7 @@ def port(text: str) -> int:
 
 
 def count(text: str) -> int:
-    """A whole number ≥ 1 (a partition count)."""
+    """A whole number ≥ 1 (a partition count, a batch size)."""
     if not text.isdigit() or int(text) < 1:
         raise ValueError("must be a whole number ≥ 1")
     return int(text)
