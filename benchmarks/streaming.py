@@ -1,13 +1,14 @@
-"""Streaming throughput: the rater worker against a bare aiokafka pass-through (issue 4).
+"""Streaming throughput: the rater worker against a bare aiokafka pass-through (issue 4)
+and against a Faust agent doing the same work (issue 15).
 
-    make bench-stream      # or: .venv/bin/python benchmarks/streaming.py [--cdrs N]
+    make bench-stream      # or: .venv/bin/python benchmarks/streaming.py [--cdrs N] [--faust ...]
 
 One run, one broker (a fresh local one, or ``KAFKA_BOOTSTRAP``), the same CDR bytes on
 the same number of partitions:
 
 * ``pass-through`` — an aiokafka consumer group reads ``cdrs`` and produces every value
   unchanged to an output topic, committing offsets per batch (no transactions): the
-  ceiling the rater is measured against, run before and after the rater runs of a
+  ceiling the rater is measured against, run before and after the other runs of a
   round (a new group each time), their mean the round's baseline;
 * ``rater`` — a real ``rater worker`` process with its production settings (one
   transaction per batch unit, state changelog, RocksDB, ticks, metrics) rates the same
@@ -15,13 +16,24 @@ the same number of partitions:
 * ``rater, no metrics`` — the same with ``RATER_METRICS=off`` (issue 12: the metrics may
   cost at most 5 %), run right before or after the one with metrics (alternating by
   round, so the VM's drift and whatever favours the second run weigh on both: an even
-  number of rounds, 4 by default), their ratio printed per round.
+  number of rounds, 4 by default), their ratio printed per round;
+* ``Faust agent, at_least_once`` / ``exactly_once`` — ``benchmarks/faust_rater.py``: the
+  same edge, core and partition task inside a Faust agent, its state in a Faust table,
+  ``take_events`` batches. Its rated CDRs are checked against a reference: a rater
+  worker run once before the rounds on the same input with its ticks off (so neither
+  depends on the wall clock) — counts, byte-identical values per usage id, and the
+  charges summed per currency.
 
-Both read topics that were filled before they start; each is timed from its first
+All read topics that were filled before they start; each is timed from its first
 committed record to its last, so start-up and group joins are not counted. Prints
-CDRs/s and the ratio (target: the rater at ≥ 50 % of the pass-through), for several
-rounds and their median: the speed of a shared VM drifts, so each ratio compares runs
-made within a minute of each other.
+CDRs/s with the machine's load (the 1-minute load average and how busy the CPUs were
+during the run), the ratio to the round's pass-through (target: the rater at ≥ 50 %),
+for several rounds and their medians: the speed of a shared VM drifts, so each ratio
+compares runs made within minutes of each other.
+
+``BENCH_PYSPY=folder`` profiles each rater and Faust process with py-spy from its first
+commit on (``BENCH_PYSPY_S`` seconds, 8 by default); ``benchmarks/stack_shares.py
+folder/*.txt --rate R`` says where the time went.
 """
 
 from __future__ import annotations
