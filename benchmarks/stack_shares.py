@@ -30,6 +30,7 @@ RULES: list[tuple[str, str, str, str]] = [
     ("store write (RocksDB, after the commit)", r"^LocalStore\.writing", "", ""),
     ("store reads: usage ids and users (RocksDB)", r"reader$", r"rater/shell/task\.py$", ""),
     ("store reads: usage ids and users (RocksDB)", r"^(TableStore\.get|Store\._get)", "", ""),
+    ("records: format and encode outputs and state", r"^(encode|dead_letter)$", r"rater/edge\.py$", ""),
     ("edge: decode and validate (msgspec, times, the Cdr)", "", r"rater/(edge|wire)\.py$", r""),
     ("core: apply (rating, ledger, the compiled core)", "", r"rater/shell/task\.py$", r"\b(apply|on_time)\("),
     ("records: format and encode outputs and state", "", r"rater/shell/task\.py$",
