@@ -47,6 +47,7 @@ from typing import Any, cast
 
 import faust
 import faust.streams as faust_streams
+from faust.transport.producer import ProducerBuffer
 from faust.types import EventT, StreamT
 
 from rater import edge
@@ -199,9 +200,15 @@ def main() -> int:
     parser.add_argument("--linger", type=float, default=0.005, help="producer linger, seconds")
     parser.add_argument("--commit-interval", type=float, default=0.5)
     parser.add_argument("--commit-every", type=int, default=10_000)
+    parser.add_argument("--producer-buffer", type=int, default=100,
+                        help="records Faust's producer buffer (the table's changelog sends) holds before the stream"
+                             " waits for it to drain (ProducerBuffer.max_messages, a class attribute, not a"
+                             " setting; Faust's default 100)")
     parser.add_argument("--log-level", default="warn")
     args = parser.parse_args()
     logging.basicConfig(level=args.log_level.upper().replace("WARN", "WARNING"))
+    ProducerBuffer.max_messages = args.producer_buffer
+    logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)  # "producer buffer full", per batch
     ctx = rating_context()
     gc.collect()
     gc.freeze()  # as the worker does: the catalog out of the cyclic collector's sight
