@@ -193,17 +193,18 @@ def main() -> int:
     parser.add_argument("--app-id", required=True, help="Faust's app id: its consumer group")
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--guarantee", choices=("at_least_once", "exactly_once"), default="at_least_once")
-    parser.add_argument("--take", type=int, default=2000, help="events per batch (stream.take_events)")
-    parser.add_argument("--within", type=float, default=0.05, help="seconds a batch waits to fill")
-    parser.add_argument("--max-poll-records", type=int, default=2000)
-    parser.add_argument("--buffer-maxsize", type=int, default=8192)
-    parser.add_argument("--linger", type=float, default=0.005, help="producer linger, seconds")
+    parser.add_argument("--take", type=int, default=8000, help="events per batch (stream.take_events)")
+    parser.add_argument("--within", type=float, default=0.2, help="seconds a batch waits to fill")
+    parser.add_argument("--max-poll-records", type=int, default=8000)
+    parser.add_argument("--buffer-maxsize", type=int, default=32768)
+    parser.add_argument("--linger", type=float, default=0.02, help="producer linger, seconds")
     parser.add_argument("--commit-interval", type=float, default=0.5)
     parser.add_argument("--commit-every", type=int, default=10_000)
-    parser.add_argument("--producer-buffer", type=int, default=100,
+    parser.add_argument("--producer-buffer", type=int, default=20_000,
                         help="records Faust's producer buffer (the table's changelog sends) holds before the stream"
                              " waits for it to drain (ProducerBuffer.max_messages, a class attribute, not a"
                              " setting; Faust's default 100)")
+    # the defaults are the best found (docs/benchmarks.md, "Settings tried")
     parser.add_argument("--log-level", default="warn")
     args = parser.parse_args()
     logging.basicConfig(level=args.log_level.upper().replace("WARN", "WARNING"))
