@@ -55,9 +55,10 @@ bench: install core
 bench-metrics: install core
 	$(BIN)/python benchmarks/metrics_cost.py
 
-# The worker on a real broker against a bare aiokafka pass-through (not a test).
+# The worker on a real broker against a bare aiokafka pass-through and a Faust agent doing the
+# same work (not a test; ≈ 20-40 min on a busy 2-CPU VM). ARGS="--cdrs 50000 --faust" for less.
 bench-stream: install core kafka-jars
-	$(BIN)/python benchmarks/streaming.py
+	$(BIN)/python benchmarks/streaming.py $(ARGS)
 
 # Peak RSS, SIGTERM-to-exit time and restore rate of one real worker, for deploy sizing
 # (docs/deploying.md; not a test; ≈ 8 min). ARGS="--tenants 200 --cdrs 20000" for a quick run.
