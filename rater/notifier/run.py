@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaError
 
 from rater.notifier.app import TABLES, Notifier
 from rater.notifier.settings import FAILURES, TOPICS, NotifySettings
-from rater.topics import _wait_for_leaders
+from rater.topics import wait_for_leaders
 
 log = logging.getLogger("rater.notify")
 
@@ -89,7 +89,7 @@ async def _ensure_changelogs(settings: NotifySettings, counts: dict[str, int], p
     try:
         await admin.start()
         await admin.create_topics(missing)
-        await _wait_for_leaders(admin, [topic.name for topic in missing])
+        await wait_for_leaders(admin, [topic.name for topic in missing])
         log.info("created %s", ", ".join(topic.name for topic in missing))
     except KafkaError as exc:
         raise StartFailed(f"cannot create the notifier's table changelogs: {exc}") from None
