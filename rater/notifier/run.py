@@ -38,6 +38,22 @@ class NewChangelogAsInfo(logging.Filter):
         return True
 
 
+class RebalanceCommitAsInfo(logging.Filter):
+    """aiokafka's ERROR record of an offset commit refused because the group is
+    rebalancing (``IllegalGeneration``, ``UnknownMemberId``, ``RebalanceInProgress``)
+    becomes INFO: the notifier commits every second, a rebalance can start between its
+    check and the commit, and nothing is lost — the offsets are committed again after
+    the rebalance, or the records are read again (docs/notifications.md)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.levelno >= logging.ERROR and message.startswith("OffsetCommit failed") and any(
+                name in message for name in ("IllegalGeneration", "UnknownMemberId", "RebalanceInProgress")):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
 class StartFailed(Exception):
     """The notifier cannot start (the message says why, in one line)."""
 
@@ -110,6 +126,7 @@ def run_notifier(settings: NotifySettings) -> int:
         log.error("%s", exc)
         return 1
     logging.getLogger("aiokafka.cluster").addFilter(NewChangelogAsInfo(settings.app_id))
+    logging.getLogger("aiokafka.consumer.group_coordinator").addFilter(RebalanceCommitAsInfo())
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     notifier = Notifier(settings, partitions=partitions, replication=replication, loop=loop)
