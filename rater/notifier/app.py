@@ -269,6 +269,7 @@ class Notifier:
         self.keeper = OffsetKeeper(self.app, settings.bootstrap, settings.app_id,
                                    {topic.get_topic_name() for name, topic in self._topics.items() if name != FAILURES})
         self.app.task(self.keeper.run)
+        self.app.on_before_shutdown.connect(self.keeper.on_stop)
         as_json: faust.Schema[str, Any] = faust.Schema(key_serializer="json", value_serializer="json")
         self.contacts = self.app.Table("contacts", partitions=partitions, schema=as_json,
                                        help="tenant id → its contacts")

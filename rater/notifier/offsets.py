@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, cast
+from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -101,11 +101,24 @@ class OffsetKeeper:
         ends = await self._reader.end_offsets([_kafka(tp) for tp in assigned])
         for tp in assigned:
             await self._audit(tp, self.partitions[tp], ends[_kafka(tp)])
+        await self._commit(consumer, assigned)
+
+    async def _commit(self, consumer: Any, assigned: set[TP]) -> None:
         # Faust has no public "commit these offsets": its driver's own commit call.
         due = {tp: p.frontier for tp in assigned if (p := self.partitions[tp]).frontier > p.committed}
-        if due and not self.app.rebalancing and await cast(Any, consumer)._commit(due):
+        if due and not self.app.rebalancing and await consumer._commit(due):
             for tp, offset in due.items():
                 self.partitions[tp].committed = offset
+
+    async def on_stop(self, _app: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
+        """Faust's ``on_before_shutdown`` (the fetcher stopped, the group's consumer not
+        yet): commit what the agents finished, so a clean restart reads little again."""
+        del signal  # Faust's signals pass it: not needed here
+        try:
+            consumer = self.app.consumer
+            await self._commit(consumer, {tp for tp in consumer.assignment() if tp in self._ready})
+        except (ConsumerNotStarted, TimeoutError, KafkaError) as exc:
+            log.info("offsets not committed at the stop: %r", exc)
 
     async def _take(self, assigned: set[TP]) -> None:
         """After a rebalance: each partition starts again from the group's committed offset
