@@ -208,8 +208,6 @@ def test_a_mail_server_down_for_a_while_loses_nothing(
         proc.stop()
 
 
-@pytest.mark.xfail(strict=False, reason="Faust's consumer after a restart sometimes stalls or commits past a"
-                   " record it dropped (docs/notifications.md, Known problems): about half of the runs")
 def test_sigkill_mid_stream_loses_nothing_and_repeats_only_with_the_same_ids(
         kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, mail: MailServer, hooks: Receiver) -> None:
     """A notifier killed while delivering, restarted on a wiped local store (its tables
