@@ -339,9 +339,13 @@ def test_rebalances_before_and_after_the_first_commit_lose_nothing(
             raise AssertionError(f"{exc}; missing {missing}; lag {lag}") from None
         wait_for(lambda: {c.headers["Idempotency-Key"] for c in hooks.calls} >= {e["event_id"] for e in events},
                  60, "every webhook", first.check_alive)
-        wait_for(lambda: all(first.metric("rater_notify_consumer_lag", topic=t) == 0
-                             for t in ("notifications", "low-balance")), 30, "every event committed",
-                 first.check_alive)
+        try:
+            wait_for(lambda: all(first.metric("rater_notify_consumer_lag", topic=t) == 0
+                                 for t in ("notifications", "low-balance")), 30, "every event committed",
+                     first.check_alive)
+        except AssertionError as exc:
+            lag = {t: first.metric("rater_notify_consumer_lag", topic=t) for t in ("notifications", "low-balance")}
+            raise AssertionError(f"{exc}; lag {lag}") from None
         print(f"{len(events)} events, {len(mail.mails) - len(expected)} e-mails sent twice")
         assert first.error_lines() == []
     finally:

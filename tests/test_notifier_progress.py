@@ -74,6 +74,16 @@ def test_an_idle_partition_below_its_end_is_audited_after_the_stall_period() -> 
     assert marker_only.frontier == 6
 
 
+def test_no_tail_audit_while_the_agent_has_no_free_slot() -> None:
+    """A record waiting in Faust's buffer behind an agent whose slots are all taken (say by
+    retries waiting for their due time) is not taken for a dropped one."""
+    p = progress(5)
+    p.reset(5, now=0.0)
+    assert p.audit_needed(end=8, now=STALL_S * 3, agent_free_since=None) is None
+    assert p.audit_needed(end=8, now=STALL_S * 3, agent_free_since=STALL_S * 2.5) is None  # free again just now
+    assert p.audit_needed(end=8, now=STALL_S * 3, agent_free_since=STALL_S * 2) == Audit(5, 8, tail=True)
+
+
 def test_a_record_in_flight_or_cancelled_is_never_passed() -> None:
     p = progress()
     p.handed(0, now=0.0)

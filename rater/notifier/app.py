@@ -190,7 +190,12 @@ class DeliveryWindow:
             handling.close()
             raise self.failure
         self.keeper.handed(event.message)
-        await self.slots.acquire()
+        if self.slots.locked():  # every slot taken: the agent (and what Faust holds for it) waits
+            self.keeper.agent_busy(event.message.topic)
+            await self.slots.acquire()
+            self.keeper.agent_free(event.message.topic)
+        else:
+            await self.slots.acquire()
         entry = [event, False]
         self.order.append(entry)
         task = asyncio.create_task(self._run(entry, handling))

@@ -40,6 +40,7 @@ class OffsetKeeper:
         self._ready: set[TP] = set()
         self._rebalances_seen = -1
         self._reader: AIOKafkaConsumer | None = None
+        self._agents_free_since: dict[str, float | None] = {}
 
     # --- what the agents report ----------------------------------------------------------
 
@@ -59,6 +60,14 @@ class OffsetKeeper:
     def released(self, message: Message) -> None:
         """``message`` was not finished (cancelled, or its partition moved): read again."""
         self._progress(message.tp).release(message.offset)
+
+    def agent_busy(self, topic: str) -> None:
+        """The agent of ``topic`` waits for a free slot: what Faust holds for it waits too."""
+        self._agents_free_since[topic] = None
+
+    def agent_free(self, topic: str) -> None:
+        """The agent of ``topic`` has a free slot again."""
+        self._agents_free_since[topic] = time.monotonic()
 
     def committed(self, tp: TP) -> int | None:
         """The offset this notifier last committed for ``tp`` (``None``: not known yet)."""
@@ -133,7 +142,8 @@ class OffsetKeeper:
         self._ready = assigned  # a revoked partition's progress is kept: what was done stays done
 
     async def _audit(self, tp: TP, progress: PartitionProgress, end: int) -> None:
-        while (audit := progress.audit_needed(end, time.monotonic())) is not None:
+        free_since = self._agents_free_since.get(tp.topic, 0.0)
+        while (audit := progress.audit_needed(end, time.monotonic(), free_since)) is not None:
             records = await self._records(tp, audit)
             if records is None:
                 return

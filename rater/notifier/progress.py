@@ -27,10 +27,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 STALL_S = 10.0
-"""A partition whose frontier is below its end and whose agent neither took nor finished
-one of its records for this long is audited (a record dropped at the end of what was
-fetched: nothing later would show the hole); and a partition is sought back at most once
-this often."""
+"""A partition whose frontier is below its end, none of whose records its agent took or
+finished for this long — while the agent had a free slot all that time, so a record
+waiting in Faust's buffer would have been taken — is audited (a record dropped at the end
+of what was fetched: nothing later would show the hole); and a partition is sought back
+at most once this often."""
 
 
 @dataclass
@@ -92,15 +93,17 @@ class PartitionProgress:
             self.done = {o for o in self.done if o >= offset}
             self.advance()
 
-    def audit_needed(self, end: int, now: float) -> Audit | None:
+    def audit_needed(self, end: int, now: float, agent_free_since: float | None = 0.0) -> Audit | None:
         """The range to read before the frontier can move on, or ``None``: the frontier is
-        at the end, its record is in flight, or nothing shows a hole yet."""
+        at the end, its record is in flight, or nothing shows a hole yet.
+        ``agent_free_since``: since when the partition's agent has had a free slot
+        (``None``: it has none now — it is not waiting for Faust's records)."""
         if self.frontier >= end or self.frontier in self.in_flight:
             return None
         later = min((o for o in (*self.done, *self.in_flight) if o > self.frontier), default=None)
         if later is not None:
             return Audit(self.frontier, later, tail=False)
-        if now - self.active_at >= STALL_S:
+        if agent_free_since is not None and now - max(self.active_at, agent_free_since) >= STALL_S:
             return Audit(self.frontier, end, tail=True)
         return None
 
