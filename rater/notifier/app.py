@@ -190,12 +190,17 @@ class DeliveryWindow:
             handling.close()
             raise self.failure
         self.keeper.handed(event.message)
-        if self.slots.locked():  # every slot taken: the agent (and what Faust holds for it) waits
-            self.keeper.agent_busy(event.message.topic)
-            await self.slots.acquire()
-            self.keeper.agent_free(event.message.topic)
-        else:
-            await self.slots.acquire()
+        try:
+            if self.slots.locked():  # every slot taken: the agent (and what Faust holds for it) waits
+                self.keeper.agent_busy(event.message.topic)
+                await self.slots.acquire()
+                self.keeper.agent_free(event.message.topic)
+            else:
+                await self.slots.acquire()
+        except asyncio.CancelledError:  # the agent stops: not handled, read again
+            handling.close()
+            self.keeper.released(event.message)
+            raise
         entry = [event, False]
         self.order.append(entry)
         task = asyncio.create_task(self._run(entry, handling))
@@ -338,7 +343,11 @@ class Notifier:
         manual = _manual(stream)
         async for event in manual.events():
             self.keeper.handed(event.message)
-            await self._on_command(event)
+            try:
+                await self._on_command(event)
+            except BaseException:
+                self.keeper.released(event.message)  # not done: read again
+                raise
             self.keeper.finished(event.message)
             await manual.ack(event)
 
