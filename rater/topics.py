@@ -57,7 +57,7 @@ def input_partitions(specs: dict[str, TopicSpec]) -> int:
     return next(s.partitions for s in specs.values() if s.role == "input")
 
 
-async def _wait_for_leaders(admin: Any, names: list[str], timeout_s: float = 30.0) -> None:
+async def wait_for_leaders(admin: Any, names: list[str], timeout_s: float = 30.0) -> None:
     """Wait until every partition of ``names`` has a leader (new topics take a moment)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
@@ -163,7 +163,7 @@ async def ensure_topics(
                                           report)
         if missing:
             await admin.create_topics(missing)
-            await _wait_for_leaders(admin, [t.name for t in missing])
+            await wait_for_leaders(admin, [t.name for t in missing])
         for spec_name, state in outcome.items():
             report(f"{prefix + spec_name}: {state}")
         if wrong:

@@ -208,8 +208,6 @@ def test_a_mail_server_down_for_a_while_loses_nothing(
         proc.stop()
 
 
-@pytest.mark.xfail(strict=False, reason="Faust's consumer after a restart sometimes stalls or commits past a"
-                   " record it dropped (docs/notifications.md, Known problems): about half of the runs")
 def test_sigkill_mid_stream_loses_nothing_and_repeats_only_with_the_same_ids(
         kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, mail: MailServer, hooks: Receiver) -> None:
     """A notifier killed while delivering, restarted on a wiped local store (its tables
@@ -296,3 +294,59 @@ def test_missing_topics_stop_the_start_with_one_line(kafka_bootstrap: str, topic
     [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
     assert f"topics missing: {topic_prefix}account-commands" in line
     assert "`rater topics create` makes them" in line
+
+
+def test_rebalances_before_and_after_the_first_commit_lose_nothing(
+        kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, mail: MailServer, hooks: Receiver) -> None:
+    """While one notifier delivers, a second joins the group (a rebalance: the partitions
+    are split) and is killed (another, when its session expires: the first takes them all
+    back) — twice. The first time nothing of ``notifications`` is committed yet (a slow
+    webhook holds the agent's first event): Faust's consumer drops what it had fetched
+    for the partitions it pauses, and aiokafka does not seek a partition without a
+    committed offset back. Every event reaches every target at least once."""
+    run = uuid.uuid4().hex[:6]
+    tenants = [f"r{i}-{run}" for i in range(8)]
+    slow = f"slow-{run}"
+    hooks.answers[f"/{slow}"] = (12.0, 204)
+    mail.delay_s = 0.03
+    env = {"RATER_NOTIFY_TIMEOUT": "30"}
+    first = notifier(kafka_bootstrap, topic_prefix, tmp_path / "a", mail, **env)
+    send_events(kafka_bootstrap, topic_prefix, [
+        ("account-commands", upsert(t, {"emails": [f"admin@{t}.test"], "webhook_url": hooks.url(f"/{t}")}))
+        for t in [*tenants, slow]])
+    contacts_applied(first, len(tenants) + 1)
+    kinds = ("recharge_succeeded", "recharge_failed", "balance_depleted", "low_balance")
+    events = [notification("balance_depleted", slow, 1),
+              *(notification(kinds[n % 4], t, n) for n in range(40) for t in tenants)]
+    send_events(kafka_bootstrap, topic_prefix, [
+        ("low-balance" if e["type"] == "low_balance" else "notifications", e) for e in events])
+    expected = {(e["event_id"], f"admin@{e['tenant_id']}.test") for e in events}
+    try:
+        for round_ in range(2):
+            if round_:
+                wait_for(lambda: len(mail.mails) >= 120, 90, "more e-mails", first.check_alive)
+            other = NotifierProc(kafka_bootstrap, topic_prefix, tmp_path / f"b{round_}", mail.port,
+                                 extra_env=env).start()
+            wait_for(lambda r=round_: len(mail.mails) >= 60 + 100 * r, 90, "e-mails from both", first.check_alive)
+            other.kill()
+        assert len({(m.event_id, m.rcpt) for m in mail.mails}) < len(expected), "finished before the rebalances"
+        try:
+            wait_for(lambda: {(m.event_id, m.rcpt) for m in mail.mails} >= expected, 120, "every e-mail",
+                     first.check_alive)
+        except AssertionError as exc:
+            missing = sorted(expected - {(m.event_id, m.rcpt) for m in mail.mails})
+            lag = {t: first.metric("rater_notify_consumer_lag", topic=t) for t in ("notifications", "low-balance")}
+            raise AssertionError(f"{exc}; missing {missing}; lag {lag}") from None
+        wait_for(lambda: {c.headers["Idempotency-Key"] for c in hooks.calls} >= {e["event_id"] for e in events},
+                 60, "every webhook", first.check_alive)
+        try:
+            wait_for(lambda: all(first.metric("rater_notify_consumer_lag", topic=t) == 0
+                                 for t in ("notifications", "low-balance")), 30, "every event committed",
+                     first.check_alive)
+        except AssertionError as exc:
+            lag = {t: first.metric("rater_notify_consumer_lag", topic=t) for t in ("notifications", "low-balance")}
+            raise AssertionError(f"{exc}; lag {lag}") from None
+        print(f"{len(events)} events, {len(mail.mails) - len(expected)} e-mails sent twice")
+        assert first.error_lines() == []
+    finally:
+        first.stop()

@@ -38,6 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from rater import schemas
 from rater.notifier import delivery, retry
 from rater.notifier.metrics import NotifyMetrics
+from rater.notifier.offsets import OffsetKeeper
 from rater.notifier.render import KINDS
 from rater.notifier.settings import (
     COMMANDS,
@@ -150,16 +151,24 @@ class TenantLocks:
                 self._locks[tenant] = (lock, users - 1)
 
 
-class DeliveryWindow:
-    """Up to ``size`` events of one agent handled at once, acked strictly in the order
-    the agent read them: an event is acked only when it and every event read before it
-    are done, so a committed offset never passes an event still in flight (a slow
-    endpoint holds one slot; the agent reads on). Each event's task starts in the
-    agent's context, where Faust's "current event" is that event: the tables read and
-    write its partition."""
+class PartitionRevoked(Exception):
+    """The event's partition went to another notifier before it was handled: not done,
+    the other one reads it."""
 
-    def __init__(self, stream: faust.Stream[bytes], size: int, on_failure: Callable[[], None]) -> None:
+
+class DeliveryWindow:
+    """Up to ``size`` events of one agent handled at once (a slow endpoint holds one
+    slot; the agent reads on). The offsets keeper hears of each event taken and each
+    finished, and commits a partition's offset only past events that are done, so a
+    committed offset never passes an event still in flight. Events are acked to Faust in
+    the order the agent read them (its bookkeeping only: Faust commits none of these
+    topics). Each event's task starts in the agent's context, where Faust's "current
+    event" is that event: the tables read and write its partition."""
+
+    def __init__(self, stream: faust.Stream[bytes], size: int, keeper: OffsetKeeper,
+                 on_failure: Callable[[], None]) -> None:
         self.stream = stream
+        self.keeper = keeper
         self.on_failure = on_failure
         self.slots = asyncio.Semaphore(size)
         self.order: deque[list[Any]] = deque()  # [event, done] in the order read
@@ -180,7 +189,18 @@ class DeliveryWindow:
         if self.failure is not None:  # a bug: the agent crashes (its event stays unacked)
             handling.close()
             raise self.failure
-        await self.slots.acquire()
+        self.keeper.handed(event.message)
+        try:
+            if self.slots.locked():  # every slot taken: the agent (and what Faust holds for it) waits
+                self.keeper.agent_busy(event.message.topic)
+                await self.slots.acquire()
+                self.keeper.agent_free(event.message.topic)
+            else:
+                await self.slots.acquire()
+        except asyncio.CancelledError:  # the agent stops: not handled, read again
+            handling.close()
+            self.keeper.released(event.message)
+            raise
         entry = [event, False]
         self.order.append(entry)
         task = asyncio.create_task(self._run(entry, handling))
@@ -188,12 +208,18 @@ class DeliveryWindow:
         task.add_done_callback(self.tasks.discard)
 
     async def _run(self, entry: list[Any], handling: Coroutine[Any, Any, None]) -> None:
+        message = entry[0].message
+        finished = False
         try:
             await handling
+            finished = True
         except asyncio.CancelledError:
+            self.keeper.released(message)
             raise
+        except PartitionRevoked:
+            pass  # not done here: the notifier that holds the partition now reads it
         except Exception as exc:  # a bug: stop, and read the event again at the next start
-            message = entry[0].message
+            self.keeper.released(message)
             log.exception("handling %s offset %d failed: stopping (its offset is not committed)",
                           message.tp, message.offset)
             self.failure = exc
@@ -201,6 +227,10 @@ class DeliveryWindow:
             return
         finally:
             self.slots.release()
+        if finished:
+            self.keeper.finished(message)
+        else:
+            self.keeper.released(message)
         entry[1] = True
         while self.order and self.order[0][1]:
             await self.stream.ack(self.order.popleft()[0])
@@ -242,8 +272,14 @@ class Notifier:
             web_bind=settings.web_host,
             web_host=settings.web_host,
         )
+        # acks=False: Faust commits none of these topics (and fills no "gaps"); the
+        # keeper commits what the agents finished (rater.notifier.progress says why).
         self._topics = {name: self.app.topic(settings.topic_prefix + name, key_type=bytes, value_type=bytes,
-                                             partitions=partitions) for name in TOPICS}
+                                             partitions=partitions, acks=False) for name in TOPICS}
+        self.keeper = OffsetKeeper(self.app, settings.bootstrap, settings.app_id,
+                                   {topic.get_topic_name() for name, topic in self._topics.items() if name != FAILURES})
+        self.app.task(self.keeper.run)
+        self.app.on_before_shutdown.connect(self.keeper.on_stop)
         as_json: faust.Schema[str, Any] = faust.Schema(key_serializer="json", value_serializer="json")
         self.contacts = self.app.Table("contacts", partitions=partitions, schema=as_json,
                                        help="tenant id → its contacts")
@@ -289,12 +325,11 @@ class Notifier:
     def _measure_lag(self) -> None:
         """``rater_notify_consumer_lag`` now, from the consumer's end and committed offsets."""
         consumer = self.app.consumer
-        committed = cast(Any, consumer)._committed_offset  # Faust keeps no public view of it
         lag = dict.fromkeys(self._topics, 0)
         names = {topic.get_topic_name(): name for name, topic in self._topics.items()}
         for tp in consumer.assignment():
             name = names.get(tp.topic)
-            offset = committed.get(tp)
+            offset = self.keeper.committed(tp)
             if name is None or offset is None:
                 continue
             lag[name] += max(0, consumer.highwater(tp) - offset)
@@ -307,7 +342,13 @@ class Notifier:
     async def _contacts_agent(self, stream: StreamT[bytes]) -> None:
         manual = _manual(stream)
         async for event in manual.events():
-            await self._on_command(event)
+            self.keeper.handed(event.message)
+            try:
+                await self._on_command(event)
+            except BaseException:
+                self.keeper.released(event.message)  # not done: read again
+                raise
+            self.keeper.finished(event.message)
             await manual.ack(event)
 
     async def _on_command(self, event: EventT[bytes]) -> None:
@@ -330,7 +371,7 @@ class Notifier:
 
     async def _notifications_agent(self, stream: StreamT[bytes]) -> None:
         manual = _manual(stream)  # acked once handled: a shutdown mid-delivery leaves it to be read again
-        async with DeliveryWindow(manual, self.settings.concurrency, self._fail) as window:
+        async with DeliveryWindow(manual, self.settings.concurrency, self.keeper, self._fail) as window:
             async for event in manual.events():
                 await window.start(event, self._on_notification(event))
 
@@ -366,7 +407,7 @@ class Notifier:
 
     async def _retry_agent(self, stream: StreamT[bytes]) -> None:
         manual = _manual(stream)  # a shutdown while waiting for the due time must not ack the record
-        async with DeliveryWindow(manual, self.settings.concurrency, self._fail) as window:
+        async with DeliveryWindow(manual, self.settings.concurrency, self.keeper, self._fail) as window:
             async for event in manual.events():
                 await window.start(event, self._on_retry(event))
 
@@ -378,7 +419,7 @@ class Notifier:
                         event.message.offset)
             return
         if not await self._wait_until(float(record["due_at"]), event):
-            return  # the partition moved to another notifier: it retries it
+            raise PartitionRevoked  # the partition moved to another notifier: it retries it
         payload = record["event"]
         async with self.locks.hold(payload["tenant_id"]):
             await self._deliver(event, payload, channel=record["channel"], target=record["target"],

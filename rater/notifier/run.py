@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaError
 
 from rater.notifier.app import TABLES, Notifier
 from rater.notifier.settings import FAILURES, TOPICS, NotifySettings
-from rater.topics import _wait_for_leaders
+from rater.topics import wait_for_leaders
 
 log = logging.getLogger("rater.notify")
 
@@ -33,6 +33,22 @@ class NewChangelogAsInfo(logging.Filter):
         message = record.getMessage()
         if (record.levelno >= logging.ERROR and "not found in cluster metadata" in message
                 and f"Topic {self.prefix}" in message and "-changelog" in message):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
+class RebalanceCommitAsInfo(logging.Filter):
+    """aiokafka's ERROR record of an offset commit refused because the group is
+    rebalancing (``IllegalGeneration``, ``UnknownMemberId``, ``RebalanceInProgress``)
+    becomes INFO: the notifier commits every second, a rebalance can start between its
+    check and the commit, and nothing is lost — the offsets are committed again after
+    the rebalance, or the records are read again (docs/notifications.md)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.levelno >= logging.ERROR and message.startswith("OffsetCommit failed") and any(
+                name in message for name in ("IllegalGeneration", "UnknownMemberId", "RebalanceInProgress")):
             record.levelno, record.levelname = logging.INFO, "INFO"
             return logging.getLogger(record.name).isEnabledFor(logging.INFO)
         return True
@@ -89,7 +105,7 @@ async def _ensure_changelogs(settings: NotifySettings, counts: dict[str, int], p
     try:
         await admin.start()
         await admin.create_topics(missing)
-        await _wait_for_leaders(admin, [topic.name for topic in missing])
+        await wait_for_leaders(admin, [topic.name for topic in missing])
         log.info("created %s", ", ".join(topic.name for topic in missing))
     except KafkaError as exc:
         raise StartFailed(f"cannot create the notifier's table changelogs: {exc}") from None
@@ -110,6 +126,7 @@ def run_notifier(settings: NotifySettings) -> int:
         log.error("%s", exc)
         return 1
     logging.getLogger("aiokafka.cluster").addFilter(NewChangelogAsInfo(settings.app_id))
+    logging.getLogger("aiokafka.consumer.group_coordinator").addFilter(RebalanceCommitAsInfo())
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     notifier = Notifier(settings, partitions=partitions, replication=replication, loop=loop)

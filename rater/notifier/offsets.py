@@ -1,0 +1,178 @@
+"""The notifier commits its input offsets itself (:mod:`rater.notifier.progress` says
+why): the agents report each record they take and finish; every ``TICK_S`` this keeper
+audits the holes, seeks the consumer back to a record it never handed, and commits each
+partition's frontier through the group's consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from faust.exceptions import ConsumerNotStarted
+from faust.types import TP, Message
+
+from rater.notifier.progress import Audit, PartitionProgress
+
+log = logging.getLogger("rater.notify")
+
+TICK_S = 1.0
+"""How often holes are audited and frontiers committed."""
+AUDIT_TIMEOUT_S = 10.0
+"""How long one audit may read before it is left to the next tick."""
+
+
+class OffsetKeeper:
+    """Each input partition's :class:`PartitionProgress`, and the I/O around it: the
+    group's committed offsets after a rebalance, audits with a consumer of its own (no
+    group membership: it reads what it is told), seeks and commits through Faust's."""
+
+    def __init__(self, app: faust.App, bootstrap: str, group: str, topics: set[str]) -> None:
+        self.app = app
+        self.bootstrap = bootstrap
+        self.group = group
+        self.topics = topics
+        self.partitions: dict[TP, PartitionProgress] = {}
+        self._ready: set[TP] = set()
+        self._rebalances_seen = -1
+        self._reader: AIOKafkaConsumer | None = None
+        self._agents_free_since: dict[str, float | None] = {}
+
+    # --- what the agents report ----------------------------------------------------------
+
+    def _progress(self, tp: TP) -> PartitionProgress:
+        if tp not in self.partitions:
+            self.partitions[tp] = PartitionProgress(committed=0, frontier=0)
+        return self.partitions[tp]
+
+    def handed(self, message: Message) -> None:
+        """An agent took ``message``."""
+        self._progress(message.tp).handed(message.offset, time.monotonic())
+
+    def finished(self, message: Message) -> None:
+        """``message`` is done: its offset may be committed once all before it are."""
+        self._progress(message.tp).finished(message.offset, time.monotonic())
+
+    def released(self, message: Message) -> None:
+        """``message`` was not finished (cancelled, or its partition moved): read again."""
+        self._progress(message.tp).release(message.offset)
+
+    def agent_busy(self, topic: str) -> None:
+        """The agent of ``topic`` waits for a free slot: what Faust holds for it waits too."""
+        self._agents_free_since[topic] = None
+
+    def agent_free(self, topic: str) -> None:
+        """The agent of ``topic`` has a free slot again."""
+        self._agents_free_since[topic] = time.monotonic()
+
+    def committed(self, tp: TP) -> int | None:
+        """The offset this notifier last committed for ``tp`` (``None``: not known yet)."""
+        progress = self.partitions.get(tp)
+        return progress.committed if progress is not None and tp in self._ready else None
+
+    # --- the tick ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Faust app task: tick until the app stops."""
+        self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group,
+                                        enable_auto_commit=False, isolation_level="read_uncommitted",
+                                        auto_offset_reset="earliest", client_id=f"{self.group}-audit")
+        await self._reader.start()
+        try:
+            while True:
+                await asyncio.sleep(TICK_S)
+                try:
+                    await self.tick()
+                except (TimeoutError, KafkaError) as exc:  # the broker: try again next tick
+                    log.info("offsets not committed this time: %r", exc)
+        finally:
+            await self._reader.stop()
+
+    async def tick(self) -> None:
+        """Audit what needs it, seek back what was never handed, commit the frontiers."""
+        if self.app.rebalancing or self._reader is None:
+            return
+        try:
+            consumer = self.app.consumer
+            assigned = {tp for tp in consumer.assignment() if tp.topic in self.topics}
+        except ConsumerNotStarted:
+            return
+        rebalances = self.app.rebalancing_count
+        if rebalances != self._rebalances_seen or not assigned <= self._ready:
+            await self._take(assigned)
+            self._rebalances_seen = rebalances
+        if not assigned:
+            return
+        ends = await self._reader.end_offsets([_kafka(tp) for tp in assigned])
+        for tp in assigned:
+            await self._audit(tp, self.partitions[tp], ends[_kafka(tp)])
+        await self._commit(consumer, assigned)
+
+    async def _commit(self, consumer: Any, assigned: set[TP]) -> None:
+        # Faust has no public "commit these offsets": its driver's own commit call.
+        due = {tp: p.frontier for tp in assigned if (p := self.partitions[tp]).frontier > p.committed}
+        if due and not self.app.rebalancing and await consumer._commit(due):
+            for tp, offset in due.items():
+                self.partitions[tp].committed = offset
+
+    async def on_stop(self, _app: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
+        """Faust's ``on_before_shutdown`` (the fetcher stopped, the group's consumer not
+        yet): commit what the agents finished, so a clean restart reads little again."""
+        del signal  # Faust's signals pass it: not needed here
+        try:
+            consumer = self.app.consumer
+            await self._commit(consumer, {tp for tp in consumer.assignment() if tp in self._ready})
+        except (ConsumerNotStarted, TimeoutError, KafkaError) as exc:
+            log.info("offsets not committed at the stop: %r", exc)
+
+    async def _take(self, assigned: set[TP]) -> None:
+        """After a rebalance: each partition starts again from the group's committed offset
+        (another notifier may have moved it), or its beginning when there is none."""
+        assert self._reader is not None
+        committed = {tp: await self._reader.committed(_kafka(tp)) for tp in assigned}
+        beginnings = await self._reader.beginning_offsets([_kafka(tp) for tp, offset in committed.items()
+                                                           if offset is None])
+        now = time.monotonic()
+        for tp, offset in committed.items():
+            self._progress(tp).reset(offset if offset is not None else beginnings[_kafka(tp)], now)
+        self._ready = assigned  # a revoked partition's progress is kept: what was done stays done
+
+    async def _audit(self, tp: TP, progress: PartitionProgress, end: int) -> None:
+        free_since = self._agents_free_since.get(tp.topic, 0.0)
+        while (audit := progress.audit_needed(end, time.monotonic(), free_since)) is not None:
+            records = await self._records(tp, audit)
+            if records is None:
+                return
+            before = progress.frontier
+            target = progress.audited(audit, records, time.monotonic())
+            if target is not None:
+                log.warning("%s[%d]: the record at offset %d was read but not handed to the agent, or not"
+                            " finished: reading again from it", tp.topic, tp.partition, target)
+                await self.app.consumer.seek(tp, target)
+                return
+            if progress.frontier == before:
+                return
+
+    async def _records(self, tp: TP, audit: Audit) -> list[int] | None:
+        """The offsets of the records in ``[audit.start, audit.end)``, read with the
+        keeper's own consumer (``None``: not within ``AUDIT_TIMEOUT_S``)."""
+        assert self._reader is not None
+        kafka_tp = _kafka(tp)
+        self._reader.assign([kafka_tp])
+        self._reader.seek(kafka_tp, audit.start)
+        offsets: list[int] = []
+        deadline = time.monotonic() + AUDIT_TIMEOUT_S
+        while await self._reader.position(kafka_tp) < audit.end:
+            if time.monotonic() > deadline:
+                return None
+            batch: Any = await self._reader.getmany(kafka_tp, timeout_ms=500)
+            offsets.extend(record.offset for record in batch.get(kafka_tp, ()) if record.offset < audit.end)
+        return offsets
+
+
+def _kafka(tp: TP) -> TopicPartition:
+    return TopicPartition(tp.topic, tp.partition)
