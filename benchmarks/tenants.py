@@ -1,0 +1,336 @@
+"""Many tenants (issue 15, item 2): what a worker costs in memory, disk and start time as
+the tenants grow — 1k, 10k, 100k, 1M tenants over the inputs' 8 partitions.
+
+    .venv/bin/python benchmarks/tenants.py [--tenants 1000 10000 100000 1000000]
+
+One real ``rater worker`` process (production settings, owning every partition) on a
+fresh local broker (:class:`rater.localkafka.LocalKafka`), for each tenant count, on
+topics of their own:
+
+1. **setup** — every tenant's account commands (:meth:`rater.workload.Workload.setup`:
+   the tenant, its users' licences, funds, auto-recharge) are produced in bulk (one
+   record batch per partition at a time, encoded as they are made: 4 M commands never sit
+   in memory at once) and worker A applies them; its RSS and the time it took;
+2. **load** — worker A rates the first half of the CDRs: its peak RSS (``VmHWM``) under
+   load, printed every 15 s; then SIGTERM;
+3. **compaction** — the run's ``rater-state`` changelog is made to compact at once
+   (``segment.bytes`` 1 MiB, ``min.cleanable.dirty.ratio`` 0.01,
+   ``min.compaction.lag.ms`` 0 on this run's topic only; the broker's cleaner looks every
+   15 s): its partitions' size in the broker's log directory is read before and after the
+   cleaner ran (until it has not shrunk for 40 s);
+4. **restore from the changelog alone** — worker B on a wiped data directory: start →
+   ready, the restore proper (first ``restoring`` answer of ``/readyz`` → ready), RSS after
+   it; SIGTERM; the RocksDB stores' size on disk;
+5. **restore from the local store** — worker C on B's data directory, with CDRs waiting:
+   start → ready, start → the first rated CDR committed (the group's committed offset of
+   ``cdrs`` moves), then it rates the second half: RSS after restore and under load.
+
+Every measured line prints the load (1-minute load average, the CPU busy % since the last
+line): the machine is shared. The RSS per tenant is the slope between tenant counts.
+Not a test: the 1M step takes tens of minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.partitioner import murmur2
+from sizing import (  # a sibling script: run as benchmarks/tenants.py
+    Run,
+    _delete_topics,
+    _du_mib,
+    _end_offsets,
+    _machine,
+    _peak_rss_mib,
+    _rss_mib,
+    _sigterm,
+    _until_ready,
+    committed,
+)
+
+from rater.localkafka import LocalKafka, stop_process
+from rater.topics import ensure_topics, input_partitions, load_topics
+from rater.workload import Workload
+
+COMPACT_NOW = {
+    # the declared settings first: AlterConfigs replaces a topic's whole configuration
+    "cleanup.policy": "compact", "max.message.bytes": "8388608",
+    "segment.bytes": str(1024 * 1024), "min.cleanable.dirty.ratio": "0.01", "min.compaction.lag.ms": "0",
+}
+"""The run's changelog compacts as soon as the broker's cleaner looks (every 15 s)."""
+
+
+class Load:
+    """The machine's load for every measured line: 1-minute load average and the CPU
+    busy % since the previous line (``/proc/stat``)."""
+
+    def __init__(self) -> None:
+        self.last = self._cpu()
+
+    @staticmethod
+    def _cpu() -> tuple[int, int]:
+        fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields) - idle, sum(fields)
+
+    def __str__(self) -> str:
+        busy, total = self._cpu()
+        was_busy, was_total = self.last
+        self.last = (busy, total)
+        share = 100 * (busy - was_busy) / (total - was_total) if total > was_total else float("nan")
+        return f"[load {os.getloadavg()[0]:.1f}, CPU {share:.0f} % busy]"
+
+
+LOAD = Load()
+
+
+def say(line: str) -> None:
+    print(f"{line} {LOAD}", flush=True)
+
+
+def _keyed(events: Iterable[dict[str, object]]) -> Iterator[tuple[bytes, bytes]]:
+    for event in events:
+        yield str(event["tenant_id"]).encode(), orjson.dumps(event)
+
+
+async def _fill_bulk(bootstrap: str, topic: str, records: Iterator[tuple[bytes, bytes]], partitions: int,
+                     total: int) -> None:
+    """Produce (key, value) records to ``topic`` on Kafka's default partition of each key,
+    a record batch per partition at a time (``send`` per record costs more than the
+    worker's apply at a million tenants); progress every 10 s."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0,
+                                max_batch_size=1024 * 1024, max_request_size=2 * 1024 * 1024)
+    await producer.start()
+    try:
+        batches = [producer.create_batch() for _ in range(partitions)]
+        sent: list[asyncio.Future[object]] = []
+        done, shown = 0, time.monotonic()
+        for key, value in records:
+            p = (murmur2(key) & 0x7FFFFFFF) % partitions
+            if batches[p].append(key=key, value=value, timestamp=None) is None:
+                sent.append(await producer.send_batch(batches[p], topic, partition=p))
+                batches[p] = producer.create_batch()
+                batches[p].append(key=key, value=value, timestamp=None)
+                if len(sent) > 64:
+                    await asyncio.gather(*sent)
+                    sent = []
+            done += 1
+            if time.monotonic() - shown >= 10:
+                shown = time.monotonic()
+                say(f"    produced {done:,} of {total:,} to {topic.rsplit('.', 1)[-1]}")
+        for p, batch in enumerate(batches):
+            if batch.record_count():
+                sent.append(await producer.send_batch(batch, topic, partition=p))
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+async def _compact_now(bootstrap: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=COMPACT_NOW)])
+    finally:
+        await admin.close()
+
+
+def _topic_mib(log_dir: Path, topic: str) -> float:
+    """The records of ``topic`` in the broker's log directory: its segments' ``.log``
+    files (the index files are preallocated, 10 MiB each, whatever they hold)."""
+    return sum(f.stat().st_size for f in log_dir.glob(f"{topic}-*/*.log")) / 2**20
+
+
+def _compacted(log_dir: Path, topic: str, *, quiet_s: float = 40, timeout_s: float = 600) -> tuple[float, float]:
+    """(MiB before, MiB after) of ``topic`` in the broker's log directory: after, once the
+    cleaner has not shrunk it for ``quiet_s``."""
+    before = low = _topic_mib(log_dir, topic)
+    started = since = time.monotonic()
+    while time.monotonic() - since < quiet_s and time.monotonic() - started < timeout_s:
+        time.sleep(1)
+        now = _topic_mib(log_dir, topic)
+        if now < low - 0.01:
+            low, since = now, time.monotonic()
+    return before, low
+
+
+def _wait_committed(run: Run, topic: str, count: int, pid: int, what: str, timeout_s: float = 7200) -> float:
+    """Until the group committed ``count`` records of ``topic``; progress and RSS every 15 s.
+    Returns the seconds it took."""
+    started = shown = time.monotonic()
+    full = f"{run.prefix}{topic}"
+    while (done := asyncio.run(committed(run.bootstrap, run.group, full, run.partitions))) < count:
+        now = time.monotonic()
+        if now - started > timeout_s:
+            raise TimeoutError(f"{what}: {done:,} of {count:,} in {timeout_s:.0f} s")
+        if now - shown >= 15:
+            shown = now
+            say(f"    {now - started:5.0f} s: {what} {done:>10,} of {count:,}, RSS {_rss_mib(pid):.0f} MiB")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def _first_rated(run: Run, before: int, started: float, worker_pid: int, timeout_s: float = 3600) -> float:
+    """Seconds from ``started`` until the group committed a ``cdrs`` record past ``before``."""
+    full = f"{run.prefix}cdrs"
+    while asyncio.run(committed(run.bootstrap, run.group, full, run.partitions)) <= before:
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"no CDR rated in {timeout_s:.0f} s")
+        if not Path(f"/proc/{worker_pid}").exists():
+            raise RuntimeError("the worker exited before it rated a CDR")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+@dataclass
+class Tenants:
+    """What one tenant count measured."""
+
+    tenants: int
+    commands: int
+    cdrs: int
+    setup_s: float
+    rss_setup_mib: float
+    rss_load_a_mib: float
+    changelog_records: int
+    changelog_mib: float
+    compacted_mib: float
+    restore_changelog_s: float
+    ready_changelog_s: float
+    rss_restored_mib: float
+    store_mib: float
+    ready_local_s: float
+    first_rated_s: float
+    rss_local_mib: float
+    rss_load_c_mib: float
+
+
+def measure(kafka: LocalKafka, tenants: int, users: int, cdrs_count: int, workdir: Path) -> Tenants:
+    bootstrap = kafka.bootstrap
+    prefix = f"tenants{int(time.time())}t{tenants}."
+    asyncio.run(ensure_topics(bootstrap, prefix, report=lambda _line: None))
+    state_topic = f"{prefix}rater-state"
+    asyncio.run(_compact_now(bootstrap, state_topic))
+    partitions = input_partitions(load_topics())
+    made = time.monotonic()
+    workload = Workload(tenants, users, seed=1)
+    commands = tenants * 3 + users
+    cdrs = [orjson.dumps(e) for e in workload.cdrs(cdrs_count)]
+    say(f"  workload drawn in {time.monotonic() - made:.1f} s: {commands:,} setup commands, {len(cdrs):,} CDRs")
+    run = Run(bootstrap, prefix, partitions, [], cdrs, workdir)
+    half = len(cdrs) // 2
+    log_dir = kafka.members[0].workdir / "data"
+    try:
+        started = time.monotonic()
+        asyncio.run(_fill_bulk(bootstrap, f"{prefix}account-commands", _keyed(e for _, e in workload.setup()),
+                               partitions, commands))
+        say(f"  produced {commands:,} setup commands in {time.monotonic() - started:.1f} s")
+        del workload
+        # worker A: setup, then the first half of the CDRs
+        worker, _port = run.start_worker("a")
+        try:
+            setup_s = _wait_committed(run, "account-commands", commands, worker.pid, "setup commands applied")
+            rss_setup = _rss_mib(worker.pid)
+            say(f"  worker A applied {commands:,} setup commands in {setup_s:.1f} s"
+                f" ({commands / setup_s:,.0f}/s): RSS {rss_setup:.0f} MiB (peak {_peak_rss_mib(worker.pid):.0f})")
+            asyncio.run(_fill_bulk(bootstrap, f"{prefix}cdrs", _keyed_raw(cdrs[:half]), partitions, half))
+            took = _wait_committed(run, "cdrs", half, worker.pid, "CDRs rated")
+            rss_load_a = _peak_rss_mib(worker.pid)
+            say(f"  worker A rated {half:,} CDRs in {took:.1f} s: peak RSS {rss_load_a:.0f} MiB,"
+                f" RSS now {_rss_mib(worker.pid):.0f} MiB; SIGTERM → exit {_sigterm(worker):.2f} s")
+        finally:
+            stop_process(worker)
+        records = asyncio.run(_end_offsets(bootstrap, state_topic, partitions))
+        before, after = _compacted(log_dir, state_topic)
+        say(f"  changelog: {records:,} offsets, {before:.1f} MiB in the log dir, {after:.1f} MiB after compaction")
+        # worker B: a wiped store restores from the changelog
+        worker, port = run.start_worker("b")
+        try:
+            ready_b, restore_b = _until_ready(worker, port, workdir / "worker-b.log")
+            rss_restored = _rss_mib(worker.pid)
+            say(f"  worker B (wiped store) restored in {restore_b:.2f} s, start → ready {ready_b:.2f} s:"
+                f" RSS {rss_restored:.0f} MiB (peak {_peak_rss_mib(worker.pid):.0f})")
+            _sigterm(worker)
+        finally:
+            stop_process(worker)
+        store = _du_mib(workdir / "data-b")
+        say(f"  RocksDB stores on disk: {store:.1f} MiB")
+        # worker C: B's store, the second half of the CDRs waiting
+        asyncio.run(_fill_bulk(bootstrap, f"{prefix}cdrs", _keyed_raw(cdrs[half:]), partitions, len(cdrs) - half))
+        started = time.monotonic()
+        worker, port = run.start_worker("b")
+        try:
+            ready_c, _restore = _until_ready(worker, port, workdir / "worker-b.log")
+            first = _first_rated(run, half, started, worker.pid)
+            rss_local = _rss_mib(worker.pid)
+            say(f"  worker C (local store): start → ready {ready_c:.2f} s, start → first rated CDR {first:.2f} s,"
+                f" RSS {rss_local:.0f} MiB")
+            took = _wait_committed(run, "cdrs", len(cdrs), worker.pid, "CDRs rated")
+            rss_load_c = _peak_rss_mib(worker.pid)
+            say(f"  worker C rated {len(cdrs) - half:,} CDRs in {took:.1f} s: peak RSS {rss_load_c:.0f} MiB,"
+                f" RSS now {_rss_mib(worker.pid):.0f} MiB; SIGTERM → exit {_sigterm(worker):.2f} s")
+        finally:
+            stop_process(worker)
+    finally:
+        asyncio.run(_delete_topics(bootstrap, prefix))
+    return Tenants(tenants, commands, len(cdrs), setup_s, rss_setup, rss_load_a, records, before, after, restore_b,
+                   ready_b, rss_restored, store, ready_c, first, rss_local, rss_load_c)
+
+
+def _keyed_raw(values: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    for value in values:
+        yield orjson.loads(value)["tenant_id"].encode(), value
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tenants", type=int, nargs="+", default=[1_000, 10_000, 100_000, 1_000_000])
+    parser.add_argument("--users-per-tenant", type=int, default=1,
+                        help="licensed users per tenant (1: the setup is 4 commands a tenant)")
+    parser.add_argument("--cdrs", type=int, default=200_000, help="CDRs per tenant count (half per worker)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)  # aiokafka's retries while new topics elect leaders are no news
+    say(f"rater tenants — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()}, {_machine()},"
+        f" {sys.argv[1:] or 'defaults'}")
+    kafka = LocalKafka().start()
+    results: list[Tenants] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="rater-tenants-") as tmp:
+            for tenants in args.tenants:
+                say(f"{tenants:,} tenants, {tenants * args.users_per_tenant:,} users, {args.cdrs:,} CDRs")
+                workdir = Path(tmp) / f"t{tenants}"
+                workdir.mkdir()
+                results.append(measure(kafka, tenants, tenants * args.users_per_tenant, args.cdrs, workdir))
+    finally:
+        kafka.stop()
+    print()
+    print("| tenants | setup commands | applied in | RSS after setup | peak RSS, load (A) | changelog offsets"
+          " | changelog on disk | compacted | restore, changelog | start → ready | RSS restored | RocksDB"
+          " | start → ready, local | start → first rated | RSS, local | peak RSS, load (C) |")
+    print("|---" * 16 + "|")
+    for r in results:
+        print(f"| {r.tenants:,} | {r.commands:,} | {r.setup_s:.0f} s | {r.rss_setup_mib:.0f} MiB"
+              f" | {r.rss_load_a_mib:.0f} MiB | {r.changelog_records:,} | {r.changelog_mib:.1f} MiB"
+              f" | {r.compacted_mib:.1f} MiB | {r.restore_changelog_s:.2f} s | {r.ready_changelog_s:.2f} s"
+              f" | {r.rss_restored_mib:.0f} MiB | {r.store_mib:.1f} MiB | {r.ready_local_s:.2f} s"
+              f" | {r.first_rated_s:.2f} s | {r.rss_local_mib:.0f} MiB | {r.rss_load_c_mib:.0f} MiB |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
