@@ -119,8 +119,8 @@ async def _fill_bulk(bootstrap: str, topic: str, records: Iterator[tuple[bytes, 
     try:
         batches = [producer.create_batch() for _ in range(partitions)]
         sent: list[asyncio.Future[object]] = []
-        done, shown = 0, time.monotonic()
-        for key, value in records:
+        shown = time.monotonic()
+        for done, (key, value) in enumerate(records, 1):
             p = (murmur2(key) & 0x7FFFFFFF) % partitions
             if batches[p].append(key=key, value=value, timestamp=None) is None:
                 sent.append(await producer.send_batch(batches[p], topic, partition=p))
@@ -129,7 +129,6 @@ async def _fill_bulk(bootstrap: str, topic: str, records: Iterator[tuple[bytes, 
                 if len(sent) > 64:
                     await asyncio.gather(*sent)
                     sent = []
-            done += 1
             if time.monotonic() - shown >= 10:
                 shown = time.monotonic()
                 say(f"    produced {done:,} of {total:,} to {topic.rsplit('.', 1)[-1]}")
@@ -169,7 +168,7 @@ def _compacted(log_dir: Path, topic: str, *, quiet_s: float = 40, timeout_s: flo
     return before, low
 
 
-def _wait_committed(run: Run, topic: str, count: int, pid: int, what: str, timeout_s: float = 7200) -> float:
+def _wait_committed(run: Run, topic: str, count: int, pid: int, what: str, *, timeout_s: float = 7200) -> float:
     """Until the group committed ``count`` records of ``topic``; progress and RSS every 15 s.
     Returns the seconds it took."""
     started = shown = time.monotonic()
@@ -185,7 +184,7 @@ def _wait_committed(run: Run, topic: str, count: int, pid: int, what: str, timeo
     return time.monotonic() - started
 
 
-def _first_rated(run: Run, before: int, started: float, worker_pid: int, timeout_s: float = 3600) -> float:
+def _first_rated(run: Run, before: int, *, started: float, worker_pid: int, timeout_s: float = 3600) -> float:
     """Seconds from ``started`` until the group committed a ``cdrs`` record past ``before``."""
     full = f"{run.prefix}cdrs"
     while asyncio.run(committed(run.bootstrap, run.group, full, run.partitions)) <= before:
@@ -220,7 +219,67 @@ class Tenants:
     rss_load_c_mib: float
 
 
+def _worker_a(run: Run, setup: Iterator[tuple[bytes, bytes]], commands: int, half: int) -> tuple[float, float, float]:
+    """Setup, then the first half of the CDRs: (setup seconds, RSS after setup, peak RSS under load)."""
+    started = time.monotonic()
+    asyncio.run(_fill_bulk(run.bootstrap, f"{run.prefix}account-commands", setup, run.partitions, commands))
+    say(f"  produced {commands:,} setup commands in {time.monotonic() - started:.1f} s")
+    worker, _port = run.start_worker("a")
+    try:
+        setup_s = _wait_committed(run, "account-commands", commands, worker.pid, "setup commands applied")
+        rss_setup = _rss_mib(worker.pid)
+        say(f"  worker A applied {commands:,} setup commands in {setup_s:.1f} s (from its start,"
+            f" {commands / setup_s:,.0f}/s): RSS {rss_setup:.0f} MiB (peak {_peak_rss_mib(worker.pid):.0f})")
+        asyncio.run(_fill_bulk(run.bootstrap, f"{run.prefix}cdrs", _keyed_raw(run.cdrs[:half]), run.partitions, half))
+        took = _wait_committed(run, "cdrs", half, worker.pid, "CDRs rated")
+        rss_load = _peak_rss_mib(worker.pid)
+        say(f"  worker A rated {half:,} CDRs in {took:.1f} s: peak RSS {rss_load:.0f} MiB,"
+            f" RSS now {_rss_mib(worker.pid):.0f} MiB; SIGTERM → exit {_sigterm(worker):.2f} s")
+    finally:
+        stop_process(worker)
+    return setup_s, rss_setup, rss_load
+
+
+def _worker_b(run: Run) -> tuple[float, float, float, float]:
+    """A wiped store restores from the changelog: (restore s, start → ready s, RSS, RocksDB MiB)."""
+    worker, port = run.start_worker("b")
+    try:
+        ready, restore = _until_ready(worker, port, run.workdir / "worker-b.log")
+        rss = _rss_mib(worker.pid)
+        say(f"  worker B (wiped store) restored in {restore:.2f} s, start → ready {ready:.2f} s:"
+            f" RSS {rss:.0f} MiB (peak {_peak_rss_mib(worker.pid):.0f})")
+        _sigterm(worker)
+    finally:
+        stop_process(worker)
+    store = _du_mib(run.workdir / "data-b")
+    say(f"  RocksDB stores on disk: {store:.1f} MiB")
+    return restore, ready, rss, store
+
+
+def _worker_c(run: Run, half: int) -> tuple[float, float, float, float]:
+    """B's store, the second half of the CDRs waiting: (start → ready s, start → first
+    rated CDR s, RSS then, peak RSS under load)."""
+    rest = len(run.cdrs) - half
+    asyncio.run(_fill_bulk(run.bootstrap, f"{run.prefix}cdrs", _keyed_raw(run.cdrs[half:]), run.partitions, rest))
+    started = time.monotonic()
+    worker, port = run.start_worker("b")
+    try:
+        ready, _restore = _until_ready(worker, port, run.workdir / "worker-b.log")
+        first = _first_rated(run, half, started=started, worker_pid=worker.pid)
+        rss = _rss_mib(worker.pid)
+        say(f"  worker C (local store): start → ready {ready:.2f} s, start → first rated CDR {first:.2f} s,"
+            f" RSS {rss:.0f} MiB")
+        took = _wait_committed(run, "cdrs", len(run.cdrs), worker.pid, "CDRs rated")
+        rss_load = _peak_rss_mib(worker.pid)
+        say(f"  worker C rated {rest:,} CDRs in {took:.1f} s: peak RSS {rss_load:.0f} MiB,"
+            f" RSS now {_rss_mib(worker.pid):.0f} MiB; SIGTERM → exit {_sigterm(worker):.2f} s")
+    finally:
+        stop_process(worker)
+    return ready, first, rss, rss_load
+
+
 def measure(kafka: LocalKafka, tenants: int, users: int, cdrs_count: int, workdir: Path) -> Tenants:
+    """One tenant count, on topics of their own."""
     bootstrap = kafka.bootstrap
     prefix = f"tenants{int(time.time())}t{tenants}."
     asyncio.run(ensure_topics(bootstrap, prefix, report=lambda _line: None))
@@ -230,65 +289,20 @@ def measure(kafka: LocalKafka, tenants: int, users: int, cdrs_count: int, workdi
     made = time.monotonic()
     workload = Workload(tenants, users, seed=1)
     commands = tenants * 3 + users
-    cdrs = [orjson.dumps(e) for e in workload.cdrs(cdrs_count)]
-    say(f"  workload drawn in {time.monotonic() - made:.1f} s: {commands:,} setup commands, {len(cdrs):,} CDRs")
-    run = Run(bootstrap, prefix, partitions, [], cdrs, workdir)
-    half = len(cdrs) // 2
-    log_dir = kafka.members[0].workdir / "data"
+    run = Run(bootstrap, prefix, partitions, [], [orjson.dumps(e) for e in workload.cdrs(cdrs_count)], workdir)
+    say(f"  workload drawn in {time.monotonic() - made:.1f} s: {commands:,} setup commands, {cdrs_count:,} CDRs")
+    half = cdrs_count // 2
     try:
-        started = time.monotonic()
-        asyncio.run(_fill_bulk(bootstrap, f"{prefix}account-commands", _keyed(e for _, e in workload.setup()),
-                               partitions, commands))
-        say(f"  produced {commands:,} setup commands in {time.monotonic() - started:.1f} s")
+        setup_s, rss_setup, rss_load_a = _worker_a(run, _keyed(e for _, e in workload.setup()), commands, half)
         del workload
-        # worker A: setup, then the first half of the CDRs
-        worker, _port = run.start_worker("a")
-        try:
-            setup_s = _wait_committed(run, "account-commands", commands, worker.pid, "setup commands applied")
-            rss_setup = _rss_mib(worker.pid)
-            say(f"  worker A applied {commands:,} setup commands in {setup_s:.1f} s"
-                f" ({commands / setup_s:,.0f}/s): RSS {rss_setup:.0f} MiB (peak {_peak_rss_mib(worker.pid):.0f})")
-            asyncio.run(_fill_bulk(bootstrap, f"{prefix}cdrs", _keyed_raw(cdrs[:half]), partitions, half))
-            took = _wait_committed(run, "cdrs", half, worker.pid, "CDRs rated")
-            rss_load_a = _peak_rss_mib(worker.pid)
-            say(f"  worker A rated {half:,} CDRs in {took:.1f} s: peak RSS {rss_load_a:.0f} MiB,"
-                f" RSS now {_rss_mib(worker.pid):.0f} MiB; SIGTERM → exit {_sigterm(worker):.2f} s")
-        finally:
-            stop_process(worker)
         records = asyncio.run(_end_offsets(bootstrap, state_topic, partitions))
-        before, after = _compacted(log_dir, state_topic)
-        say(f"  changelog: {records:,} offsets, {before:.1f} MiB in the log dir, {after:.1f} MiB after compaction")
-        # worker B: a wiped store restores from the changelog
-        worker, port = run.start_worker("b")
-        try:
-            ready_b, restore_b = _until_ready(worker, port, workdir / "worker-b.log")
-            rss_restored = _rss_mib(worker.pid)
-            say(f"  worker B (wiped store) restored in {restore_b:.2f} s, start → ready {ready_b:.2f} s:"
-                f" RSS {rss_restored:.0f} MiB (peak {_peak_rss_mib(worker.pid):.0f})")
-            _sigterm(worker)
-        finally:
-            stop_process(worker)
-        store = _du_mib(workdir / "data-b")
-        say(f"  RocksDB stores on disk: {store:.1f} MiB")
-        # worker C: B's store, the second half of the CDRs waiting
-        asyncio.run(_fill_bulk(bootstrap, f"{prefix}cdrs", _keyed_raw(cdrs[half:]), partitions, len(cdrs) - half))
-        started = time.monotonic()
-        worker, port = run.start_worker("b")
-        try:
-            ready_c, _restore = _until_ready(worker, port, workdir / "worker-b.log")
-            first = _first_rated(run, half, started, worker.pid)
-            rss_local = _rss_mib(worker.pid)
-            say(f"  worker C (local store): start → ready {ready_c:.2f} s, start → first rated CDR {first:.2f} s,"
-                f" RSS {rss_local:.0f} MiB")
-            took = _wait_committed(run, "cdrs", len(cdrs), worker.pid, "CDRs rated")
-            rss_load_c = _peak_rss_mib(worker.pid)
-            say(f"  worker C rated {len(cdrs) - half:,} CDRs in {took:.1f} s: peak RSS {rss_load_c:.0f} MiB,"
-                f" RSS now {_rss_mib(worker.pid):.0f} MiB; SIGTERM → exit {_sigterm(worker):.2f} s")
-        finally:
-            stop_process(worker)
+        before, after = _compacted(kafka.members[0].workdir / "data", state_topic)
+        say(f"  changelog: {records:,} offsets, {before:.1f} MiB of segments, {after:.1f} MiB after compaction")
+        restore_b, ready_b, rss_restored, store = _worker_b(run)
+        ready_c, first, rss_local, rss_load_c = _worker_c(run, half)
     finally:
         asyncio.run(_delete_topics(bootstrap, prefix))
-    return Tenants(tenants, commands, len(cdrs), setup_s, rss_setup, rss_load_a, records, before, after, restore_b,
+    return Tenants(tenants, commands, cdrs_count, setup_s, rss_setup, rss_load_a, records, before, after, restore_b,
                    ready_b, rss_restored, store, ready_c, first, rss_local, rss_load_c)
 
 
