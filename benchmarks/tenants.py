@@ -16,8 +16,10 @@ topics of their own:
 3. **compaction** — the run's ``rater-state`` changelog is made to compact at once
    (``segment.bytes`` 1 MiB, ``min.cleanable.dirty.ratio`` 0.01,
    ``min.compaction.lag.ms`` 0 on this run's topic only; the broker's cleaner looks every
-   15 s): its partitions' size in the broker's log directory is read before and after the
-   cleaner ran (until it has not shrunk for 40 s);
+   15 s): its segments' size (``.log`` files) in the broker's log directory is read
+   before and after the cleaner ran — once its ``cleaner-offset-checkpoint`` says every
+   partition is cleaned up to its active segment (the last ≤ 1 MiB a partition is left
+   as written: the cleaner never touches the active segment);
 4. **restore from the changelog alone** — worker B on a wiped data directory: start →
    ready, the restore proper (first ``restoring`` answer of ``/readyz`` → ready), RSS after
    it; SIGTERM; the RocksDB stores' size on disk;
@@ -155,17 +157,41 @@ def _topic_mib(log_dir: Path, topic: str) -> float:
     return sum(f.stat().st_size for f in log_dir.glob(f"{topic}-*/*.log")) / 2**20
 
 
-def _compacted(log_dir: Path, topic: str, *, quiet_s: float = 40, timeout_s: float = 600) -> tuple[float, float]:
-    """(MiB before, MiB after) of ``topic`` in the broker's log directory: after, once the
-    cleaner has not shrunk it for ``quiet_s``."""
-    before = low = _topic_mib(log_dir, topic)
-    started = since = time.monotonic()
-    while time.monotonic() - since < quiet_s and time.monotonic() - started < timeout_s:
+def _cleaned_to(log_dir: Path, topic: str) -> dict[int, int]:
+    """Per partition of ``topic``, the offset the broker's log cleaner has cleaned it to
+    (``cleaner-offset-checkpoint`` in its log directory: version, count, then ``topic
+    partition offset`` lines)."""
+    path = log_dir / "cleaner-offset-checkpoint"
+    lines = path.read_text().splitlines()[2:] if path.exists() else []
+    return {int(p): int(o) for t, p, o in (line.split() for line in lines) if t == topic}
+
+
+def _active_base(log_dir: Path, topic: str) -> dict[int, int]:
+    """Per partition of ``topic``, the base offset of its active segment (the cleaner
+    compacts the segments before it; the active one stays as written)."""
+    return {int(d.name.rsplit("-", 1)[1]): max(int(f.stem) for f in d.glob("*.log"))
+            for d in log_dir.glob(f"{topic}-*")}
+
+
+def _compacted(log_dir: Path, topic: str, *, timeout_s: float = 900) -> tuple[float, float, float]:
+    """(MiB before, MiB after, seconds waited) of ``topic``'s segments in the broker's log
+    directory: after, once the cleaner has cleaned every partition up to its active
+    segment (its checkpoint reaches the active segment's base offset)."""
+    before = _topic_mib(log_dir, topic)
+    started = shown = time.monotonic()
+    while True:
+        cleaned, active = _cleaned_to(log_dir, topic), _active_base(log_dir, topic)
+        behind = [p for p, base in active.items() if base > 0 and cleaned.get(p, 0) < base]
+        if not behind or time.monotonic() - started > timeout_s:
+            break
+        if time.monotonic() - shown >= 15:
+            shown = time.monotonic()
+            say(f"    waiting for the log cleaner: partitions {behind} not yet cleaned")
         time.sleep(1)
-        now = _topic_mib(log_dir, topic)
-        if now < low - 0.01:
-            low, since = now, time.monotonic()
-    return before, low
+    waited = time.monotonic() - started
+    if behind:
+        say(f"    the cleaner did not reach partitions {behind} in {timeout_s:.0f} s")
+    return before, _topic_mib(log_dir, topic), waited
 
 
 def _wait_committed(run: Run, topic: str, count: int, pid: int, what: str, *, timeout_s: float = 7200) -> float:
@@ -296,8 +322,9 @@ def measure(kafka: LocalKafka, tenants: int, users: int, cdrs_count: int, workdi
         setup_s, rss_setup, rss_load_a = _worker_a(run, _keyed(e for _, e in workload.setup()), commands, half)
         del workload
         records = asyncio.run(_end_offsets(bootstrap, state_topic, partitions))
-        before, after = _compacted(kafka.members[0].workdir / "data", state_topic)
-        say(f"  changelog: {records:,} offsets, {before:.1f} MiB of segments, {after:.1f} MiB after compaction")
+        before, after, waited = _compacted(kafka.members[0].workdir / "data", state_topic)
+        say(f"  changelog: {records:,} offsets, {before:.1f} MiB of segments, {after:.1f} MiB after compaction"
+            f" (the cleaner reached every partition's active segment {waited:.0f} s after worker A stopped)")
         restore_b, ready_b, rss_restored, store = _worker_b(run)
         ready_c, first, rss_local, rss_load_c = _worker_c(run, half)
     finally:
