@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from rater.shell.driver import LocalStore, StoreMemory
+from rater.shell.settings import Settings, SettingsError
 from rater.shell.task import PARTITION_KEY, id_key
 
 
@@ -75,3 +78,13 @@ def test_a_worker_s_stores_share_one_memory_budget_their_memtables_flush_within_
     assert [store.get(b"%d/9/001023" % p) for p, store in enumerate(stores)] == [value, value]
     for store in stores:
         store.close()
+
+
+def test_the_stores_memory_is_a_setting_a_third_of_it_memtables() -> None:
+    assert Settings.from_env({}).store_cache_mib == 96
+    assert Settings.from_env({"RATER_STORE_CACHE_MIB": "512"}).store_cache_mib == 512
+    with pytest.raises(SettingsError, match="RATER_STORE_CACHE_MIB"):
+        Settings.from_env({"RATER_STORE_CACHE_MIB": "0"})
+    memory = StoreMemory(96 * 2**20)
+    assert memory.memtable_bytes == 32 * 2**20
+    assert memory.write_buffers.get_buffer_size() == 32 * 2**20

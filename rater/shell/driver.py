@@ -82,20 +82,21 @@ CHANGELOG_KEY = b"~changelog"
 
 
 STORE_CACHE_BYTES = 96 * 1024 * 1024
-"""What a worker's RocksDB stores may hold in memory together: one block cache for all
-of them, its data and index blocks and Bloom filters, with their memtables charged to it
-(issue 15: a cache and a 64 MiB memtable per partition store grew with the data, so with
-the tenants — 8 partitions could take over 1 GiB)."""
-MEMTABLE_BYTES = 32 * 1024 * 1024
-"""The memtables of all of a worker's stores together (within :data:`STORE_CACHE_BYTES`):
-over it the fullest one is flushed."""
+"""What a worker's RocksDB stores may hold in memory together by default
+(``RATER_STORE_CACHE_MIB``): one block cache for all of them, its data and index blocks
+and Bloom filters, with their memtables (a third of it) charged to it (issue 15: a cache
+and a 64 MiB memtable per partition store grew with the data, so with the tenants — 8
+partitions could take over 1 GiB)."""
 
 
 class StoreMemory:
     """The memory budget a worker's partition stores share: one block cache and one
     write buffer manager charged to it, made once per worker and handed to each store."""
 
-    def __init__(self, cache_bytes: int = STORE_CACHE_BYTES, memtable_bytes: int = MEMTABLE_BYTES) -> None:
+    def __init__(self, cache_bytes: int = STORE_CACHE_BYTES, memtable_bytes: int | None = None) -> None:
+        """``memtable_bytes``: the memtables of all the stores together, within
+        ``cache_bytes`` (over it the fullest one is flushed; default: a third of it)."""
+        memtable_bytes = cache_bytes // 3 if memtable_bytes is None else memtable_bytes
         self.cache = Cache(cache_bytes)
         self.write_buffers = WriteBufferManager.new_write_buffer_manager_with_cache(memtable_bytes, False, self.cache)
         self.memtable_bytes = memtable_bytes
@@ -287,7 +288,7 @@ class Driver:
         self.prefix = settings.topic_prefix
         self.group_id = settings.app_id
         self.owned: dict[int, _Owned] = {}
-        self.store_memory = StoreMemory()
+        self.store_memory = StoreMemory(settings.store_cache_mib * 1024 * 1024)
         """The memory budget of every partition store this worker opens."""
         self.lock = asyncio.Lock()
         """Held while a unit is processed and committed; a revocation waits for it."""
