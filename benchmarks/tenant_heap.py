@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gc
 import tracemalloc
+from collections.abc import Callable
 
 import orjson
 
@@ -24,10 +25,10 @@ from rater.shell.task import MemoryStore, PartitionTask
 from rater.workload import Workload
 
 
-def _freed(drop: object) -> int:
+def _freed(drop: Callable[[], object]) -> int:
     """Bytes freed by calling ``drop`` (and collecting)."""
     before = tracemalloc.get_traced_memory()[0]
-    drop()  # type: ignore[operator]
+    drop()
     gc.collect()
     return before - tracemalloc.get_traced_memory()[0]
 
