@@ -668,6 +668,12 @@ def test_a_task_starting_on_a_store_decodes_every_state_for_its_deadline_but_kee
     task = store.task()
     assert task.states == {}
     assert sorted(task._scheduled) == sorted(t.tenant_id for t in workload.tenants)  # each with a deadline
+    # the driver reads them in slices, its event loop (the consumer's heartbeats) running between
+    sliced = PartitionTask(0, CTX, store, schedule=False)
+    assert sliced._scheduled == {}
+    turns = sum(1 for _ in sliced.scheduling(0.0))  # a slice of no time: it yields before every tenant
+    assert turns == len(workload.tenants)
+    assert (sliced._scheduled, sorted(sliced._due)) == (task._scheduled, sorted(task._due))
 
 
 def test_a_mistyped_contact_never_costs_the_tenant_its_upsert() -> None:

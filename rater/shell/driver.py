@@ -360,7 +360,12 @@ class Driver:
             store = LocalStore(self.settings.data_dir / f"tenants-{p}.db", self.store_memory)
             caught_up = await self._restore(p, store)
             task = PartitionTask(p, self.ctx, store, topic_prefix=self.prefix, counting=self.metrics is not None,
-                                 partitions=self.preflight.partitions)
+                                 partitions=self.preflight.partitions, schedule=False)
+            scheduling = task.scheduling(SLICE_S)
+            try:
+                await _sliced(scheduling)  # every tenant's deadline, heartbeats going on
+            finally:
+                scheduling.close()  # cancelled: its store iterator goes before the store closes
             first_tick = await self._first_tick(p) if self.settings.tick_interval_s > 0 else None
             async with self.lock:  # after any unit in flight; FIFO, so after a fetch made before this
                 await self._seek(p, task)

@@ -341,13 +341,14 @@ class PartitionTask:
     """The rater's work for one input partition number."""
 
     def __init__(self, partition: int, ctx: RatingContext, store: Store, *, topic_prefix: str = "",
-                 counting: bool = True, partitions: int | None = None) -> None:
+                 counting: bool = True, partitions: int | None = None, schedule: bool = True) -> None:
         """``store`` holds what earlier units committed (tenant states, ids, the
         partition record); dead letters name the source topic with ``topic_prefix``;
         ``counting``: count each batch's outputs for the metrics (``Batch.counts``);
         ``partitions``: the inputs' partition count — an input whose key Kafka's default
         partitioner puts on another partition is a ``wrong_partition`` dead letter
-        (``None``: not checked)."""
+        (``None``: not checked); ``schedule``: read every stored tenant's deadline now
+        (False: the caller runs :meth:`scheduling` before the first batch)."""
         self.partition = partition
         self.partitions = partitions
         self.counting = counting
@@ -391,7 +392,21 @@ class PartitionTask:
         tenant's scheduled one is stale and skipped when popped."""
         self._scheduled: dict[str, int] = {}
         """tenant → the deadline it is in the heap for (pushes only when it moves)."""
-        for tenant_id, raw in store.tenants():  # decoded for its deadline, not kept
+        if schedule:
+            finish(self.scheduling(None))
+
+    def scheduling(self, slice_s: float | None) -> Generator[None, None, None]:
+        """Read every stored tenant's deadline (each state decoded, not kept), in slices of
+        about ``slice_s`` seconds (None: one): a generator that yields between them. The
+        driver runs it on the event loop between other work — at a million tenants it is
+        a minute of decoding, and the consumer's heartbeats must go on (issue 15: done in
+        one go, the worker lost its group membership and the partitions again and again).
+        Run once, before the first batch."""
+        slicer = Slicer(slice_s)
+        for tenant_id, raw in self.store.tenants():  # decoded for its deadline, not kept
+            if slicer.over():
+                yield
+                slicer.restart()
             self._schedule(tenant_id, self._decoded(tenant_id, raw))
 
     # -- state ---------------------------------------------------------------------------
