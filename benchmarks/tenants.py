@@ -358,7 +358,12 @@ def main() -> int:
                 say(f"{tenants:,} tenants, {tenants * args.users_per_tenant:,} users, {args.cdrs:,} CDRs")
                 workdir = Path(tmp) / f"t{tenants}"
                 workdir.mkdir()
-                results.append(measure(kafka, tenants, tenants * args.users_per_tenant, args.cdrs, workdir))
+                try:
+                    results.append(measure(kafka, tenants, tenants * args.users_per_tenant, args.cdrs, workdir))
+                except Exception:
+                    for log in sorted(workdir.glob("worker-*.log")):  # the directory goes with the run
+                        print(f"--- the last lines of {log.name}:", *log.read_text().splitlines()[-30:], sep="\n")
+                    raise
     finally:
         kafka.stop()
     print()
