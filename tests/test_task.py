@@ -500,7 +500,9 @@ def test_a_version_3_state_s_users_become_records_at_the_tenant_s_next_write() -
         del store.records[key]
     store.records[b"t1"] = orjson.dumps(old)
     task = store.task()
-    assert task.states["t1"].licences == {("PAYG", "US"): 1, ("MCOPSTN1", "GB"): 1}
+    loaded = task._state_of("t1")  # decoded from the store (a task starting keeps no state)
+    assert loaded is not None
+    assert loaded.licences == {("PAYG", "US"): 1, ("MCOPSTN1", "GB"): 1}
     batch = task.process(_records([("cdrs", cdr("t1", "c2", 60))], start=1))
     assert [p["status"] for p in _payloads(batch.outputs, "rated-cdrs")] == ["rated"]
     assert batch.users == {user_key("t1", "alice"): b'["US",["PAYG"]]',
@@ -631,6 +633,47 @@ def test_the_usage_kept_between_batches_is_bounded_by_buckets_and_evicting_chang
         assert task._cached_buckets == sum(len(m.parts) for m in task._months.values()) <= 12
     assert {k: v for k, v in store.records.items() if b"/g/" in k} == {
         k: v for k, v in roomy.records.items() if b"/g/" in k}
+
+
+def test_the_states_kept_between_batches_are_bounded_and_forgetting_them_changes_no_outcome(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 15: every state a task ever read stayed in memory (3 GiB at a million tenants)
+    workload = Workload(6, 40, seed=7)
+    items: list[tuple[str, dict[str, Any] | bytes]] = [*workload.setup(), *(("cdrs", e) for e in workload.cdrs(400))]
+    items += [(TICKS, tick_value(parse_time_us(at))) for at in ("2026-12-01T00:00:01Z", "2027-01-05T00:00:00Z")]
+    records = _records(items)
+    roomy = _run(records, list(range(0, len(records), 37)), restart=False)
+    monkeypatch.setattr("rater.shell.task.STATE_CACHE_TENANTS", 2)
+    store = Store()
+    task = store.task()
+    batches = 0
+    for lo in range(0, len(records), 37):
+        work = task.process(records[lo:lo + 37])
+        assert len(task.states) <= 2 + len(work.states)  # the batch's own tenants on top of the bound
+        store.write(work)
+        batches += 1
+    while [k for k in store.records if k.startswith(PURGE_PREFIX)]:
+        store.write(task.process([]))
+    store.write(task.process([]))  # a batch starts by forgetting: the last one's states go too
+    assert len(task.states) <= 2
+    assert [(o.topic, o.key, o.value) for o in store.outputs] == [(o.topic, o.key, o.value) for o in roomy.outputs]
+    assert store.records == roomy.records
+    assert batches > 6
+
+
+def test_a_task_starting_on_a_store_decodes_every_state_for_its_deadline_but_keeps_none() -> None:
+    workload = Workload(6, 40, seed=7)
+    store = Store()
+    store.write(store.task().process(_records(list(workload.setup()))))
+    task = store.task()
+    assert task.states == {}
+    assert sorted(task._scheduled) == sorted(t.tenant_id for t in workload.tenants)  # each with a deadline
+    # the driver reads them in slices, its event loop (the consumer's heartbeats) running between
+    sliced = PartitionTask(0, CTX, store, schedule=False)
+    assert sliced._scheduled == {}
+    turns = sum(1 for _ in sliced.scheduling(0.0))  # a slice of no time: it yields before every tenant
+    assert turns == len(workload.tenants)
+    assert (sliced._scheduled, sorted(sliced._due)) == (task._scheduled, sorted(task._due))
 
 
 def test_a_mistyped_contact_never_costs_the_tenant_its_upsert() -> None:

@@ -22,14 +22,14 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import InvalidTimestampError, RecordTooLargeError
-from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
 
 import rater
 from rater import edge
@@ -88,16 +88,44 @@ CHANGELOG_KEY = b"~changelog"
 """Local store key: the next changelog offset the store reflects."""
 
 
-def _store_options() -> Options:
+STORE_CACHE_BYTES = 96 * 1024 * 1024
+"""What a worker's RocksDB stores may hold in memory together by default
+(``RATER_STORE_CACHE_MIB``): one block cache for all of them, its data and index blocks
+and Bloom filters, with their memtables (a third of it) charged to it (issue 15: a cache
+and a 64 MiB memtable per partition store grew with the data, so with the tenants — 8
+partitions could take over 1 GiB)."""
+
+
+class StoreMemory:
+    """The memory budget a worker's partition stores share: one block cache and one
+    write buffer manager charged to it, made once per worker and handed to each store."""
+
+    def __init__(self, cache_bytes: int = STORE_CACHE_BYTES, memtable_bytes: int | None = None) -> None:
+        """``memtable_bytes``: the memtables of all the stores together, within
+        ``cache_bytes`` (over it the fullest one is flushed; default: a third of it)."""
+        memtable_bytes = cache_bytes // 3 if memtable_bytes is None else memtable_bytes
+        self.cache = Cache(cache_bytes)
+        self.write_buffers = WriteBufferManager.new_write_buffer_manager_with_cache(memtable_bytes, False, self.cache)
+        self.memtable_bytes = memtable_bytes
+
+    def usage(self) -> int:
+        """Bytes the stores hold in the cache now (memtables included)."""
+        return int(self.cache.get_usage())
+
+
+def _store_options(memory: StoreMemory) -> Options:
     """RocksDB options of a partition store: raw bytes; Bloom filters on the tables and
     the memtable, because nearly every lookup is a miss (a new CDR's usage id, looked up
-    in the open and the closed month) — they halve its cost."""
+    in the open and the closed month) — they halve its cost; the worker's shared memory
+    budget (:class:`StoreMemory`)."""
     options = Options(raw_mode=True)
     table = BlockBasedOptions()
     table.set_bloom_filter(10, False)
-    table.set_block_cache(Cache(64 * 1024 * 1024))
+    table.set_block_cache(memory.cache)
     table.set_cache_index_and_filter_blocks(True)
     options.set_block_based_table_factory(table)
+    options.set_write_buffer_manager(memory.write_buffers)
+    options.set_write_buffer_size(memory.memtable_bytes // 4)  # a store's memtable: a quarter of them all
     options.set_memtable_prefix_bloom_ratio(0.1)
     options.set_memtable_whole_key_filtering(True)
     return options
@@ -108,9 +136,10 @@ class LocalStore:
     record and the changelog offset it has reached. Written only after a unit committed;
     a missing or wiped store is rebuilt from the changelog."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, memory: StoreMemory | None = None) -> None:
+        """``memory``: the budget the worker's stores share (None: one of its own)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = Rdict(str(path), options=_store_options())
+        self.db = Rdict(str(path), options=_store_options(memory or StoreMemory()))
         self.get: Callable[[bytes], bytes | None] = self.db.get
         """The value stored under a key (RocksDB's own get: the id lookups of every CDR
         call it, a Python method around it would cost a third more)."""
@@ -129,16 +158,14 @@ class LocalStore:
             found.append(key)
         return found
 
-    def tenants(self) -> list[tuple[str, bytes]]:
+    def tenants(self) -> Iterator[tuple[str, bytes]]:
         low, high = TENANT_KEYS
-        found: list[tuple[str, bytes]] = []
         for key, value in self.db.items(from_key=low):
             assert isinstance(key, bytes)  # raw mode
             assert isinstance(value, bytes)
             if key >= high:
                 break
-            found.append((key.decode(), value))
-        return found
+            yield key.decode(), value
 
     def write(self, records: Iterable[tuple[bytes, bytes | None]], next_offset: int) -> None:
         """Apply changelog records (None: a tombstone) and the offset they reach, atomically."""
@@ -268,6 +295,8 @@ class Driver:
         self.prefix = settings.topic_prefix
         self.group_id = settings.app_id
         self.owned: dict[int, _Owned] = {}
+        self.store_memory = StoreMemory(settings.store_cache_mib * 1024 * 1024)
+        """The memory budget of every partition store this worker opens."""
         self.lock = asyncio.Lock()
         """Held while a unit is processed and committed; a revocation waits for it."""
         self.stopping = asyncio.Event()
@@ -337,10 +366,15 @@ class Driver:
         handed_over = False
         try:
             await _start(producer)  # init_transactions: fences the previous owner of p
-            store = LocalStore(self.settings.data_dir / f"tenants-{p}.db")
+            store = LocalStore(self.settings.data_dir / f"tenants-{p}.db", self.store_memory)
             caught_up = await self._restore(p, store)
             task = PartitionTask(p, self.ctx, store, topic_prefix=self.prefix, counting=self.metrics is not None,
-                                 partitions=self.preflight.partitions)
+                                 partitions=self.preflight.partitions, schedule=False)
+            scheduling = task.scheduling(SLICE_S)
+            try:
+                await _sliced(scheduling)  # every tenant's deadline, heartbeats going on
+            finally:
+                scheduling.close()  # cancelled: its store iterator goes before the store closes
             first_tick = await self._first_tick(p) if self.settings.tick_interval_s > 0 else None
             async with self.lock:  # after any unit in flight; FIFO, so after a fetch made before this
                 await self._seek(p, task)

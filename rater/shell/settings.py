@@ -43,6 +43,11 @@ class Settings:
     metrics: bool = True
     """Count what the worker does for /metrics (``RATER_METRICS=off``: no counting and no
     /metrics — for measuring what the counting costs; /healthz and /readyz stay)."""
+    store_cache_mib: int = 96
+    """What the worker's RocksDB stores may hold in memory together, MiB (one block cache,
+    a third of it memtables; ``RATER_STORE_CACHE_MIB``): at a million tenants a lookup
+    mostly misses it, so more memory here is more speed (docs/benchmarks.md, "Many
+    tenants")."""
     tick_interval_s: float = 1.0
     """How often the worker carries the wall clock into its partitions (0: never — only
     for tests that send their own ticks)."""
@@ -84,6 +89,7 @@ class Settings:
             log_level=read(env, "RATER_LOG_LEVEL", default.log_level, choice(LOG_LEVELS)),
             log_format=read(env, "RATER_LOG_FORMAT", default.log_format, choice(LOG_FORMATS)),
             metrics=read(env, "RATER_METRICS", default.metrics, switch),
+            store_cache_mib=read(env, "RATER_STORE_CACHE_MIB", default.store_cache_mib, count),
             tick_interval_s=read(env, "RATER_TICK_INTERVAL", default.tick_interval_s, seconds()),
             topics_wait_s=read(env, "RATER_TOPICS_WAIT", default.topics_wait_s, seconds()),
             broker_wait_s=read(env, "RATER_BROKER_WAIT", default.broker_wait_s, seconds()),

@@ -39,6 +39,7 @@ states are one key range of the store.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import math
 import time
@@ -116,12 +117,21 @@ def purge_key(tenant_id: str, month: str) -> bytes:
 
 
 USAGE_RECORD_VERSION = 1
-USAGE_CACHE_BUCKETS = 25_000
-"""Usage buckets a task keeps between batches at most (≈ 300 bytes each: 7.5 MB), in the
-tenant months used last, decoded and with each bucket's encoded part: a batch then adds
-to them without reading and decoding their records again, and encodes only the buckets
-it changed (a busy tenant calls into dozens of countries; its month is re-written by
-every batch). A month bigger than the bound is not kept."""
+USAGE_CACHE_BUCKETS = 5_000
+"""Usage buckets a task keeps between batches at most (≈ 500 bytes each, measured: 2.5 MB
+a task, 20 MB on a worker owning 8 partitions), in the tenant months used last, decoded
+and with each bucket's encoded part: a batch then adds to them without reading and
+decoding their records again, and encodes only the buckets it changed (a busy tenant
+calls into dozens of countries; its month is re-written by every batch). A month bigger
+than the bound is not kept. Issue 15: 25,000 a task were ≈ 100 MB of a worker's memory
+once many tenants called; 5,000 still hold the last-used months of 125 tenants calling
+~36 destinations each (the 1,000-tenant benchmark's share of a partition)."""
+STATE_CACHE_TENANTS = 1_000
+"""Tenant states a task keeps decoded between batches at most, those its batches changed
+last (≈ 3 KiB each after setup, more with a month of pools: ≈ 3–5 MiB a task, 8 on a
+worker owning every partition); the others are read from the store when an input needs
+them. Issue 15: every state a task ever loaded stayed in memory, and a task decoded
+every tenant of its partition when it started — 3 GiB of states at a million tenants."""
 USAGE_MONTHS_SEEN = 1_000
 """The most usage records of a tenant looked at when old months are deleted (13 are kept)."""
 
@@ -185,8 +195,9 @@ class Store(Protocol):
         """Up to ``limit`` stored keys that start with ``prefix`` (and sort after
         ``after``, if given), in key order."""
 
-    def tenants(self) -> list[tuple[str, bytes]]:
-        """Every stored tenant state."""
+    def tenants(self) -> Iterable[tuple[str, bytes]]:
+        """Every stored tenant state (read as it is iterated: a million of them do not
+        fit in memory at once)."""
 
 
 class MemoryStore:
@@ -330,13 +341,14 @@ class PartitionTask:
     """The rater's work for one input partition number."""
 
     def __init__(self, partition: int, ctx: RatingContext, store: Store, *, topic_prefix: str = "",
-                 counting: bool = True, partitions: int | None = None) -> None:
+                 counting: bool = True, partitions: int | None = None, schedule: bool = True) -> None:
         """``store`` holds what earlier units committed (tenant states, ids, the
         partition record); dead letters name the source topic with ``topic_prefix``;
         ``counting``: count each batch's outputs for the metrics (``Batch.counts``);
         ``partitions``: the inputs' partition count — an input whose key Kafka's default
         partitioner puts on another partition is a ``wrong_partition`` dead letter
-        (``None``: not checked)."""
+        (``None``: not checked); ``schedule``: read every stored tenant's deadline now
+        (False: the caller runs :meth:`scheduling` before the first batch)."""
         self.partition = partition
         self.partitions = partitions
         self.counting = counting
@@ -344,6 +356,8 @@ class PartitionTask:
         self.ctx = ctx
         self.store = store
         self.states: dict[str, TenantState] = {}
+        """The tenant states in memory: those the batch in flight reads and changes, and
+        of the earlier batches' the latest changed (:data:`STATE_CACHE_TENANTS`)."""
         self.clock = PartitionClock()
         self.offsets: dict[str, int] = {}
         """Per input topic, the next offset to apply."""
@@ -378,20 +392,47 @@ class PartitionTask:
         tenant's scheduled one is stale and skipped when popped."""
         self._scheduled: dict[str, int] = {}
         """tenant → the deadline it is in the heap for (pushes only when it moves)."""
-        for tenant_id, raw in store.tenants():
-            self._schedule(tenant_id, self._state_of(tenant_id, raw))
+        if schedule:
+            finish(self.scheduling(None))
+
+    def scheduling(self, slice_s: float | None) -> Generator[None, None, None]:
+        """Read every stored tenant's deadline (each state decoded, not kept), in slices of
+        about ``slice_s`` seconds (None: one): a generator that yields between them. The
+        driver runs it on the event loop between other work — at a million tenants it is
+        a minute of decoding, and the consumer's heartbeats must go on (issue 15: done in
+        one go, the worker lost its group membership and the partitions again and again).
+        Run once, before the first batch."""
+        slicer = Slicer(slice_s)
+        for tenant_id, raw in self.store.tenants():  # decoded for its deadline, not kept
+            if slicer.over():
+                yield
+                slicer.restart()
+            self._schedule(tenant_id, self._decoded(tenant_id, raw))
 
     # -- state ---------------------------------------------------------------------------
-    def _state_of(self, tenant_id: str, raw: bytes | None = None) -> TenantState | None:
+    def _state_of(self, tenant_id: str) -> TenantState | None:
         state = self.states.get(tenant_id)
         if state is None:
-            raw = raw if raw is not None else self.store.get(tenant_id.encode())
+            raw = self.store.get(tenant_id.encode())
             if raw is None:
                 return None
-            state = decode_state(raw, IdMemory(self._reader(tenant_id)))
-            self.states[tenant_id] = state
-            state.users.reader = self._user_reader(tenant_id)
+            state = self.states[tenant_id] = self._decoded(tenant_id, raw)
         return state
+
+    def _decoded(self, tenant_id: str, raw: bytes) -> TenantState:
+        """A committed tenant state from its record, its ids and users read from the store."""
+        state = decode_state(raw, IdMemory(self._reader(tenant_id)))
+        state.users.reader = self._user_reader(tenant_id)
+        return state
+
+    def _forget_states(self) -> None:
+        """Keep at most :data:`STATE_CACHE_TENANTS` states, the latest changed: every
+        earlier batch is in the store (:meth:`process`), so a state dropped here is read
+        back as it was committed."""
+        extra = len(self.states) - STATE_CACHE_TENANTS
+        if extra > 0:
+            for tenant_id in list(itertools.islice(self.states, extra)):
+                del self.states[tenant_id]
 
     def _reader(self, tenant_id: str) -> IdReader:
         """Reads a tenant's committed ids from the store."""
@@ -449,6 +490,7 @@ class PartitionTask:
         worker stops, as when ``process`` raises."""
         slicer = Slicer(slice_s)
         batch = Batch()
+        self._forget_states()
         self._journal, self._touched, self._balances, self._usage = {}, {}, {}, {}
         for record in records:
             if slicer.over():
@@ -499,10 +541,13 @@ class PartitionTask:
 
     def _states(self, batch: Batch, slicer: Slicer) -> Generator[None, None, None]:
         """The state, new ids, forgotten months and users of each tenant the batch changed."""
+        states = self.states
         for tenant_id, state in self._touched.items():
             if slicer.over():
                 yield
                 slicer.restart()
+            states.pop(tenant_id, None)  # the latest changed last: forgotten last
+            states[tenant_id] = state
             batch.states[tenant_id] = encode_state(state)
             fresh, forgotten = state.ids.drain()
             for memory_key, digest in fresh.items():
