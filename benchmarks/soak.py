@@ -105,6 +105,7 @@ class Traffic:
         self.seen = 0
 
     async def fill(self, producer: Any, count: int) -> None:
+        """Send the next ``count`` CDRs as fast as the producer takes them."""
         for _ in range(count):
             await self._send(producer)
 
@@ -114,6 +115,7 @@ class Traffic:
         await producer.send(f"{PREFIX}cdrs", orjson.dumps(cdr), key=cdr["tenant_id"].encode())
 
     async def pace(self, producer: Any, rate: float, stop: asyncio.Event) -> None:
+        """Send CDRs at ``rate`` a second (what is due every 5 ms step) until ``stop``."""
         self.paced_from = first = len(self.sent_at)
         began = time.monotonic()
         while not stop.is_set():
@@ -124,6 +126,7 @@ class Traffic:
                 await asyncio.wait_for(stop.wait(), STEP_S)
 
     async def probe(self) -> None:
+        """Read ``rated-cdrs`` read_committed and time each CDR from its send."""
         from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415 - the traffic process's own import
 
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
@@ -145,6 +148,7 @@ class Traffic:
             await consumer.stop()
 
     async def report(self) -> None:
+        """Every interval, a line: its latencies, the CDRs sent and rated CDRs seen."""
         while True:
             await asyncio.sleep(self.interval_s)
             found, self.interval = self.interval, []
@@ -216,6 +220,7 @@ class TrafficProcess:
         self.lines.put({"exited": self.proc.wait()})
 
     def tell(self, command: str) -> None:
+        """Send the traffic process one command line."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(command + "\n")
         self.proc.stdin.flush()
@@ -256,11 +261,13 @@ class Soak:
         self.restarting: threading.Thread | None = None
 
     def note(self, what: str) -> None:
+        """Put ``what`` on the timeline (and print it)."""
         at = time.monotonic() - self.began
         self.timeline.append({"t_s": round(at, 1), "utc": f"{datetime.now(UTC):%H:%M:%S}", "what": what})
         print(f"  [{at:7.1f} s] {what}", flush=True)
 
     def start(self, name: str) -> None:
+        """Start worker ``name`` (its folder kept across restarts, as a pod's volume)."""
         self.workers[name] = Worker(self.kafka.bootstrap, PREFIX, self.workdir / name,
                                     extra_env={"RATER_LOG_LEVEL": "info"}).start()
 
@@ -283,10 +290,12 @@ class Soak:
             return None
 
     def drained(self, total: int) -> bool:
+        """Whether the workers committed all ``total`` CDRs."""
         found = self.committed()
         return found is not None and found[0] == found[1] == total
 
     def wait(self, until: Any, timeout_s: float, what: str) -> None:
+        """Wait until ``until()`` holds, supervising the workers meanwhile."""
         deadline = time.monotonic() + timeout_s
         while not until():
             self.supervise()
@@ -296,6 +305,7 @@ class Soak:
 
     # the faults
     def kill_worker(self, name: str, *, wipe: bool) -> None:
+        """SIGKILL worker ``name`` and start it again (``wipe``: without its RocksDB folder)."""
         worker = self.workers[name]
         os.kill(worker.proc.pid, signal.SIGKILL)
         worker.proc.wait(timeout=30)
@@ -305,10 +315,12 @@ class Soak:
         self.note(f"SIGKILL worker {name}, restarted" + (" with its RocksDB folder wiped" if wipe else ""))
 
     def join(self, name: str) -> None:
+        """A worker joins the group."""
         self.start(name)
         self.note(f"worker {name} joins")
 
     def leave(self, name: str) -> None:
+        """A worker leaves cleanly (SIGTERM)."""
         worker = self.workers.pop(name)
         began = time.monotonic()
         worker.stop()
@@ -316,11 +328,13 @@ class Soak:
                   f" {time.monotonic() - began:.1f} s)")
 
     def kill_broker(self, index: int) -> None:
+        """SIGKILL one broker node."""
         node = self.kafka.members[index]
         self.kafka.stop_node(node, kill=True)
         self.note(f"SIGKILL broker node {node.node_id}")
 
     def start_broker(self, index: int) -> None:
+        """Start a killed broker node again (in a thread: the workers are supervised meanwhile)."""
         node = self.kafka.members[index]
         self.note(f"starting broker node {node.node_id} again")
 
@@ -349,11 +363,13 @@ def schedule(rng: random.Random, duration_s: float) -> list[tuple[float, str, An
 
 
 def _maximum(soak: Soak, traffic: TrafficProcess, count: int) -> float:
+    """The workers' maximum rate: ``count`` CDRs filled as fast as the traffic can, the
+    committed CDRs per second from the fill's end to the last one."""
     traffic.tell(f"fill {count}")
     filled = traffic.expect("filled")
     at_fill = time.monotonic()
-    backlog = soak.committed()
-    left = count - (backlog[0] if backlog and backlog[0] > 0 else 0)
+    found = soak.committed()
+    left = count - (found[0] if found and found[0] > 0 else 0)
     soak.wait(lambda: soak.drained(count), 900, "the saturation CDRs")
     took = time.monotonic() - at_fill
     rate = left / took
@@ -388,6 +404,7 @@ def _sample(soak: Soak, message: dict[str, Any], last: dict[str, Any]) -> dict[s
 
 
 def _soak(soak: Soak, traffic: TrafficProcess, args: argparse.Namespace, rate: float) -> list[dict[str, Any]]:
+    """Pace the traffic at ``rate`` for ``--minutes`` while the faults run; the samples."""
     duration_s = args.minutes * 60
     faults = schedule(random.Random(args.seed), duration_s)  # noqa: S311 - a reproducible schedule
     rng = random.Random(args.seed + 1)  # noqa: S311 - which worker a kill hits
