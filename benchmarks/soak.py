@@ -20,7 +20,8 @@ What it does, in one run:
    RocksDB folder wiped: its state then comes from the changelog alone), one broker
    SIGKILLed and started again later, a third worker ``c`` joining and later leaving
    (SIGTERM). A worker that stops by itself (its sends or commits failed while a broker
-   was away) is restarted, as Kubernetes would, and the timeline says so;
+   was away) is restarted, as Kubernetes would, and the timeline says so with the last
+   CRITICAL (else ERROR) line of its log;
 5. every ``--interval`` seconds a line: the CDRs committed per second, the backlog, the
    latency from a CDR's produce time (the traffic process's clock at ``send``) to its
    ``rated_cdr`` read by a read_committed consumer in the same process (p50/p99/max of
@@ -276,8 +277,7 @@ class Soak:
         for name, worker in list(self.workers.items()):
             code = worker.proc.poll()
             if code is not None:
-                errors = [line for line in worker.log.read_text(errors="replace").splitlines() if " ERROR " in line]
-                why = errors[-1].split(" ERROR ", 1)[1][:240] if errors else "no ERROR line in its log"
+                why = _why(worker.log.read_text(errors="replace").splitlines())
                 self.note(f"worker {name} exited by itself with {code} ({why}): restarted")
                 self.start(name)
 
@@ -345,6 +345,16 @@ class Soak:
 
         self.restarting = threading.Thread(target=restart, daemon=True)
         self.restarting.start()
+
+
+def _why(log: list[str]) -> str:
+    """Why a worker stopped: its log's last CRITICAL line (the driver's "the worker
+    stopped: …"), else its last ERROR line."""
+    for level in (" CRITICAL ", " ERROR "):
+        found = [line for line in log if level in line]
+        if found:
+            return found[-1].split(level, 1)[1][:240]
+    return "no CRITICAL or ERROR line in its log"
 
 
 def schedule(rng: random.Random, duration_s: float) -> list[tuple[float, str, Any]]:
