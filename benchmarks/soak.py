@@ -349,11 +349,12 @@ class Soak:
 
 def _why(log: list[str]) -> str:
     """Why a worker stopped: its log's last CRITICAL line (the driver's "the worker
-    stopped: …"), else its last ERROR line."""
-    for level in (" CRITICAL ", " ERROR "):
-        found = [line for line in log if level in line]
+    stopped: …"), else its last ERROR line of the rater's own, else its last ERROR line."""
+    for level, source in ((" CRITICAL ", ""), (" ERROR ", "rater."), (" ERROR ", "")):
+        found = [line.split(level, 1)[1] for line in log if level in line]
+        found = [line for line in found if line.startswith(source)]
         if found:
-            return found[-1].split(level, 1)[1][:240]
+            return found[-1][:240]
     return "no CRITICAL or ERROR line in its log"
 
 
