@@ -23,19 +23,17 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import GroupCoordinatorNotAvailableError
-from aiokafka.partitioner import murmur2
 
-from rater import edge
-from rater.catalog import rating_context
 from rater.localkafka import LocalKafka
 from rater.shell.driver import STATE_TOPIC
-from rater.shell.task import PARTITION_KEY, MemoryStore, PartitionTask
+from rater.shell.task import PARTITION_KEY
 from rater.workload import Workload
 
+from .reconcile import committed_and_end, partition_of, produce_values, read_all, reconcile
 from .support import OUTPUT_TOPICS as OUTPUTS
 from .support import TEST_PARTITIONS, Worker, cdr, create_topics, event
 
@@ -45,63 +43,7 @@ TENANTS, USERS, CDRS, KILLS = 200, 2_000, 20_000, 5
 
 
 def _partition(tenant_id: str) -> int:
-    return (murmur2(tenant_id.encode()) & 0x7FFFFFFF) % TEST_PARTITIONS
-
-
-async def _produce(bootstrap: str, prefix: str, items: list[tuple[str, bytes, int]],
-                   timestamp_ms: int | None = None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
-    await producer.start()
-    try:
-        futures = [await producer.send(prefix + topic, value, key=orjson.loads(value)["tenant_id"].encode(),
-                                       partition=p, timestamp_ms=timestamp_ms) for topic, value, p in items]
-        await producer.flush()
-        for future in futures:
-            future.result()
-    finally:
-        await producer.stop()
-
-
-async def _committed(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
-    """(committed, end) offsets of ``topic`` summed over its partitions, for ``group``."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(TEST_PARTITIONS)]
-        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
-        ends = await consumer.end_offsets(tps)
-        return sum(m.offset for m in committed.values() if m.offset > 0), sum(ends.values())
-    finally:
-        await consumer.stop()
-        await admin.close()
-
-
-async def _read_all(bootstrap: str, topics: list[str]) -> list[Any]:
-    """Every committed record of ``topics`` up to their current ends."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, isolation_level="read_committed",
-                                enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in range(TEST_PARTITIONS)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[Any] = []
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                out.extend(records)
-        return out
-    finally:
-        await consumer.stop()
-
-
-def _without_time(dead_letter: bytes) -> bytes:
-    """A dead letter's occurred_at is its input's Kafka timestamp, which the
-    independent run does not have."""
-    event = orjson.loads(dead_letter)
-    event.pop("occurred_at")
-    return orjson.dumps(event)
+    return partition_of(tenant_id, TEST_PARTITIONS)
 
 
 class _Run:
@@ -124,7 +66,8 @@ class _Run:
 
     def applied(self, topic: str) -> tuple[int, int]:
         try:
-            return asyncio.run(_committed(self.bootstrap, f"{self.prefix}rater", self.prefix + topic))
+            return asyncio.run(committed_and_end(self.bootstrap, f"{self.prefix}rater", self.prefix + topic,
+                                                 TEST_PARTITIONS))
         except GroupCoordinatorNotAvailableError:
             return -1, 0  # the group has not committed anything yet
 
@@ -151,10 +94,10 @@ class _Run:
     def run(self, points: int, disrupt: Any) -> None:
         """Apply the setup, stream the CDRs, and call ``disrupt(n)`` when the committed
         CDR offsets pass each of ``points`` seeded random points."""
-        asyncio.run(_produce(self.bootstrap, self.prefix, self.setup, self.sent_ms))
+        asyncio.run(produce_values(self.bootstrap, self.prefix, self.setup, self.sent_ms))
         self.wait(lambda: self.all_applied("account-commands"))
         feeding = threading.Thread(target=lambda: asyncio.run(
-            _produce(self.bootstrap, self.prefix, self.cdrs, self.sent_ms)))
+            produce_values(self.bootstrap, self.prefix, self.cdrs, self.sent_ms)))
         feeding.start()
         marks = sorted(random.Random(self.seed).sample(range(CDRS // 20, CDRS - CDRS // 20), points))
         try:
@@ -170,39 +113,11 @@ class _Run:
             feeding.join(timeout=60)
 
     def check(self) -> None:
-        """What read_committed consumers saw equals an independent in-process run."""
-        prefix = self.prefix
-        records = asyncio.run(_read_all(self.bootstrap, [f"{prefix}rated-cdrs", f"{prefix}dead-letters",
-                                                         f"{prefix}{STATE_TOPIC}"]))
-        seen_rated = sorted(r.value for r in records if r.topic.endswith("rated-cdrs"))
-        seen_dead = sorted(_without_time(r.value) for r in records if r.topic.endswith("dead-letters"))
-        seen_states: dict[bytes, bytes] = {}  # the changelog compacted: the latest record per key
-        for r in records:
-            if r.topic.endswith(STATE_TOPIC) and r.key != PARTITION_KEY:
-                if r.value is None:
-                    seen_states.pop(r.key, None)
-                else:
-                    seen_states[r.key] = r.value
-        ctx = rating_context()
-        want_rated: list[bytes] = []
-        want_dead: list[bytes] = []
-        want_states: dict[bytes, bytes] = {}
-        for p in range(TEST_PARTITIONS):
-            store = MemoryStore()
-            task = PartitionTask(p, ctx, store, topic_prefix=prefix)
-            for topic, items in (("account-commands", self.setup), ("cdrs", self.cdrs)):
-                mine = [value for _, value, q in items if q == p]
-                batch = task.process([edge.Record(topic, p, i, orjson.loads(v)["tenant_id"].encode(), v,
-                                                  self.sent_ms) for i, v in enumerate(mine)])
-                store.write(batch)
-                want_rated += [o.value for o in batch.outputs if o.topic == "rated-cdrs"]
-                want_dead += [_without_time(o.value) for o in batch.outputs if o.topic == "dead-letters"]
-            want_states.update({k: v for k, v in store.records.items() if k != PARTITION_KEY})
-        usage_ids = [orjson.loads(v)["usage_id"] for v in seen_rated]
-        assert len(usage_ids) == len(set(usage_ids)) == CDRS - len(want_dead), "a CDR was rated twice or lost"
-        assert seen_rated == sorted(want_rated)
-        assert seen_dead == sorted(want_dead)
-        assert seen_states == want_states
+        """What read_committed consumers saw equals an independent in-process run
+        (tests/reconcile.py): every rated CDR exactly once, every tenant's final state."""
+        found = asyncio.run(reconcile(self.bootstrap, self.prefix, TEST_PARTITIONS))
+        assert found.inputs["cdrs"] == CDRS
+        assert found.problems == []
 
 
 @pytest.mark.parametrize("seed", [20261123, 7, 1999])
@@ -320,17 +235,17 @@ def test_a_unit_with_a_refused_batch_commits_nothing_and_the_worker_stops(kafka_
     run = _Run.__new__(_Run)  # only its offset helpers
     run.bootstrap, run.prefix = kafka_bootstrap, prefix
     worker = Worker(kafka_bootstrap, prefix, tmp_path / "w").start()
-    asyncio.run(_produce(kafka_bootstrap, prefix, [("account-commands", orjson.dumps(e), p) for e in setup]))
+    asyncio.run(produce_values(kafka_bootstrap, prefix, [("account-commands", orjson.dumps(e), p) for e in setup]))
     deadline = time.monotonic() + 90
     while not run.all_applied("account-commands", 3):
         worker.check_alive()
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    before = asyncio.run(_read_all(kafka_bootstrap, [f"{prefix}{t}" for t in (*OUTPUTS, STATE_TOPIC)]))
+    before = asyncio.run(read_all(kafka_bootstrap, [f"{prefix}{t}" for t in (*OUTPUTS, STATE_TOPIC)], TEST_PARTITIONS))
     asyncio.run(_set_topic_config(kafka_bootstrap, f"{prefix}rated-cdrs", {"max.message.bytes": "300"}))
-    asyncio.run(_produce(kafka_bootstrap, prefix, [("cdrs", orjson.dumps(cdr(tenant, "call-1", 90)), p)]))
+    asyncio.run(produce_values(kafka_bootstrap, prefix, [("cdrs", orjson.dumps(cdr(tenant, "call-1", 90)), p)]))
     assert worker.proc.wait(timeout=60) != 0, "the worker went on after a refused batch"
-    after = asyncio.run(_read_all(kafka_bootstrap, [f"{prefix}{t}" for t in (*OUTPUTS, STATE_TOPIC)]))
+    after = asyncio.run(read_all(kafka_bootstrap, [f"{prefix}{t}" for t in (*OUTPUTS, STATE_TOPIC)], TEST_PARTITIONS))
     assert sorted((r.topic, r.key, r.value) for r in after) == sorted((r.topic, r.key, r.value) for r in before)
     assert run.applied("cdrs")[0] <= 0  # no offset committed for the CDR
 
@@ -342,7 +257,7 @@ def test_a_unit_with_a_refused_batch_commits_nothing_and_the_worker_stops(kafka_
         assert time.monotonic() < deadline
         time.sleep(0.2)
     worker.stop()
-    final = asyncio.run(_read_all(kafka_bootstrap, [f"{prefix}rated-cdrs"]))
+    final = asyncio.run(read_all(kafka_bootstrap, [f"{prefix}rated-cdrs"], TEST_PARTITIONS))
     assert [orjson.loads(r.value)["status"] for r in final] == ["rated"]
 
 
@@ -398,7 +313,7 @@ def test_a_big_changelog_restores_on_a_new_machine_beside_the_heartbeats_and_the
         event("funds_added", tenant, "e3", command_id="c3", amount="5.00", currency="USD",
               purchased_at="2026-11-01T00:00:00Z"),
     ]
-    asyncio.run(_produce(kafka_bootstrap, topic_prefix, [
+    asyncio.run(produce_values(kafka_bootstrap, topic_prefix, [
         *(("account-commands", orjson.dumps(e), 0) for e in setup), ("cdrs", orjson.dumps(cdr(tenant, "c-1", 90)), 0)]))
     run = _Run.__new__(_Run)  # only its offset helpers
     run.bootstrap, run.prefix = kafka_bootstrap, topic_prefix
