@@ -175,7 +175,14 @@ def _loop_show(phase: str, pids: list[int], directory: str | None) -> None:
         print(f"  {phase:6} worker {name}: {stat['steps']:,} loop steps, CPU a step p50 {cpu['p50']:.1f} / p99"
               f" {cpu['p99']:.1f} / p99.9 {cpu['p99.9']:.1f} / max {cpu['max']:.1f} ms")
         for where, count, total, longest in stat["long"][:6]:
-            print(f"      {count:5} steps over 1.5 ms, {total:7.1f} ms in all, longest {longest:5.1f} ms: {where}")
+            print(f"      {count:5} steps over 1.5 ms of CPU, {total:7.1f} ms in all, longest {longest:5.1f} ms:"
+                  f" {where}")
+        wall = stat["wall_ms"]
+        print(f"      wall time a step p50 {wall['p50']:.1f} / p99 {wall['p99']:.1f} / p99.9 {wall['p99.9']:.1f} / max"
+              f" {wall['max']:.1f} ms; the steps over 1.5 ms of wall time:")
+        for where, count, total, longest, cpu_total in stat["long_wall"][:6]:
+            print(f"      {count:5} steps, {total:7.1f} ms in all ({cpu_total:.1f} ms of CPU), longest"
+                  f" {longest:5.1f} ms: {where}")
 
 
 def _request(load: Workload) -> bytes:
@@ -186,12 +193,18 @@ def _request(load: Workload) -> bytes:
                          "number_type": "geographic", "destination": "+12125550123", "user_location": location})
 
 
-def _nice_workers(pids: list[int], level: int) -> None:
-    """Run the workers ``pids`` and this measuring client at nice ``level`` (0: leave them be)."""
+def _nice_workers(pids: list[int], level: int, *, realtime: bool) -> None:
+    """Run the workers ``pids`` and this measuring client at nice ``level`` (0: leave them
+    be), or their main threads (the event loops) as real-time (SCHED_FIFO) threads."""
     if level:
         for pid in (*pids, os.getpid()):
             os.setpriority(os.PRIO_PROCESS, pid, level)
         print(f"  the workers and the measuring client run at nice {level}", flush=True)
+    if realtime:
+        for pid in (*pids, os.getpid()):
+            os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(1))
+        print("  the workers' and the measuring client's main threads run SCHED_FIFO: a CPU whenever they want one",
+              flush=True)
 
 
 def _arguments() -> argparse.Namespace:
@@ -209,6 +222,9 @@ def _arguments() -> argparse.Namespace:
                         help="run the workers and this measuring client at nice N (negative: needs root or"
                              " CAP_SYS_NICE), as if each had the CPU it asked for (a Kubernetes pod with its CPU"
                              " reserved); default 0: the machine's other jobs compete with them on equal terms")
+    parser.add_argument("--worker-realtime", action="store_true",
+                        help="run the workers' and this client's main threads SCHED_FIFO (needs root or CAP_SYS_NICE):"
+                             " as if each had a core of its own, whatever else the machine runs")
     parser.add_argument("--loop-profile", action="store_true",
                         help="time every step of the workers' event loops (benchmarks/loopstat) and print, per"
                              " phase, the CPU a step took (p50, p99, p99.9, max) and where the longest ones were")
@@ -238,7 +254,7 @@ def main() -> None:
             urls = {"direct": owner, "forwarded": next(w.url for w in workers if w.url != owner)}
 
             pids = [w.proc.pid for w in workers]
-            _nice_workers(pids, args.worker_nice)
+            _nice_workers(pids, args.worker_nice, realtime=args.worker_realtime)
             total = 0 if args.max_rate else args.saturation
             max_rate = args.max_rate or saturate(bootstrap, prefix, start, total, pids, tenants=TENANTS, users=USERS)
 

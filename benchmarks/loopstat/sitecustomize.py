@@ -46,27 +46,33 @@ def _where(handle: asyncio.events.Handle) -> str:
 class _Stat:
     def __init__(self) -> None:
         self.cpu_us: collections.Counter[int] = collections.Counter()  # CPU of a step, 100 µs buckets
+        self.wall_us: collections.Counter[int] = collections.Counter()  # wall time of a step, 100 µs buckets
         self.long: dict[str, list[float]] = {}  # "from → to": [count, CPU ms sum, CPU ms max]
+        self.long_wall: dict[str, list[float]] = {}  # "from → to": [count, wall ms sum, wall ms max, CPU ms sum]
         self.steps = 0
 
     def dump(self) -> None:
         total = self.steps
-        order = sorted(self.cpu_us.items())
 
-        def pct(q: float) -> float:
+        def pct(counts: collections.Counter[int], q: float) -> float:
             seen = 0
-            for bucket, count in order:
+            for bucket, count in sorted(counts.items()):
                 seen += count
                 if seen >= q * total:
                     return (bucket + 1) / 10
             return 0.0
 
+        def summary(counts: collections.Counter[int]) -> dict[str, float]:
+            return {"p50": pct(counts, 0.5), "p99": pct(counts, 0.99), "p99.9": pct(counts, 0.999),
+                    "max": (max(counts) + 1) / 10 if counts else 0.0}
+
         found = {
             "pid": os.getpid(), "steps": total,
-            "cpu_ms": {"p50": pct(0.5), "p99": pct(0.99), "p99.9": pct(0.999),
-                       "max": (order[-1][0] + 1) / 10 if order else 0},
+            "cpu_ms": summary(self.cpu_us), "wall_ms": summary(self.wall_us),
             "long": sorted(([where, int(n), round(s, 1), round(m, 1)] for where, (n, s, m) in self.long.items()),
                            key=lambda row: -row[2])[:15],
+            "long_wall": sorted(([where, int(n), round(s, 1), round(m, 1), round(c, 1)]
+                                 for where, (n, s, m, c) in self.long_wall.items()), key=lambda row: -row[2])[:15],
         }
         with open(os.path.join(_DIR or ".", f"loopstat.{os.getpid()}.json"), "w") as out:
             json.dump(found, out)
@@ -78,14 +84,21 @@ def _install() -> None:
 
     def timed(handle: asyncio.events.Handle) -> None:
         began = _where(handle)
-        cpu = time.thread_time()
+        cpu, wall = time.thread_time(), time.perf_counter()
         try:
             run(handle)
         finally:
-            used = time.thread_time() - cpu
+            used, took = time.thread_time() - cpu, time.perf_counter() - wall
             now = stat[0]
             now.steps += 1
             now.cpu_us[int(used * 10_000)] += 1
+            now.wall_us[int(took * 10_000)] += 1
+            if took > LONG_S:
+                row = now.long_wall.setdefault(f"{began} → {_where(handle)}", [0, 0.0, 0.0, 0.0])
+                row[0] += 1
+                row[1] += took * 1000
+                row[2] = max(row[2], took * 1000)
+                row[3] += used * 1000
             if used > LONG_S:
                 row = now.long.setdefault(f"{began} → {_where(handle)}", [0, 0.0, 0.0])
                 row[0] += 1
