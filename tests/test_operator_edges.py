@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -420,3 +421,79 @@ def test_a_stop_during_a_restore_closes_everything_and_exits_0(kafka_bootstrap: 
     lines = worker.log.read_text().splitlines()
     assert not [line for line in lines if "partition 0: " in line and "caught up" in line], "restored before the stop"
     assert not [line for line in lines if " ERROR " in line or "Traceback" in line or "Unclosed" in line], lines
+
+
+class _FlakyFront:
+    """A TCP front for the broker that drops its first ``refuse`` connections as soon as
+    they are made (a cluster whose broker is not ready yet: the port opens, Kafka does
+    not answer), then relays every byte both ways; it runs on a thread of its own."""
+
+    def __init__(self, target: str, refuse: int) -> None:
+        host, _, port = target.rpartition(":")
+        self.target, self.refuse, self.port = (host, int(port)), refuse, free_port()
+        self.dropped = 0
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _FlakyFront:
+        self.thread.start()
+        assert self.ready.wait(10)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", self.port))
+        self.ready.set()
+        self.loop.run_forever()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.dropped < self.refuse:
+            self.dropped += 1
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+@pytest.mark.kafka
+def test_a_cluster_that_does_not_answer_yet_is_waited_for_not_a_failed_start(kafka_bootstrap: str, tmp_path: Path,
+                                                                               topic_prefix: str) -> None:
+    """The soak's finding: a worker restarted right after a broker died exited 1 on the
+    first retriable error while it listed the topics. Now it says so once and tries again
+    within RATER_BROKER_WAIT, then starts and rates."""
+    create_topics(kafka_bootstrap, topic_prefix)
+    with _FlakyFront(kafka_bootstrap, refuse=4) as front:
+        worker = Worker(f"127.0.0.1:{front.port}", topic_prefix, tmp_path / "w", {"RATER_BROKER_WAIT": "60"}).start()
+        try:
+            send_events(kafka_bootstrap, topic_prefix, [*open_account("t1", "5.00"), ("cdrs", cdr("t1", "c-1", 60))])
+            outs = collect(kafka_bootstrap, topic_prefix, lambda seen: any(o.topic == "rated-cdrs" for o in seen),
+                           worker)
+            assert [o.event["status"] for o in outs if o.topic == "rated-cdrs"] == ["rated"]
+            assert front.dropped == 4
+            worker.proc.send_signal(signal.SIGTERM)
+            assert worker.proc.wait(timeout=60) == 0
+        finally:
+            worker.stop()
+    lines = worker.log.read_text().splitlines()
+    waited = [line for line in lines if "could not list its topics" in line]
+    assert len(waited) == 1, lines
+    assert " WARNING " in waited[0]
+    assert "RATER_BROKER_WAIT" in waited[0]
+    assert [line for line in lines if "lists its topics" in line and " INFO " in line], lines
+    assert not [line for line in lines if " rater." in line and (" ERROR " in line or " CRITICAL " in line)], lines

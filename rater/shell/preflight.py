@@ -126,42 +126,70 @@ class Preflight:
         specs = load_topics()
         names = {spec.name: self.prefix + spec.name for spec in specs.values()}
         deadline = time.monotonic() + self.topics_wait_s
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=30_000)
         warned = False
-        try:
-            await admin.start()
-            while True:
+        while True:
+            counts = await self._counts()
+            if counts is None:
+                return False
+            missing = sorted(name for name in names.values() if name not in counts)
+            if not missing:
+                break
+            listed = ", ".join(missing)
+            self.waiting = f"waiting for topics: {listed}"
+            if time.monotonic() >= deadline:
+                raise PreflightFailed(f"topics missing after {self.topics_wait_s:g} s (RATER_TOPICS_WAIT):"
+                                      f" {listed}; `rater topics create` makes them")
+            if not warned:
+                log.warning("topics missing: %s; `rater topics create` makes them (with the same"
+                            " RATER_BOOTSTRAP and RATER_TOPIC_PREFIX); waiting for them for up to %g s"
+                            " (RATER_TOPICS_WAIT)", listed, self.topics_wait_s)
+                warned = True
+            if await self._pause():
+                return False
+        if warned:
+            log.info("every topic exists: starting")
+        co_partitioned = sorted({names[s.name] for s in specs.values() if s.role in ("input", "internal")})
+        found = {name: counts[name] for name in co_partitioned}
+        if len(set(found.values())) != 1:
+            shown = ", ".join(f"{name} {count}" for name, count in found.items())
+            raise PreflightFailed("the inputs and the state changelog must have one partition count"
+                                  f" (co-partitioned by tenant), found: {shown}")
+        self.partitions = next(iter(found.values()))
+        return True
+
+    async def _counts(self) -> dict[str, int] | None:
+        """Every topic's partition count, read from the cluster; None when a stop was asked
+        for meanwhile. An error Kafka calls retriable (a broker of the cluster down or not
+        ready yet, a leader moving: a worker restarted right after a broker died) is tried
+        again, with a new client, for up to ``RATER_BROKER_WAIT``; any other stops the start."""
+        deadline = time.monotonic() + self.broker_wait_s
+        warned = False
+        while True:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=30_000)
+            try:
+                await admin.start()
                 counts = await _partition_counts(admin)
-                missing = sorted(name for name in names.values() if name not in counts)
-                if not missing:
-                    break
-                listed = ", ".join(missing)
-                self.waiting = f"waiting for topics: {listed}"
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise PreflightFailed(f"cannot read the topics from the Kafka broker at {self.bootstrap}"
+                                          f" (RATER_BOOTSTRAP): {exc!r}") from None
                 if time.monotonic() >= deadline:
-                    raise PreflightFailed(f"topics missing after {self.topics_wait_s:g} s (RATER_TOPICS_WAIT):"
-                                          f" {listed}; `rater topics create` makes them")
+                    raise PreflightFailed(f"cannot read the topics from the Kafka broker at {self.bootstrap}"
+                                          f" (RATER_BOOTSTRAP) after {self.broker_wait_s:g} s (RATER_BROKER_WAIT):"
+                                          f" {exc!r}") from None
+                self.waiting = f"waiting for the Kafka cluster at {self.bootstrap} to answer: {exc!r}"
                 if not warned:
-                    log.warning("topics missing: %s; `rater topics create` makes them (with the same"
-                                " RATER_BOOTSTRAP and RATER_TOPIC_PREFIX); waiting for them for up to %g s"
-                                " (RATER_TOPICS_WAIT)", listed, self.topics_wait_s)
+                    log.warning("the Kafka cluster at %s could not list its topics (%r): trying again for up to"
+                                " %g s (RATER_BROKER_WAIT)", self.bootstrap, exc, self.broker_wait_s)
                     warned = True
-                if await self._pause():
-                    return False
-            if warned:
-                log.info("every topic exists: starting")
-            co_partitioned = sorted({names[s.name] for s in specs.values() if s.role in ("input", "internal")})
-            found = {name: counts[name] for name in co_partitioned}
-            if len(set(found.values())) != 1:
-                shown = ", ".join(f"{name} {count}" for name, count in found.items())
-                raise PreflightFailed("the inputs and the state changelog must have one partition count"
-                                      f" (co-partitioned by tenant), found: {shown}")
-            self.partitions = next(iter(found.values()))
-            return True
-        except KafkaError as exc:
-            raise PreflightFailed(f"cannot read the topics from the Kafka broker at {self.bootstrap}"
-                                  f" (RATER_BOOTSTRAP): {exc}") from None
-        finally:
-            await admin.close()
+            else:
+                if warned:
+                    log.info("the Kafka cluster at %s lists its topics", self.bootstrap)
+                return counts
+            finally:
+                await admin.close()
+            if await self._pause():
+                return None
 
 
 async def _partition_counts(admin: Any) -> dict[str, int]:
