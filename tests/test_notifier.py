@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -233,15 +234,7 @@ def test_sigkill_mid_stream_loses_nothing_and_repeats_only_with_the_same_ids(
     proc.start()
     try:
         expected = {(e["event_id"], f"admin@{e['tenant_id']}.test") for e in events}
-        try:
-            wait_for(lambda: {(m.event_id, m.rcpt) for m in mail.mails} >= expected, 120, "every e-mail",
-                     proc.check_alive)
-        except AssertionError as exc:
-            missing = sorted(expected - {(m.event_id, m.rcpt) for m in mail.mails})
-            lag = {t: proc.metric("rater_notify_consumer_lag", topic=t) for t in ("notifications", "low-balance")}
-            raise AssertionError(f"{exc}; missing {missing}; lag {lag}") from None
-        wait_for(lambda: {c.headers["Idempotency-Key"] for c in hooks.calls} >= {e["event_id"] for e in events},
-                 60, "every webhook", proc.check_alive)
+        _every_mail_and_webhook(proc, mail, hooks, events, expected)
         for m in mail.mails:
             assert m.message["Message-ID"] == message_id(m.event_id, m.rcpt, DOMAIN)
         by_id = {e["event_id"]: e for e in events}
@@ -330,15 +323,7 @@ def test_rebalances_before_and_after_the_first_commit_lose_nothing(
             wait_for(lambda r=round_: len(mail.mails) >= 60 + 100 * r, 90, "e-mails from both", first.check_alive)
             other.kill()
         assert len({(m.event_id, m.rcpt) for m in mail.mails}) < len(expected), "finished before the rebalances"
-        try:
-            wait_for(lambda: {(m.event_id, m.rcpt) for m in mail.mails} >= expected, 120, "every e-mail",
-                     first.check_alive)
-        except AssertionError as exc:
-            missing = sorted(expected - {(m.event_id, m.rcpt) for m in mail.mails})
-            lag = {t: first.metric("rater_notify_consumer_lag", topic=t) for t in ("notifications", "low-balance")}
-            raise AssertionError(f"{exc}; missing {missing}; lag {lag}") from None
-        wait_for(lambda: {c.headers["Idempotency-Key"] for c in hooks.calls} >= {e["event_id"] for e in events},
-                 60, "every webhook", first.check_alive)
+        _every_mail_and_webhook(first, mail, hooks, events, expected)
         try:
             wait_for(lambda: all(first.metric("rater_notify_consumer_lag", topic=t) == 0
                                  for t in ("notifications", "low-balance")), 30, "every event committed",
@@ -350,3 +335,18 @@ def test_rebalances_before_and_after_the_first_commit_lose_nothing(
         assert first.error_lines() == []
     finally:
         first.stop()
+
+
+def _every_mail_and_webhook(proc: NotifierProc, mail: MailServer, hooks: Receiver, events: list[dict[str, Any]],
+                            expected: set[tuple[str, str]]) -> None:
+    """Wait until every ``expected`` (event id, recipient) e-mail and every event's webhook
+    arrived; a timeout says what is missing and the notifier's consumer lag."""
+    try:
+        wait_for(lambda: {(m.event_id, m.rcpt) for m in mail.mails} >= expected, 120, "every e-mail",
+                 proc.check_alive)
+    except AssertionError as exc:
+        missing = sorted(expected - {(m.event_id, m.rcpt) for m in mail.mails})
+        lag = {t: proc.metric("rater_notify_consumer_lag", topic=t) for t in ("notifications", "low-balance")}
+        raise AssertionError(f"{exc}; missing {missing}; lag {lag}") from None
+    wait_for(lambda: {c.headers["Idempotency-Key"] for c in hooks.calls} >= {e["event_id"] for e in events},
+             60, "every webhook", proc.check_alive)

@@ -71,6 +71,16 @@ async def _reachable(bootstrap: str, timeout_s: float = 3.0) -> str | None:
     return "; ".join(failed) if failed else f"no address in {bootstrap!r}"
 
 
+class _Wait:
+    """One bounded wait of a start: when it runs out, and whether it was said yet."""
+
+    __slots__ = ("deadline", "warned")
+
+    def __init__(self, bound_s: float) -> None:
+        self.deadline = time.monotonic() + bound_s
+        self.warned = False
+
+
 class Preflight:
     """The checks of one worker start; ``waiting`` is what /readyz shows meanwhile."""
 
@@ -86,8 +96,17 @@ class Preflight:
         self.partitions: int | None = None
         """The inputs' partition count, once the topics were found."""
 
-    async def _pause(self) -> bool:
-        """Wait :data:`POLL_S` unless a stop is asked for; True when it was."""
+    async def _again(self, wait: _Wait, waiting: str, *, failed: str, warning: str) -> bool:
+        """One more round of a bounded wait for ``waiting`` (what /readyz shows): raises
+        :class:`PreflightFailed` with ``failed`` once the wait's bound is past, says
+        ``warning`` the first time, then waits :data:`POLL_S` — True when a stop was asked
+        for meanwhile."""
+        self.waiting = waiting
+        if time.monotonic() >= wait.deadline:
+            raise PreflightFailed(failed)
+        if not wait.warned:
+            log.warning("%s", warning)
+            wait.warned = True
         try:
             await asyncio.wait_for(self.stopping.wait(), POLL_S)
         except TimeoutError:
@@ -105,28 +124,23 @@ class Preflight:
             self.waiting = None
 
     async def _broker(self) -> bool:
-        deadline = time.monotonic() + self.broker_wait_s
-        warned = False
+        wait = _Wait(self.broker_wait_s)
         while (why := await _reachable(self.bootstrap)) is not None:
-            self.waiting = f"waiting for the Kafka broker at {self.bootstrap}"
-            if time.monotonic() >= deadline:
-                raise PreflightFailed(f"cannot reach the Kafka broker at {self.bootstrap} (RATER_BOOTSTRAP) after"
-                                      f" {self.broker_wait_s:g} s (RATER_BROKER_WAIT): {why}")
-            if not warned:
-                log.warning("cannot reach the Kafka broker at %s (RATER_BOOTSTRAP): %s; trying again for up to %g s"
-                            " (RATER_BROKER_WAIT)", self.bootstrap, why, self.broker_wait_s)
-                warned = True
-            if await self._pause():
+            if await self._again(
+                    wait, f"waiting for the Kafka broker at {self.bootstrap}",
+                    failed=f"cannot reach the Kafka broker at {self.bootstrap} (RATER_BOOTSTRAP) after"
+                           f" {self.broker_wait_s:g} s (RATER_BROKER_WAIT): {why}",
+                    warning=f"cannot reach the Kafka broker at {self.bootstrap} (RATER_BOOTSTRAP): {why}; trying"
+                            f" again for up to {self.broker_wait_s:g} s (RATER_BROKER_WAIT)"):
                 return False
-        if warned:
+        if wait.warned:
             log.info("the Kafka broker at %s answers", self.bootstrap)
         return True
 
     async def _topics(self) -> bool:
         specs = load_topics()
         names = {spec.name: self.prefix + spec.name for spec in specs.values()}
-        deadline = time.monotonic() + self.topics_wait_s
-        warned = False
+        wait = _Wait(self.topics_wait_s)
         while True:
             counts = await self._counts()
             if counts is None:
@@ -135,18 +149,15 @@ class Preflight:
             if not missing:
                 break
             listed = ", ".join(missing)
-            self.waiting = f"waiting for topics: {listed}"
-            if time.monotonic() >= deadline:
-                raise PreflightFailed(f"topics missing after {self.topics_wait_s:g} s (RATER_TOPICS_WAIT):"
-                                      f" {listed}; `rater topics create` makes them")
-            if not warned:
-                log.warning("topics missing: %s; `rater topics create` makes them (with the same"
-                            " RATER_BOOTSTRAP and RATER_TOPIC_PREFIX); waiting for them for up to %g s"
-                            " (RATER_TOPICS_WAIT)", listed, self.topics_wait_s)
-                warned = True
-            if await self._pause():
+            if await self._again(
+                    wait, f"waiting for topics: {listed}",
+                    failed=f"topics missing after {self.topics_wait_s:g} s (RATER_TOPICS_WAIT): {listed};"
+                           " `rater topics create` makes them",
+                    warning=f"topics missing: {listed}; `rater topics create` makes them (with the same"
+                            " RATER_BOOTSTRAP and RATER_TOPIC_PREFIX); waiting for them for up to"
+                            f" {self.topics_wait_s:g} s (RATER_TOPICS_WAIT)"):
                 return False
-        if warned:
+        if wait.warned:
             log.info("every topic exists: starting")
         co_partitioned = sorted({names[s.name] for s in specs.values() if s.role in ("input", "internal")})
         found = {name: counts[name] for name in co_partitioned}
@@ -162,8 +173,7 @@ class Preflight:
         for meanwhile. An error Kafka calls retriable (a broker of the cluster down or not
         ready yet, a leader moving: a worker restarted right after a broker died) is tried
         again, with a new client, for up to ``RATER_BROKER_WAIT``; any other stops the start."""
-        deadline = time.monotonic() + self.broker_wait_s
-        warned = False
+        wait = _Wait(self.broker_wait_s)
         while True:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=30_000)
             try:
@@ -173,22 +183,19 @@ class Preflight:
                 if not exc.retriable:
                     raise PreflightFailed(f"cannot read the topics from the Kafka broker at {self.bootstrap}"
                                           f" (RATER_BOOTSTRAP): {exc!r}") from None
-                if time.monotonic() >= deadline:
-                    raise PreflightFailed(f"cannot read the topics from the Kafka broker at {self.bootstrap}"
-                                          f" (RATER_BOOTSTRAP) after {self.broker_wait_s:g} s (RATER_BROKER_WAIT):"
-                                          f" {exc!r}") from None
-                self.waiting = f"waiting for the Kafka cluster at {self.bootstrap} to answer: {exc!r}"
-                if not warned:
-                    log.warning("the Kafka cluster at %s could not list its topics (%r): trying again for up to"
-                                " %g s (RATER_BROKER_WAIT)", self.bootstrap, exc, self.broker_wait_s)
-                    warned = True
+                error = exc
             else:
-                if warned:
+                if wait.warned:
                     log.info("the Kafka cluster at %s lists its topics", self.bootstrap)
                 return counts
             finally:
                 await admin.close()
-            if await self._pause():
+            if await self._again(
+                    wait, f"waiting for the Kafka cluster at {self.bootstrap} to answer: {error!r}",
+                    failed=f"cannot read the topics from the Kafka broker at {self.bootstrap} (RATER_BOOTSTRAP)"
+                           f" after {self.broker_wait_s:g} s (RATER_BROKER_WAIT): {error!r}",
+                    warning=f"the Kafka cluster at {self.bootstrap} could not list its topics ({error!r}): trying"
+                            f" again for up to {self.broker_wait_s:g} s (RATER_BROKER_WAIT)"):
                 return None
 
 
