@@ -50,11 +50,12 @@ def _letters(outs: list[Out], values: dict[bytes, str]) -> dict[str, dict[str, A
 
 def _hostile_then_good(t: Tenant, cases: dict[str, tuple[str, str, bytes, bytes]]) -> list[Out]:
     """Send ``cases`` (name → (reason, topic, key, value)), then a good call; wait for a
-    dead letter per case and the call rated; check reasons and kept bytes."""
+    dead letter per case, the call rated and its balance snapshot; check reasons and kept bytes."""
     t.send_raw([(topic, key, value) for _reason, topic, key, value in cases.values()])
     t.send(t.call("after", 60, start="2026-11-02T11:00:00Z"))
     values = {value: name for name, (_r, _t, _k, value) in cases.items()}
-    outs = t.wait(lambda o: len(_letters(o, values)) == len(cases), t.all_rated("after"))
+    outs = t.wait(lambda o: len(_letters(o, values)) == len(cases), t.all_rated("after"),
+                  t.has("balance", caused_by=t.uid("after")))
     found = _letters(outs, values)
     assert {name: letter["reason"] for name, letter in found.items()} == {
         name: reason for name, (reason, _t, _k, _v) in cases.items()}
@@ -101,7 +102,7 @@ def test_finding_2_instants_past_the_range_are_schema_dead_letters_and_the_worke
         ("start-year-0", "cdrs", ahead), ("end-year-10000", "cdrs", beyond),
         ("purchase-9999", "account-commands", funds), ("processed-9999", "recharge-results", result))}
     outs = _hostile_then_good(t, cases)
-    assert t.events(outs, "balance")[-1]["balance"] == "9.99"  # neither lot landed; the good call paid 0.01
+    assert t.balance(outs, t.uid("after"))["balance"] == "9.99"  # neither lot landed; the good call paid 0.01
 
 
 def test_finding_3_a_final_newline_moves_no_money_and_makes_no_second_tenant(worker: Worker) -> None:
@@ -121,7 +122,7 @@ def test_finding_3_a_final_newline_moves_no_money_and_makes_no_second_tenant(wor
         "twin-payload": ("schema", "account-commands", key, orjson.dumps(twin | {"event_id": "e-twin-2"})),
     }
     outs = _hostile_then_good(t, cases)
-    assert t.events(outs, "balance")[-1]["balance"] == "9.99"  # the 5.00 never landed
+    assert t.balance(outs, t.uid("after"))["balance"] == "9.99"  # the 5.00 never landed
     assert not [o for o in outs if o.event.get("tenant_id") == f"{t.id}\n"]
     assert not [o for o in outs if o.topic == "rated-cdrs" and o.event["tenant_id"] == t.id
                 and o.event["usage_id"] in {t.uid("t"), t.uid("d"), t.uid("l")}]
@@ -142,8 +143,8 @@ def test_finding_4_a_command_id_of_the_request_form_is_refused_and_the_recharge_
     t.send(("recharge-results", event("recharge_result", t.id, "e-res", request_id=request["request_id"],
                                       status="succeeded", amount="10.00", currency="USD", reason=None,
                                       processed_at="2026-11-02T09:30:00Z")))
-    outs = t.wait(t.has("recharge_succeeded"))
-    assert t.events(outs, "balance")[-1]["balance"] == "11.00"
+    outs = t.wait(t.has("recharge_succeeded"), t.has("balance", caused_by=request["request_id"]))
+    assert t.balance(outs, request["request_id"])["balance"] == "11.00"
     assert not [o for o in outs if o.topic == "dead-letters" and o.event["tenant_id"] == t.id
                 and o.event["reason"] == "id_conflict"]
 
