@@ -23,6 +23,7 @@ def test_settings_defaults_and_one_line_errors() -> None:
     settings = NotifySettings.from_env({"RATER_TOPIC_PREFIX": "p."})
     assert (settings.app_id, settings.smtp_port, settings.smtp_tls) == ("p.rater-notify", 587, "starttls")
     assert settings.retry_delays_s == (60.0, 600.0, 3600.0, 21600.0)
+    assert (settings.buffer, NotifySettings.from_env({"RATER_NOTIFY_BUFFER": "64"}).buffer) == (4096, 64)
     assert NotifySettings.from_env({"RATER_SMTP_TLS": "tls"}).smtp_port == 465
     allowed = NotifySettings.from_env({"RATER_NOTIFY_WEBHOOK_ALLOW_CIDRS": "127.0.0.1/32, 10.0.0.0/8"})
     assert allowed.webhook_allowed_networks == (ipaddress.ip_network("127.0.0.1/32"),
@@ -30,7 +31,8 @@ def test_settings_defaults_and_one_line_errors() -> None:
     assert NotifySettings.from_env({"RATER_NOTIFY_FROM": "Billing <b@x.example>"}).mail_domain == "x.example"
     for name, value in (("RATER_NOTIFY_RETRY_DELAYS", "60,30"), ("RATER_NOTIFY_RETRY_DELAYS", "1,2,3,4,5"),
                         ("RATER_NOTIFY_WEBHOOK_ALLOW_CIDRS", "10.0.0.0/33"), ("RATER_NOTIFY_FROM", "nobody"),
-                        ("RATER_SMTP_TLS", "ssl"), ("RATER_NOTIFY_CONCURRENCY", "0")):
+                        ("RATER_SMTP_TLS", "ssl"), ("RATER_NOTIFY_CONCURRENCY", "0"),
+                        ("RATER_NOTIFY_BUFFER", "-1")):
         with pytest.raises(SettingsError, match=name):
             NotifySettings.from_env({name: value})
 

@@ -259,6 +259,7 @@ class Notifier:
             topic_replication_factor=replication,
             topic_disable_leader=True,  # no assignor leader topic to create: the group's leader is Kafka's
             consumer_auto_offset_reset="earliest",  # a first start reads every tenant_upserted
+            stream_buffer_maxsize=settings.buffer,
             stream_wait_empty=False,  # a rebalance does not wait for a retry agent's wait
             stream_recovery_delay=0.0,
             broker_session_timeout=settings.session_timeout_s,

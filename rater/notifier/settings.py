@@ -67,6 +67,9 @@ class NotifySettings:
     concurrency: int = 8
     """Deliveries in flight per agent (a slow endpoint holds one of them for at most
     ``timeout_s``); one tenant's deliveries still go one at a time, in order."""
+    buffer: int = 4096
+    """Records Faust holds per agent before it stops fetching that agent's partitions
+    (its ``stream_buffer_maxsize``): the notifier's read-ahead, and its memory."""
     retry_delays_s: tuple[float, ...] = (60.0, 600.0, 3600.0, 21600.0)
     max_attempts: int = 8
     max_age_s: float = 86400.0
@@ -113,6 +116,7 @@ class NotifySettings:
             webhook_ca_file=read(env, "RATER_NOTIFY_WEBHOOK_CA_FILE", None, ca_file),
             timeout_s=read(env, "RATER_NOTIFY_TIMEOUT", default.timeout_s, seconds(positive=True)),
             concurrency=read(env, "RATER_NOTIFY_CONCURRENCY", default.concurrency, count),
+            buffer=read(env, "RATER_NOTIFY_BUFFER", default.buffer, count),
             retry_delays_s=read(env, "RATER_NOTIFY_RETRY_DELAYS", default.retry_delays_s, delays),
             max_attempts=read(env, "RATER_NOTIFY_MAX_ATTEMPTS", default.max_attempts, count),
             max_age_s=read(env, "RATER_NOTIFY_MAX_AGE", default.max_age_s, seconds()),
