@@ -37,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from rater import schemas
 from rater.notifier import delivery, retry
+from rater.notifier.consumer import NotifierApp
 from rater.notifier.metrics import NotifyMetrics
 from rater.notifier.offsets import OffsetKeeper
 from rater.notifier.render import KINDS
@@ -247,7 +248,7 @@ class Notifier:
         self.locks = TenantLocks()
         self.failed = False
         longest_wait_s = max(settings.retry_delays_s) + settings.timeout_s + 60.0
-        self.app = faust.App(
+        self.app = NotifierApp(
             settings.app_id,
             broker=[f"kafka://{host.strip()}" for host in settings.bootstrap.split(",") if host.strip()],
             store="rocksdb://",

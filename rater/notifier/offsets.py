@@ -1,14 +1,16 @@
 """The notifier commits its input offsets itself (:mod:`rater.notifier.progress` says
 why): the agents report each record they take and finish; every ``TICK_S`` this keeper
-audits the holes, seeks the consumer back to a record it never handed, and commits each
-partition's frontier through the group's consumer."""
+commits each partition's frontier through the group's consumer, audits the holes, and
+seeks the consumer back to a record it never handed — in two steps, so a batch Faust is
+in the middle of cannot skip the record again (:mod:`rater.notifier.consumer`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -16,6 +18,7 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ConsumerNotStarted
 from faust.types import TP, Message
 
+from rater.notifier.consumer import NotifierConsumer
 from rater.notifier.progress import Audit, PartitionProgress
 
 log = logging.getLogger("rater.notify")
@@ -24,6 +27,15 @@ TICK_S = 1.0
 """How often holes are audited and frontiers committed."""
 AUDIT_TIMEOUT_S = 10.0
 """How long one audit may read before it is left to the next tick."""
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A partition held to be sought back to ``target`` once Faust's fetch loop has
+    started a fetch after ``fetches``."""
+
+    target: int
+    fetches: int
 
 
 class OffsetKeeper:
@@ -41,6 +53,8 @@ class OffsetKeeper:
         self._rebalances_seen = -1
         self._reader: AIOKafkaConsumer | None = None
         self._agents_free_since: dict[str, float | None] = {}
+        self._held: dict[TP, _Held] = {}
+        self._fetch_marks: dict[TP, tuple[float | None, int]] = {}
 
     # --- what the agents report ----------------------------------------------------------
 
@@ -93,23 +107,35 @@ class OffsetKeeper:
             await self._reader.stop()
 
     async def tick(self) -> None:
-        """Audit what needs it, seek back what was never handed, commit the frontiers."""
+        """Commit the frontiers; seek back what was held; audit what needs it (an audit that
+        fails is left to the next tick, the other partitions' go on); commit again."""
         if self.app.rebalancing or self._reader is None:
             return
         try:
-            consumer = self.app.consumer
+            consumer = cast(NotifierConsumer, self.app.consumer)
             assigned = {tp for tp in consumer.assignment() if tp.topic in self.topics}
         except ConsumerNotStarted:
             return
         rebalances = self.app.rebalancing_count
         if rebalances != self._rebalances_seen or not assigned <= self._ready:
+            for tp in self._held:  # Faust resumed what it assigned and sought it to the committed offset,
+                if consumer.held(tp):  # but a hold during this tick's awaits may have come after that
+                    consumer.release(tp)
+            self._held.clear()
             await self._take(assigned)
             self._rebalances_seen = rebalances
         if not assigned:
             return
+        await self._commit(consumer, assigned)
+        await self._seek_held(consumer, assigned)
         ends = await self._reader.end_offsets([_kafka(tp) for tp in assigned])
-        for tp in assigned:
-            await self._audit(tp, self.partitions[tp], ends[_kafka(tp)])
+        for tp in sorted(assigned):
+            if tp in self._held:
+                continue
+            try:
+                await self._audit(consumer, tp, self.partitions[tp], ends[_kafka(tp)])
+            except (TimeoutError, KafkaError) as exc:
+                log.info("%s[%d]: audit left to the next tick: %r", tp.topic, tp.partition, exc)
         await self._commit(consumer, assigned)
 
     async def _commit(self, consumer: Any, assigned: set[TP]) -> None:
@@ -141,8 +167,10 @@ class OffsetKeeper:
             self._progress(tp).reset(offset if offset is not None else beginnings[_kafka(tp)], now)
         self._ready = assigned  # a revoked partition's progress is kept: what was done stays done
 
-    async def _audit(self, tp: TP, progress: PartitionProgress, end: int) -> None:
+    async def _audit(self, consumer: NotifierConsumer, tp: TP, progress: PartitionProgress, end: int) -> None:
         free_since = self._agents_free_since.get(tp.topic, 0.0)
+        if not self._fetching(consumer, tp, progress):
+            free_since = None  # Faust's fetch loop waits (another agent is full): so do this partition's records
         while (audit := progress.audit_needed(end, time.monotonic(), free_since)) is not None:
             records = await self._records(tp, audit)
             if records is None:
@@ -152,10 +180,31 @@ class OffsetKeeper:
             if target is not None:
                 log.warning("%s[%d]: the record at offset %d was read but not handed to the agent, or not"
                             " finished: reading again from it", tp.topic, tp.partition, target)
-                await self.app.consumer.seek(tp, target)
+                consumer.hold(tp)
+                self._held[tp] = _Held(target, consumer.fetches)
                 return
             if progress.frontier == before:
                 return
+
+    def _fetching(self, consumer: NotifierConsumer, tp: TP, progress: PartitionProgress) -> bool:
+        """Whether Faust's fetch loop has started two fetches since the tick that first saw
+        the partition's last activity: a record it fetched for the partition since then
+        has been handed out, or dropped."""
+        active_at, fetches = self._fetch_marks.get(tp, (None, 0))
+        if active_at != progress.active_at:
+            active_at, fetches = self._fetch_marks[tp] = (progress.active_at, consumer.fetches)
+        return consumer.fetches - fetches >= 2
+
+    async def _seek_held(self, consumer: NotifierConsumer, assigned: set[TP]) -> None:
+        """Seek each held partition back to its target and release it, once the batch
+        Faust's fetch loop was handing out when it was held is over."""
+        for tp, held in list(self._held.items()):
+            if tp not in assigned or not consumer.held(tp):  # moved, or resumed by a rebalance
+                del self._held[tp]
+            elif consumer.fetches > held.fetches:
+                await consumer.seek(tp, held.target)
+                consumer.release(tp)
+                del self._held[tp]
 
     async def _records(self, tp: TP, audit: Audit) -> list[int] | None:
         """The offsets of the records in ``[audit.start, audit.end)``, read with the

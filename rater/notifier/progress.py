@@ -18,7 +18,7 @@ offsets itself, from what its agents actually finished:
   of an idle partition, was never handed: the consumer is sought back to it.
 
 This module is the bookkeeping, with no I/O and no clock (``now`` is an argument); the
-shell (:class:`rater.notifier.app.OffsetKeeper`) reads, seeks and commits.
+shell (:class:`rater.notifier.offsets.OffsetKeeper`) reads, seeks and commits.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 STALL_S = 10.0
 """A partition whose frontier is below its end, none of whose records its agent took or
 finished for this long — while the agent had a free slot all that time, so a record
-waiting in Faust's buffer would have been taken — is audited (a record dropped at the end
+waiting in Faust's buffer would have been taken (and Faust's fetch loop went on
+fetching: the keeper passes no free slot when it did not) — is audited (a record dropped at the end
 of what was fetched: nothing later would show the hole); and a partition is sought back
 at most once this often."""
 

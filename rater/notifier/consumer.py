@@ -1,0 +1,76 @@
+"""Faust's aiokafka consumer with the two things the offsets keeper needs to read a
+record again while Faust's fetch loop is in the middle of a batch.
+
+Faust hands records out of a fetched batch one by one, and drops any record below the
+partition's *read offset* (the last offset it handed). A plain ``Consumer.seek`` sets
+that read offset back, but the batch already in memory goes on being handed out and
+moves the read offset past the target again, so the records read again from the target
+are dropped — until a backlog has cleared. (Pausing a partition does not stop that
+batch either while the partition's agent is under buffer pressure: Faust keeps handing
+out a "buffered" partition's records, and takes it back into the fetch when the
+pressure drops.)
+
+So the keeper seeks back in two steps (:meth:`rater.notifier.offsets.OffsetKeeper`):
+:meth:`NotifierConsumer.hold` stops handing the partition's records at once — the rest
+of the batch in memory included — then, once the fetch loop has started a fetch after
+that (:attr:`NotifierConsumer.fetches`: the batch it was in is over), it seeks and
+:meth:`NotifierConsumer.release`\\ s the partition, whose next records are the target's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from faust.types.transports import TransportT
+
+
+class NotifierConsumer(faust_aiokafka.Consumer):
+    """Counts its fetches; holds and releases single partitions."""
+
+    fetches: int = 0
+    """How many fetches Faust's fetch loop has started (each after handing out the last batch)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held: set[TP] = set()
+
+    async def _wait_next_records(self, timeout: float) -> Any:
+        self.fetches += 1  # (called with no partition to fetch too: it then waits a second)
+        return await super()._wait_next_records(timeout)
+
+    def hold(self, tp: TP) -> None:
+        """Hand out none of ``tp``'s records from now on, not even the rest of a batch
+        already fetched, and fetch none, until :meth:`release` (or a rebalance: Faust
+        resumes every assigned partition after one)."""
+        self._held.add(tp)
+        self.pause_partitions([tp])
+        self._buffered_partitions.discard(tp)
+
+    def release(self, tp: TP) -> None:
+        """Fetch and hand out ``tp``'s records again."""
+        self.resume_partitions([tp])
+
+    def held(self, tp: TP) -> bool:
+        return tp in self._held
+
+    def resume_partitions(self, tps: Iterable[TP]) -> None:
+        tps = set(tps)
+        self._held.difference_update(tps)
+        super().resume_partitions(tps)
+
+    def on_buffer_full(self, tp: TP) -> None:
+        if tp not in self._held:  # a held partition's agent may still be full: it stays held
+            super().on_buffer_full(tp)
+
+
+class NotifierApp(faust.App):
+    """A Faust app whose consumer is a :class:`NotifierConsumer`."""
+
+    def _new_transport(self) -> TransportT:
+        transport = super()._new_transport()
+        transport.Consumer = NotifierConsumer  # type: ignore[misc]  # the transport's class attribute, for this app
+        return transport
