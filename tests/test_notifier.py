@@ -5,6 +5,7 @@ holding up other tenants, and end in ``notification-failures``."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 
 from rater import schemas
 from rater.notifier.delivery import message_id
+from rater.notifier.settings import RETRY_TOPICS
 from tests.notify_support import (
     MailServer,
     NotifierProc,
@@ -32,7 +34,7 @@ from tests.notify_support import (
     verify_signature,
     wait_for,
 )
-from tests.support import TEST_PARTITIONS, create_topics, send_events
+from tests.support import TEST_PARTITIONS, create_topics, produce, send_events
 
 pytestmark = pytest.mark.kafka
 
@@ -274,6 +276,45 @@ def test_sigterm_while_a_retry_waits_stops_at_once_and_the_retry_survives(
         wait_for(lambda: mail.to("f@fay.test"), 40, "the retried e-mail", proc.check_alive)
         [got] = mail.to("f@fay.test")
         assert got.message["Message-ID"] == message_id(event["event_id"], "f@fay.test", DOMAIN)
+        assert proc.error_lines() == []
+    finally:
+        proc.stop()
+
+
+def test_retries_waiting_past_the_buffer_hold_up_no_new_notification(
+        kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, mail: MailServer) -> None:
+    """Faust reads every topic in one fetch loop, which waits whenever an agent's buffer
+    is full. A retry level's records wait for their due time (here an hour) in its agent's
+    slots and buffer: had they filled the buffer, the loop would have waited with them and
+    no new notification would have been read for an hour. A fetch brings at most a fifth
+    of ``RATER_NOTIFY_BUFFER``, so Faust stops fetching a partition (at four fifths)
+    before its buffer can fill."""
+    waiting, fresh = f"gil-{uuid.uuid4().hex[:6]}", f"hal-{uuid.uuid4().hex[:6]}"
+    create_topics(kafka_bootstrap, topic_prefix)
+    due_at = time.time() + 3600
+    retries = [{"type": "notification_retry", "schema_version": 1, "event": notification("low_balance", waiting, n),
+                "channel": "email", "target": "g@gil.test", "locale": None, "attempts": 1,
+                "last_error": "connection refused", "due_at": due_at} for n in range(80)]
+    for record in retries:
+        assert schemas.first_error("notification_retry", record) is None
+    # all there before the notifier starts: its first fetch brings them in one batch
+    send_events(kafka_bootstrap, topic_prefix, [("account-commands", upsert(waiting, {"emails": ["g@gil.test"]})),
+                                                ("account-commands", upsert(fresh, {"emails": ["h@hal.test"]}))])
+    asyncio.run(produce(kafka_bootstrap, topic_prefix,
+                        [(RETRY_TOPICS[0], waiting.encode(), orjson.dumps(r)) for r in retries]))
+    proc = notifier(kafka_bootstrap, topic_prefix, tmp_path, mail, RATER_NOTIFY_CONCURRENCY="2",
+                    RATER_NOTIFY_BUFFER=str(5 * TEST_PARTITIONS))  # the least it takes: fetches of 1 record
+    try:
+        contacts_applied(proc, 2)
+        first = notification("balance_depleted", fresh, 1)
+        send_events(kafka_bootstrap, topic_prefix, [("notifications", first)])
+        wait_for(lambda: mail.to("h@hal.test"), 30, "an e-mail while 80 retries wait", proc.check_alive)
+        second = notification("recharge_succeeded", fresh, 2)
+        send_events(kafka_bootstrap, topic_prefix, [("notifications", second)])
+        wait_for(lambda: len(mail.to("h@hal.test")) == 2, 30, "the next e-mail while 80 retries wait",
+                 proc.check_alive)
+        assert [m.event_id for m in mail.to("h@hal.test")] == [first["event_id"], second["event_id"]]
+        assert mail.to("g@gil.test") == []  # due in an hour
         assert proc.error_lines() == []
     finally:
         proc.stop()

@@ -79,6 +79,25 @@ def _retry_record(value: bytes | None) -> dict[str, Any] | None:
     return record if schemas.first_error("notification_retry", record) is None else None
 
 
+BUFFER_PER_PARTITION = 5
+"""``RATER_NOTIFY_BUFFER`` is at least this many records a partition (the notifier refuses
+to start otherwise): see :func:`max_poll_records`."""
+
+
+def max_poll_records(buffer: int, partitions: int) -> int:
+    """How many records one fetch may bring, so that no agent's buffer of ``buffer``
+    records ever fills.
+
+    Faust reads every topic in one fetch loop, and that loop waits while an agent's buffer
+    is full. A retry level's agent holds its records until they are due — up to hours —
+    so a full buffer there would stop every topic's reading for that long. Faust stops
+    fetching a partition once its record lands in a buffer past four fifths full, but
+    still hands out what it fetched already; each of the topic's ``partitions`` can do so
+    once, with at most one fetch. A fetch of a fifth of the buffer shared by them keeps
+    the buffer below full."""
+    return max(1, buffer // (BUFFER_PER_PARTITION * partitions))
+
+
 def _manual(stream: StreamT[bytes]) -> faust.Stream[bytes]:
     """``stream`` with manual acks: an event is acked once handled, so one cut short by a
     shutdown is read again (Faust's own iteration acks it on the way out). Faust's
@@ -261,6 +280,7 @@ class Notifier:
             topic_disable_leader=True,  # no assignor leader topic to create: the group's leader is Kafka's
             consumer_auto_offset_reset="earliest",  # a first start reads every tenant_upserted
             stream_buffer_maxsize=settings.buffer,
+            broker_max_poll_records=max_poll_records(settings.buffer, partitions),
             stream_wait_empty=False,  # a rebalance does not wait for a retry agent's wait
             stream_recovery_delay=0.0,
             broker_session_timeout=settings.session_timeout_s,
