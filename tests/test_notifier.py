@@ -330,6 +330,17 @@ def test_missing_topics_stop_the_start_with_one_line(kafka_bootstrap: str, topic
     assert "`rater topics create` makes them" in line
 
 
+def test_a_buffer_too_small_for_the_partitions_stops_the_start_with_one_line(
+        kafka_bootstrap: str, topic_prefix: str) -> None:
+    create_topics(kafka_bootstrap, topic_prefix)
+    done = subprocess.run([sys.executable, "-m", "rater", "notify"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "RATER_BOOTSTRAP": kafka_bootstrap, "RATER_TOPIC_PREFIX": topic_prefix,
+                               "RATER_NOTIFY_BUFFER": str(5 * TEST_PARTITIONS - 1)}, check=False)
+    assert done.returncode == 1
+    [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert f"RATER_NOTIFY_BUFFER={5 * TEST_PARTITIONS - 1} is too small for {TEST_PARTITIONS} partitions" in line
+
+
 def test_rebalances_before_and_after_the_first_commit_lose_nothing(
         kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, mail: MailServer, hooks: Receiver) -> None:
     """While one notifier delivers, a second joins the group (a rebalance: the partitions

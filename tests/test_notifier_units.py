@@ -7,13 +7,17 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
+import math
 import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from yarl import URL
 
 from rater.notifier import delivery, retry
+from rater.notifier.app import BUFFER_PER_PARTITION, max_poll_records
 from rater.notifier.delivery import Outcome, Refused
 from rater.notifier.settings import NotifySettings
 from rater.shell.settings import SettingsError
@@ -182,3 +186,15 @@ def test_every_labelled_series_is_shown_at_0_from_the_start() -> None:
         assert value("rater_notify_skipped_total", reason=reason) == 0
     for action in ("set", "cleared", "invalid"):
         assert value("rater_notify_contacts_updates_total", action=action) == 0
+
+
+@given(st.integers(1, 256), st.integers(0, 100_000))
+def test_an_agent_s_buffer_never_fills_whatever_its_partitions_fetch(partitions: int, extra: int) -> None:
+    """Faust stops fetching a partition once one of its records is put into a buffer at
+    ``floor(buffer / 1.25)`` or more (mode's FlowControlQueue), and hands out what it
+    fetched already: each partition at most one fetch more. Before any put, the buffer
+    holds fewer than ``buffer`` records — the fetch loop never waits on it."""
+    buffer = BUFFER_PER_PARTITION * partitions + extra
+    fetch = max_poll_records(buffer, partitions)
+    assert fetch >= 1
+    assert math.floor(buffer / 1.25) - 1 + partitions * fetch < buffer
