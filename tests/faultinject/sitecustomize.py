@@ -8,6 +8,11 @@ makes around a rebalance: aiokafka has moved past the record, the agent never se
 the notifier's ``OffsetKeeper`` must find it and seek back to it
 (``tests/test_notifier_seek.py``).
 
+``RATER_TEST_SLOW_YIELD_S=seconds`` (with ``RATER_TEST_DROP``) also makes the fetch loop
+wait that long before handing each record of the drop's topic: a loop that is in the
+middle of a batch most of the time, as one starved of CPU or waiting for the producer's
+buffer is — when a seek lands, the rest of the batch is still to be handed.
+
 Faust is not imported here: an import hook patches ``faust.transport.consumer`` when the
 process imports it, on the base ``Consumer`` class (the drivers' consumers inherit its
 ``getmany``). A process without the variable, or one that never imports Faust, is not
@@ -17,6 +22,7 @@ imports it.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.abc
 import importlib.machinery
 import os
@@ -34,7 +40,9 @@ def _parse(spec: str) -> tuple[str, int, int]:
 
 
 def _patch(module: ModuleType, drop: tuple[str, int, int]) -> None:
-    """Wrap ``module.Consumer.getmany`` so the record at ``drop`` is skipped once."""
+    """Wrap ``module.Consumer.getmany`` so the record at ``drop`` is skipped once (and
+    each of its topic's records is handed ``RATER_TEST_SLOW_YIELD_S`` late)."""
+    slow_s = float(os.environ.get("RATER_TEST_SLOW_YIELD_S") or 0)
     base: Any = module.Consumer
     original = base.getmany
     dropped = False
@@ -50,6 +58,8 @@ def _patch(module: ModuleType, drop: tuple[str, int, int]) -> None:
                                      " (fetched, not handed)\n")
                     sys.stderr.flush()
                     continue
+                if slow_s and tp.topic == drop[0]:
+                    await asyncio.sleep(slow_s)
                 yield tp, message
         finally:
             await records.aclose()
