@@ -116,19 +116,19 @@ def test_events_become_signed_webhooks_and_emails_and_failures_hold_up_nobody(
         # every event handled (B's after its last attempt) before anything is found missing:
         # a count goes up only after what it counts was seen (the servers got the message,
         # the retry or failure record is written), and D's event is handled among the skipped
-        m = proc.metric
+        metric = proc.metric  # (m is a mail below)
 
         def counts() -> dict[str, float]:
             return {
-                "email delivered": m("rater_notify_deliveries_total", channel="email", outcome="delivered"),
-                "webhook delivered": m("rater_notify_deliveries_total", channel="webhook", outcome="delivered"),
-                "webhook retry": m("rater_notify_deliveries_total", channel="webhook", outcome="retry"),
-                "webhook exhausted": m("rater_notify_failures_total", channel="webhook", reason="exhausted"),
-                "webhook refused": m("rater_notify_failures_total", channel="webhook", reason="refused"),
-                "skipped other_type": m("rater_notify_skipped_total", reason="other_type"),
-                "skipped too_old": m("rater_notify_skipped_total", reason="too_old"),
-                "skipped no_contacts": m("rater_notify_skipped_total", reason="no_contacts"),
-                "email latency count": m("rater_notify_delivery_latency_seconds_count", channel="email"),
+                "email delivered": metric("rater_notify_deliveries_total", channel="email", outcome="delivered"),
+                "webhook delivered": metric("rater_notify_deliveries_total", channel="webhook", outcome="delivered"),
+                "webhook retry": metric("rater_notify_deliveries_total", channel="webhook", outcome="retry"),
+                "webhook exhausted": metric("rater_notify_failures_total", channel="webhook", reason="exhausted"),
+                "webhook refused": metric("rater_notify_failures_total", channel="webhook", reason="refused"),
+                "skipped other_type": metric("rater_notify_skipped_total", reason="other_type"),
+                "skipped too_old": metric("rater_notify_skipped_total", reason="too_old"),
+                "skipped no_contacts": metric("rater_notify_skipped_total", reason="no_contacts"),
+                "email latency count": metric("rater_notify_delivery_latency_seconds_count", channel="email"),
             }
 
         expected = {"email delivered": 9, "webhook delivered": 4, "webhook retry": 3, "webhook exhausted": 1,
@@ -190,7 +190,7 @@ def test_events_become_signed_webhooks_and_emails_and_failures_hold_up_nobody(
         assert mail.to("d@dan.test") == []
 
         assert counts() == expected  # and they stayed
-        wait_for(lambda: all(m("rater_notify_consumer_lag", topic=t) == 0
+        wait_for(lambda: all(metric("rater_notify_consumer_lag", topic=t) == 0
                              for t in ("account-commands", "notifications", "low-balance")), 30,
                  "every input committed", proc.check_alive)
         assert proc.error_lines() == []
