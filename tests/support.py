@@ -180,7 +180,9 @@ async def _collect(bootstrap: str, prefix: str, until: Callable[[list[Out]], boo
         # What ``until`` names was committed, and with it everything committed before it:
         # its own transaction's records on other topics, earlier transactions, on any
         # partition. All of that is below each partition's end now; read up to there, so
-        # that an output the test finds absent was not merely not fetched yet.
+        # that an output the test finds absent was not merely not fetched yet. The end is
+        # the high watermark, not the last stable offset: another producer's transaction
+        # still open would hold that below records committed after it began.
         ends = await _ends_now(bootstrap, consumer.assignment())
         while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
             await read("the outputs committed so far not all read")
