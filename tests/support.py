@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -157,31 +157,62 @@ async def _collect(bootstrap: str, prefix: str, until: Callable[[list[Out]], boo
     await consumer.start()
     seen: list[Out] = []
     deadline = time.monotonic() + timeout_s
+
+    async def read(waiting_for: str) -> None:
+        alive()
+        if time.monotonic() > deadline:
+            summary = [(o.topic, o.event.get("type"), o.event.get("event_id")) for o in seen]
+            tail = ""
+            if log is not None and log.exists():  # what the worker was doing: the one clue a CI run keeps
+                tail = "\n--- the worker's log, last 60 lines ---\n" + "\n".join(
+                    log.read_text(errors="replace").splitlines()[-60:])
+            raise AssertionError(f"{waiting_for} after {timeout_s:.0f}s; seen {summary}{tail}")
+        for records in (await consumer.getmany(timeout_ms=300)).values():
+            for record in records:
+                payload = orjson.loads(record.value)
+                error = schemas.first_error(payload["type"], payload)
+                assert error is None, f"{record.topic}: {payload['type']} breaks its schema: {error}"
+                seen.append(Out(record.topic.removeprefix(prefix), record.key, payload))
+
     try:
         while not until(seen):
-            alive()
-            if time.monotonic() > deadline:
-                summary = [(o.topic, o.event.get("type"), o.event.get("event_id")) for o in seen]
-                tail = ""
-                if log is not None and log.exists():  # what the worker was doing: the one clue a CI run keeps
-                    tail = "\n--- the worker's log, last 60 lines ---\n" + "\n".join(
-                        log.read_text(errors="replace").splitlines()[-60:])
-                raise AssertionError(f"outputs not complete after {timeout_s:.0f}s; seen {summary}{tail}")
-            for records in (await consumer.getmany(timeout_ms=300)).values():
-                for record in records:
-                    payload = orjson.loads(record.value)
-                    error = schemas.first_error(payload["type"], payload)
-                    assert error is None, f"{record.topic}: {payload['type']} breaks its schema: {error}"
-                    seen.append(Out(record.topic.removeprefix(prefix), record.key, payload))
+            await read("outputs not complete")
+        # What ``until`` names was committed, and with it everything committed before it:
+        # its own transaction's records on other topics, earlier transactions, on any
+        # partition. All of that is below each partition's end now; read up to there, so
+        # that an output the test finds absent was not merely not fetched yet. The end is
+        # the high watermark, not the last stable offset: another producer's transaction
+        # still open would hold that below records committed after it began.
+        ends = await _ends_now(bootstrap, consumer.assignment())
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            await read("the outputs committed so far not all read")
         return seen
     finally:
         await consumer.stop()
 
 
+async def _ends_now(bootstrap: str, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+    """Each partition's end (its high watermark: committed or not) as the broker has it now."""
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await probe.start()
+    try:
+        return dict(await probe.end_offsets(list(partitions)))
+    finally:
+        await probe.stop()
+
+
 def collect(bootstrap: str, prefix: str, until: Callable[[list[Out]], bool], worker: Worker | None = None,
             timeout_s: float = 90.0) -> list[Out]:
-    """Read every output topic from the start until ``until(outputs)`` holds; each
-    output is checked against its JSON Schema on the way."""
+    """Read every output topic from the start until ``until(outputs)`` holds, then on to
+    each partition's end as it was then; each output is checked against its JSON Schema
+    on the way.
+
+    Topics and partitions are fetched independently: only what ``until`` requires is sure
+    to have been read when it holds. Reading on to the ends makes sure of everything
+    committed no later than that — so also of absences — but not of what is committed
+    later (a unit still being worked on): whatever a test asserts is there must still be
+    among its conditions, and an absence means something only for outputs that would
+    have been committed with or before what the conditions name."""
     return asyncio.run(_collect(bootstrap, prefix, until, timeout_s, worker.check_alive if worker else lambda: None,
                                 worker.log if worker else None))
 

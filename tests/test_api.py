@@ -85,12 +85,28 @@ def test_tenant_ids_are_matched_whole() -> None:
     assert not TENANT_ID.fullmatch("")
 
 
+def stored(worker: Worker, tenant: str, until: Any, headers: dict[str, str] | None = None) -> None:
+    """Wait until the API's balance of ``tenant`` satisfies ``until``: the worker writes a
+    unit to its store once the unit is committed, a moment after its outputs can be read."""
+    deadline = time.monotonic() + 10
+    while not until(body := http_get(f"{worker.url}/v1/tenants/{tenant}/balance", headers)[2]):
+        assert time.monotonic() < deadline, f"the committed unit never reached the store: {body}"
+        time.sleep(0.05)
+
+
+def us_pool_used(body: Any) -> int:
+    """Seconds used of the US domestic MCOPSTN1 pool of the current month in a balance answer."""
+    return next((p["used_seconds"] for p in body.get("pools", []) if (p["capability"], p["location"], p["scope"])
+                 == ("MCOPSTN1", "US", "domestic")), -1)
+
+
 def test_balance_and_pools_are_the_committed_state(worker: Worker) -> None:
     t = Tenant(worker, tenant_id("bal", (0, 1, 2, 3)))
     t.open(funds="10.00", users={"alice": ("US", ["MCOPSTN1"])})
     t.send(t.call("a", 600, destination=NEW_YORK))
     outs = t.wait(t.all_rated("a"), t.has("balance", caused_by=t.uid("a")))
     snapshot = t.balance(outs, t.uid("a"))
+    stored(worker, t.id, lambda body: us_pool_used(body) == 600)  # "a"'s unit, whole (one write)
 
     status, headers, body = http_get(f"{worker.url}/v1/tenants/{t.id}/balance")
     assert status == 200, body

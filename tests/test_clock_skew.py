@@ -219,8 +219,14 @@ def test_a_unit_refused_for_its_timestamp_stops_the_worker_cleanly_and_a_restart
     again = Worker(kafka_bootstrap, topic_prefix, tmp_path / "w2", {
         **jumping, "RATER_DATA_DIR": str(tmp_path / "w" / "data")}).start()
     try:
-        outs = collect(kafka_bootstrap, topic_prefix, lambda o: any(x.topic == "rated-cdrs" for x in o), again)
+        collect(kafka_bootstrap, topic_prefix, lambda o: any(x.topic == "rated-cdrs" for x in o), again)
+        # a later call of the tenant: rated after anything the restart made of u1, on the
+        # same partition, so a second u1 would be read before it
+        send_events(kafka_bootstrap, topic_prefix, [("cdrs", cdr(tenant, "u2", 60, start="2026-11-02T10:40:00Z",
+                                                                 end="2026-11-02T10:41:00Z"))])
+        outs = collect(kafka_bootstrap, topic_prefix, lambda o: any(
+            x.topic == "rated-cdrs" and x.event["usage_id"] == "u2" for x in o), again)
         again.check_alive()
     finally:
         again.stop()
-    assert [o.event["usage_id"] for o in outs if o.topic == "rated-cdrs"] == ["u1"]
+    assert [o.event["usage_id"] for o in outs if o.topic == "rated-cdrs"] == ["u1", "u2"]

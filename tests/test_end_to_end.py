@@ -75,6 +75,10 @@ def caused(outs, input_id: str) -> bool:  # type: ignore[no-untyped-def]
     return any(o.topic == "balances" and o.event["caused_by"] == input_id for o in outs)
 
 
+def has(outs, tenant: str, kind: str) -> bool:  # type: ignore[no-untyped-def]
+    return any(o.event["type"] == kind and o.event.get("tenant_id") == tenant for o in outs)
+
+
 def rated(tenant: str, count: int):  # type: ignore[no-untyped-def]
     return lambda outs: sum(o.topic == "rated-cdrs" and o.event["tenant_id"] == tenant for o in outs) >= count
 
@@ -134,6 +138,8 @@ def test_call_beyond_the_balance_is_partially_funded_and_a_replayed_cdr_is_a_dup
     assert second["charge"] == "0.00"
     assert second["lot_debits"] == []
     assert second["event_id"] != first["event_id"]
+    # the tenant's last snapshot: both calls' units are committed (both rated), and
+    # collect read on to the end of every partition after them
     depleted = [o.event for o in outs if o.topic == "balances" and o.event["tenant_id"] == tenant][-1]
     assert depleted["status"] == "depleted"
 
@@ -207,7 +213,8 @@ def test_tenant_state_lives_in_rocksdb_and_survives_a_worker_restart(kafka_boots
     worker = Worker(kafka_bootstrap, topic_prefix, tmp_path / "w").start()  # same RocksDB folder
     try:
         send_events(kafka_bootstrap, topic_prefix, [("cdrs", cdr(tenant, "u2", 60))])
-        outs = collect(kafka_bootstrap, topic_prefix, lambda o: caused(o, "u2"), worker)
+        outs = collect(kafka_bootstrap, topic_prefix, lambda o: caused(o, "u2") and any(
+            x.topic == "rated-cdrs" and x.event["usage_id"] == "u2" for x in o), worker)
     finally:
         worker.stop()
     per_call = expected_charge(DEFAULT_TARIFF, "USD", "outbound", 60)
@@ -319,7 +326,8 @@ def test_auto_recharge_round_trip_and_low_balance_once_through_the_topics(rater_
     send_events(bootstrap, prefix, [("cdrs", cdr(tenant, f"{tenant}-long", 7200, end="2026-11-02T12:00:00Z")),
                                     ("cdrs", cdr(tenant, f"{tenant}-more", 60, start="2026-11-02T12:00:00Z",
                                                  end="2026-11-02T12:01:00Z"))])
-    outs = collect(bootstrap, prefix, lambda o: caused(o, f"{tenant}-more"), rater_worker)
+    outs = collect(bootstrap, prefix, lambda o: caused(o, f"{tenant}-more") and has(o, tenant, "low_balance")
+                   and has(o, tenant, "recharge_request"), rater_worker)
     mine = [o.event for o in outs if o.event.get("tenant_id") == tenant]
     [low] = [e for e in mine if e["type"] == "low_balance"]  # once per crossing, not per debit
     assert (low["threshold"], low["currency"]) == ("5.00", "USD")
@@ -330,7 +338,8 @@ def test_auto_recharge_round_trip_and_low_balance_once_through_the_topics(rater_
     send_events(bootstrap, prefix, [("recharge-results", event(
         "recharge_result", tenant, "e6", request_id=request["request_id"], status="succeeded", amount="20.00",
         currency="USD", reason=None, processed_at="2026-11-02T12:05:00Z"))])
-    outs = collect(bootstrap, prefix, lambda o: caused(o, request["request_id"]), rater_worker)
+    outs = collect(bootstrap, prefix, lambda o: caused(o, request["request_id"])
+                   and has(o, tenant, "recharge_succeeded"), rater_worker)
     [succeeded] = [o.event for o in outs if o.event.get("type") == "recharge_succeeded"
                    and o.event["tenant_id"] == tenant]
     [balance] = [o.event for o in outs if o.topic == "balances" and o.event["caused_by"] == request["request_id"]]

@@ -224,15 +224,25 @@ def test_no_input_stops_the_worker(kafka_bootstrap: str, tmp_path_factory: pytes
                                                            capabilities=["PAYG"]))),
             ("cdrs", b"t9", orjson.dumps(good))]))
         cdr_records = sum(1 for topic, _k, _v in corpus if topic == "cdrs") + 1
+        # then one record no worker can read on every partition of every topic the corpus
+        # used: its dead letter says everything before it there was applied and committed
+        topics = sorted({topic for topic, _k, _v in corpus})
+        markers = {base64.b64encode(f"marker {topic} {p}".encode()).decode() for topic in topics
+                   for p in range(TEST_PARTITIONS)}
+        asyncio.run(_produce_to_partitions(worker.bootstrap, [
+            (worker.prefix + topic, p, f"marker {topic} {p}".encode()) for topic in topics
+            for p in range(TEST_PARTITIONS)]))
 
         def accounted(outs: list[Out]) -> bool:
             rated = sum(1 for o in outs if o.topic == "rated-cdrs")
-            lettered = sum(1 for o in outs if o.topic == "dead-letters" and o.event["source_topic"].endswith("cdrs"))
-            return rated + lettered >= cdr_records
+            lettered = sum(1 for o in outs if o.topic == "dead-letters" and o.event["source_topic"].endswith("cdrs")
+                           and o.event["value_b64"] not in markers)
+            marked = {o.event["value_b64"] for o in outs if o.topic == "dead-letters"} >= markers
+            return rated + lettered >= cdr_records and marked
 
         outs = collect(worker.bootstrap, worker.prefix, accounted, worker, timeout_s=120)
         rated = [o.event for o in outs if o.topic == "rated-cdrs"]
-        letters = [o.event for o in outs if o.topic == "dead-letters"]
+        letters = [o.event for o in outs if o.topic == "dead-letters" and o.event["value_b64"] not in markers]
         assert len(rated) + sum(1 for d in letters if d["source_topic"].endswith("cdrs")) == cdr_records
         assert [d for d in letters if d["reason"] == "internal_error"] == []
         assert any(r["usage_id"] == "sentinel" and r["status"] == "rated" for r in rated)
@@ -241,6 +251,17 @@ def test_no_input_stops_the_worker(kafka_bootstrap: str, tmp_path_factory: pytes
         assert " ERROR " not in log, log[-3000:]
     finally:
         worker.stop()
+
+
+async def _produce_to_partitions(bootstrap: str, records: list[tuple[str, int, bytes]]) -> None:
+    """Send (topic, partition, value) records with no key, each to its partition."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for topic, partition, value in records:
+            await producer.send_and_wait(topic, value, partition=partition)
+    finally:
+        await producer.stop()
 
 
 # --- finding 5: one big tenant ------------------------------------------------------------
@@ -335,8 +356,9 @@ def test_a_tenant_with_40000_users_of_200_character_ids_neither_stops_nor_stalls
         asyncio.run(_produce_all(kafka_bootstrap, worker.prefix, [
             ("cdrs", _cdr(small, "small-call-after", "alice")), ("cdrs", _cdr(big, "big-call-last", users[-1]))]))
         after = {"small-call-after", "big-call-last"}
-        seen = collect(kafka_bootstrap, worker.prefix,
-                       lambda seen: after <= {o.event.get("usage_id") for o in seen}, worker, timeout_s=30)
+        seen = collect(kafka_bootstrap, worker.prefix, lambda seen: after <= {o.event.get("usage_id") for o in seen}
+                       and any(o.topic == "balances" and o.event["caused_by"] == last for o in seen),
+                       worker, timeout_s=30)
         worker.check_alive()
     finally:
         worker.stop()
@@ -385,7 +407,8 @@ def test_a_backlog_is_applied_after_a_tick_so_no_date_in_it_can_move_a_partition
         end = (now - timedelta(minutes=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
         asyncio.run(_produce_all(kafka_bootstrap, prefix, [("cdrs", cdr(victim, "today", 60, start=start, end=end))]))
         seen = collect(kafka_bootstrap, prefix, lambda outs: any(
-            o.topic == "rated-cdrs" and o.event["usage_id"] == "today" for o in outs), worker, timeout_s=60)
+            o.topic == "rated-cdrs" and o.event["usage_id"] == "today" for o in outs) and any(
+            o.topic == "dead-letters" and o.event["reason"] == "future" for o in outs), worker, timeout_s=60)
         worker.check_alive()
     finally:
         worker.stop()

@@ -115,6 +115,31 @@ def test_events_become_signed_webhooks_and_emails_and_failures_hold_up_nobody(
         assert all(m.at < b_first_answer for m in mail.to("a1@acme.test")), "A waited for B's webhook"
         wait_for(lambda: len(hooks.to("/a")) >= 4 and mail.to("b1@bob.test"), 30, "A's webhooks, B's e-mail",
                  proc.check_alive)
+        # every event handled (B's after its last attempt) before anything is found missing:
+        # a count goes up only after what it counts was seen (the servers got the message,
+        # the retry or failure record is written), and D's event is handled among the skipped
+        metric = proc.metric  # (m is a mail below)
+
+        def counts() -> dict[str, float]:
+            return {
+                "email delivered": metric("rater_notify_deliveries_total", channel="email", outcome="delivered"),
+                "webhook delivered": metric("rater_notify_deliveries_total", channel="webhook", outcome="delivered"),
+                "webhook retry": metric("rater_notify_deliveries_total", channel="webhook", outcome="retry"),
+                "webhook exhausted": metric("rater_notify_failures_total", channel="webhook", reason="exhausted"),
+                "webhook refused": metric("rater_notify_failures_total", channel="webhook", reason="refused"),
+                "skipped other_type": metric("rater_notify_skipped_total", reason="other_type"),
+                "skipped too_old": metric("rater_notify_skipped_total", reason="too_old"),
+                "skipped no_contacts": metric("rater_notify_skipped_total", reason="no_contacts"),
+                "email latency count": metric("rater_notify_delivery_latency_seconds_count", channel="email"),
+            }
+
+        expected = {"email delivered": 9, "webhook delivered": 4, "webhook retry": 3, "webhook exhausted": 1,
+                    "webhook refused": 2, "skipped other_type": 1, "skipped too_old": 1, "skipped no_contacts": 1,
+                    "email latency count": 9}
+        try:
+            wait_for(lambda: counts() == expected, 60, "every event handled and counted", proc.check_alive)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {counts()}") from None
 
         for rcpt in ("a1@acme.test", "a2@acme.test"):
             got = mail.to(rcpt)
@@ -166,17 +191,8 @@ def test_events_become_signed_webhooks_and_emails_and_failures_hold_up_nobody(
         assert {c.path for c in hooks.calls} == {"/a", "/b"}
         assert mail.to("d@dan.test") == []
 
-        m = proc.metric
-        assert m("rater_notify_deliveries_total", channel="email", outcome="delivered") == 9
-        assert m("rater_notify_deliveries_total", channel="webhook", outcome="delivered") == 4
-        assert m("rater_notify_deliveries_total", channel="webhook", outcome="retry") == 3
-        assert m("rater_notify_failures_total", channel="webhook", reason="exhausted") == 1
-        assert m("rater_notify_failures_total", channel="webhook", reason="refused") == 2
-        assert m("rater_notify_skipped_total", reason="other_type") == 1
-        assert m("rater_notify_skipped_total", reason="too_old") == 1
-        assert m("rater_notify_skipped_total", reason="no_contacts") == 1
-        assert m("rater_notify_delivery_latency_seconds_count", channel="email") == 9
-        wait_for(lambda: all(m("rater_notify_consumer_lag", topic=t) == 0
+        assert counts() == expected  # and they stayed
+        wait_for(lambda: all(metric("rater_notify_consumer_lag", topic=t) == 0
                              for t in ("account-commands", "notifications", "low-balance")), 30,
                  "every input committed", proc.check_alive)
         assert proc.error_lines() == []

@@ -243,8 +243,11 @@ def test_a_notifier_delivers_over_starttls_and_https_and_reports_a_bad_certifica
         assert tls_mail.sessions_tls == [True]
         assert all(accepted for _, accepted in tls_mail.logins)
         assert verify_signature(good_hooks.to("/g")[0])
-        assert proc.metric("rater_notify_failures_total", channel="webhook", reason="exhausted") == 1
-        assert proc.metric("rater_notify_deliveries_total", outcome="delivered") == 2
+        # counted once the server answered (the deliveries) or the record was written (the
+        # failure): a moment after what the test saw
+        wait_for(lambda: (proc.metric("rater_notify_failures_total", channel="webhook", reason="exhausted"),
+                          proc.metric("rater_notify_deliveries_total", outcome="delivered")) == (1, 2), 10,
+                 "the failure and the two deliveries counted", proc.check_alive)
         assert proc.error_lines() == []
     finally:
         proc.stop()

@@ -139,7 +139,8 @@ def _traffic(m: Monitored) -> None:
     send_events(bootstrap, prefix, [("recharge-results", event(
         "recharge_result", ar, f"{ar}-e5", at=_text(now), request_id=request["request_id"], status="succeeded",
         amount="20.00", currency="USD", reason=None, processed_at=_text(now)))])
-    outs = _wait(m, lambda outs: any(o.event["type"] == "recharge_succeeded" for o in outs))
+    wanted = {"recharge_succeeded", "low_balance", "balance_depleted", "dead_letter"}  # on four topics
+    outs = _wait(m, lambda outs: wanted <= {o.event["type"] for o in outs})
     kinds = {o.event["type"] for o in outs}
     assert {"low_balance", "balance_depleted", "dead_letter"} <= kinds, kinds
 

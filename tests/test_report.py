@@ -17,7 +17,7 @@ import pytest
 from rater.localkafka import free_port
 from rater.report import RETRIES, show_balance, show_pools, show_usage
 from tests.support import Worker, create_topics
-from tests.test_api import wait_ready
+from tests.test_api import stored, us_pool_used, wait_ready
 from tests.test_scenarios import NEW_YORK, Tenant, pool_seconds, tenant_id
 
 ADMIN = "report-admin-0123456789abcdef"
@@ -49,6 +49,7 @@ def test_balance_and_pools_of_a_real_tenant(worker: Worker, tmp_path: Path, caps
     t.open(funds="10.00", users={"alice": ("US", ["MCOPSTN1"])})
     t.send(t.call("a", 600, destination=NEW_YORK))
     t.wait(t.all_rated("a"), t.has("balance", caused_by=t.uid("a")))
+    stored(worker, t.id, lambda body: us_pool_used(body) == 600, {"Authorization": f"Bearer {ADMIN}"})
     env = {"RATER_API_URL": worker.url, "RATER_API_TOKEN": ADMIN}
 
     got = rater("balance", "--tenant", t.id, "--json", env=env)

@@ -209,8 +209,9 @@ def test_payments_answers_recharge_requests_succeeding_or_failing_by_tenant(work
             # read until it is here too
             paid = {o.event["request_id"] for o in outs if o.event["type"] == "recharge_succeeded"}
             shown = {o.event["caused_by"] for o in outs if o.topic == "balances"}
+            asked = {o.event["tenant_id"] for o in outs if o.topic == "recharge-requests"}  # read below too
             return kinds >= {("recharge_succeeded", good), ("recharge_failed", bad), ("recharge_failed", expired)} \
-                and paid <= shown
+                and paid <= shown and asked >= {good, bad, expired}
 
         outs = collect(worker.bootstrap, worker.prefix, answered, worker)
     finally:
