@@ -345,16 +345,17 @@ class Notifier:
         app.page("/healthz")(healthz)
 
     def _measure_lag(self) -> None:
-        """``rater_notify_consumer_lag`` now, from the consumer's end and committed offsets."""
+        """``rater_notify_consumer_lag`` now, from each partition's end and committed offset
+        (as of the keeper's last tick)."""
         consumer = self.app.consumer
         lag = dict.fromkeys(self._topics, 0)
         names = {topic.get_topic_name(): name for name, topic in self._topics.items()}
         for tp in consumer.assignment():
             name = names.get(tp.topic)
-            offset = self.keeper.committed(tp)
-            if name is None or offset is None:
+            behind = self.keeper.lag(tp)
+            if name is None or behind is None:
                 continue
-            lag[name] += max(0, consumer.highwater(tp) - offset)
+            lag[name] += behind
         for name, value in lag.items():
             if name != FAILURES:
                 self.metrics.lag.labels(name).set(value)

@@ -54,6 +54,7 @@ class OffsetKeeper:
         self._reader: AIOKafkaConsumer | None = None
         self._agents_free_since: dict[str, float | None] = {}
         self._held: dict[TP, _Held] = {}
+        self._ends: dict[TP, int] = {}
         self._fetch_marks: dict[TP, tuple[float | None, int]] = {}
 
     # --- what the agents report ----------------------------------------------------------
@@ -87,6 +88,13 @@ class OffsetKeeper:
         """The offset this notifier last committed for ``tp`` (``None``: not known yet)."""
         progress = self.partitions.get(tp)
         return progress.committed if progress is not None and tp in self._ready else None
+
+    def lag(self, tp: TP) -> int | None:
+        """Records of ``tp`` not committed yet, from its end as of the last tick (``None``:
+        not known yet). The end is read by the keeper's own consumer: Faust's consumer
+        knows none for a partition it has not fetched yet (paused, held, just assigned)."""
+        committed, end = self.committed(tp), self._ends.get(tp)
+        return None if committed is None or end is None else max(0, end - committed)
 
     # --- the tick ------------------------------------------------------------------------
 
@@ -129,6 +137,7 @@ class OffsetKeeper:
         await self._commit(consumer, assigned)
         await self._seek_held(consumer, assigned)
         ends = await self._reader.end_offsets([_kafka(tp) for tp in assigned])
+        self._ends = {tp: ends[_kafka(tp)] for tp in assigned}
         for tp in sorted(assigned):
             if tp in self._held:
                 continue
