@@ -64,7 +64,7 @@ WARM_UP_S = 1.0
 WORKER = (sys.executable, "-c",
           "import logging, sys; logging.getLogger('rater.timeline').setLevel(logging.DEBUG);"
           " sys.argv = ['rater', 'worker']; from rater.cli import main; main()")
-"""A ``rater worker`` with its unit timeline logged (``rater.shell.driver.timeline``)."""
+"""A ``rater worker`` with its unit timeline logged (``rater.shell.fetching.timeline``)."""
 UNIT_LINE = re.compile(r"rater\.timeline: unit (.*)$")
 
 

@@ -50,7 +50,7 @@ RULES: list[tuple[str, str, str, str]] = [
     ("aiokafka: fetch and decode consumed records", "", r"aiokafka/(consumer|record)/", ""),
     ("Faust: streams, conductor, acks, commits (per event)", "", r"faust/|mode/", ""),
     ("task: batch bookkeeping", "", r"rater/shell/task\.py$", ""),
-    ("driver: unit, transaction calls", "", r"rater/shell/driver\.py$", ""),
+    ("driver: unit, transaction calls", "", r"rater/shell/(driver|batches|fetching|store)\.py$", ""),
     ("network: socket reads and writes (asyncio, aiokafka conn)", "", r"asyncio/(selector_events|streams)\.py$|"
      r"aiokafka/(conn|client)\.py$", ""),
 ]

@@ -9,7 +9,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import RecordTooLargeError
 from aiokafka.record.default_records import DefaultRecordBatch
 
-from rater.shell.driver import MAX_RECORD_BYTES, _key_partition, _RecordBatches
+from rater.shell.batches import MAX_RECORD_BYTES, _RecordBatches
+from rater.shell.keys import key_partition
 
 STAMP = 1_796_346_656_523
 """The unit's timestamp (the broker's clock, as the worker measured it)."""
@@ -42,9 +43,9 @@ def test_records_go_to_their_key_s_partition_keep_their_order_and_carry_the_unit
         records = list(DefaultRecordBatch(builder._build()))
         assert {r.timestamp for r in records} == {STAMP}  # never the host's clock
         sent.setdefault(where, []).extend(r.value for r in records)
-    assert set(sent) == {("state", 2), ("out", 3)} | {("out", _key_partition(b"tenant-%d" % n, 4)) for n in range(5)}
+    assert set(sent) == {("state", 2), ("out", 3)} | {("out", key_partition(b"tenant-%d" % n, 4)) for n in range(5)}
     assert [v[:6] for v in sent[("state", 2)]] == [b"%06d" % n for n in range(300)]
     for n in range(5):
         mine = [b"%06d" % m for m in range(300) if m % 5 == n]
-        assert [v[:6] for v in sent[("out", _key_partition(b"tenant-%d" % n, 4))] if v[:6] in mine] == mine
+        assert [v[:6] for v in sent[("out", key_partition(b"tenant-%d" % n, 4))] if v[:6] in mine] == mine
     assert sent[("out", 3)][-1] == b"no key"

@@ -1,4 +1,4 @@
-"""The worker's fetch (``rater.shell.driver.fetch_batch``) on a real broker: a batch is
+"""The worker's fetch (``rater.shell.fetching.fetch_batch``) on a real broker: a batch is
 filled from several small takes, and the takes lose, repeat and reorder nothing."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from rater.shell.driver import fetch_batch
+from rater.shell.fetching import fetch_batch
 
 RECORDS = 3000
 

@@ -1,4 +1,5 @@
-"""STYLE §1: the core is pure — it imports nothing from the shell, Kafka, Faust or the clock."""
+"""STYLE §1: the core is pure — it imports nothing from the shell, Kafka, Faust or the clock;
+and imports flow one way inside the shell too: the driver's parts never import the driver."""
 
 from __future__ import annotations
 
@@ -59,3 +60,17 @@ def test_importing_the_core_loads_no_kafka_or_faust() -> None:
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+SHELL = CORE.parent / "shell"
+DRIVER_PARTS = ("store.py", "batches.py", "fetching.py")
+"""The parts split off the driver (``rater/shell/driver.py``): the driver imports them, never the reverse."""
+
+
+def test_the_driver_s_parts_import_nothing_of_the_driver_and_the_store_nothing_of_kafka() -> None:
+    offenders = []
+    for name in DRIVER_PARTS:
+        for imported in _imports(ast.parse((SHELL / name).read_text())):
+            if imported.startswith("rater.shell.driver") or (name == "store.py" and imported.startswith("aiokafka")):
+                offenders.append(f"{name}: {imported}")
+    assert offenders == []

@@ -1,4 +1,4 @@
-"""The worker's RocksDB store (rater/shell/driver.py ``LocalStore``): a real RocksDB."""
+"""The worker's RocksDB store (rater/shell/store.py ``LocalStore``): a real RocksDB."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rater.shell.driver import LocalStore, StoreMemory
 from rater.shell.settings import Settings, SettingsError
+from rater.shell.store import LocalStore, StoreMemory
 from rater.shell.task import PARTITION_KEY, id_key
 
 

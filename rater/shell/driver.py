@@ -12,6 +12,10 @@ offsets. Any send or commit error stops the worker: nothing is logged and skippe
 Every record the worker produces is stamped with the broker's clock as the ticks measure
 it (:mod:`rater.shell.clock`), never with the host's: Kafka refuses timestamps more
 than an hour ahead of the broker's clock.
+
+The driver's parts that stand on their own live apart: the local stores and their
+memory (:mod:`rater.shell.store`), a unit's record batches (:mod:`rater.shell.batches`),
+the fetch and the unit timeline (:mod:`rater.shell.fetching`).
 """
 
 from __future__ import annotations
@@ -22,35 +26,31 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Generator, Iterable
 from typing import Any, TypeVar, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import InvalidTimestampError, RecordTooLargeError
-from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
+from aiokafka.errors import InvalidTimestampError
 
 import rater
 from rater import edge
 from rater.core.context import RatingContext
 from rater.shell.api import Api, Located
 from rater.shell.api_auth import Auth, Tokens, TokensError
+from rater.shell.batches import MAX_RECORD_BYTES, _RecordBatches
 from rater.shell.clock import BrokerClock
+from rater.shell.fetching import _log_timeline, fetch_batch, timeline
 from rater.shell.keys import key_partition as _key_partition
 from rater.shell.metrics import INPUT_TOPICS, Metrics, Now, expected_series, registry
 from rater.shell.preflight import Preflight, PreflightFailed
 from rater.shell.routing import UrlRangeAssignor, advertised_url
 from rater.shell.settings import Settings
-from rater.shell.task import TENANT_KEYS, TICKS, Batch, PartitionTask, Slicer, finish, probe_value, tick_value
+from rater.shell.store import LocalStore, StoreMemory
+from rater.shell.task import TICKS, Batch, PartitionTask, Slicer, probe_value, tick_value
 from rater.shell.web import WebServer, WebServerError
 
 log = logging.getLogger("rater.driver")
-timeline = logging.getLogger("rater.timeline")
-"""One DEBUG line per unit: when each phase of its cycle ended, in ms after the fetch
-that brought its records, and how old its oldest and newest input were then (by their
-Kafka timestamps, the producer's clock). Off unless this logger is set to DEBUG on its
-own (``benchmarks/latency.py`` does): the worker's log level leaves it alone."""
 T = TypeVar("T")
 
 INPUTS = ("account-commands", "recharge-results", TICKS, "cdrs")
@@ -64,14 +64,6 @@ units): about a millisecond, where a batch of 2000 CDRs is over 100 ms of work. 
 is still one transaction; the slices only interleave with work that does not touch its
 task (issue 13: an API request waited for whole batches, up to 57 ms of CPU at half the
 maximum rate)."""
-FETCH_SLICE = 250
-"""Records taken from the consumer at a time (aiokafka decodes them as they are taken);
-a batch is filled from several takes, with the event loop free between them."""
-MAX_RECORD_BYTES = 8 * 1024 * 1024 - 16 * 1024
-"""The largest record a unit may hold: what fits, with a record batch's own bytes, in the
-8 MiB ``max.message.bytes`` that topics/topics.toml gives ``rater-state`` and every
-output topic. A record over it stops the worker with a clear error instead of a refused
-batch (a tenant's users and ids are records of their own, not part of its state)."""
 
 
 LOG_APPEND_TIME = 1
@@ -82,193 +74,6 @@ LOG_APPEND_TIME = 1
 class ClockRefused(RuntimeError):
     """The broker refused a record's timestamp: the worker stops (the message says why
     and what was measured); a restart measures the broker's clock afresh."""
-
-
-CHANGELOG_KEY = b"~changelog"
-"""Local store key: the next changelog offset the store reflects."""
-
-
-STORE_CACHE_BYTES = 96 * 1024 * 1024
-"""What a worker's RocksDB stores may hold in memory together by default
-(``RATER_STORE_CACHE_MIB``): one block cache for all of them, its data and index blocks
-and Bloom filters, with their memtables (a third of it) charged to it (issue 15: a cache
-and a 64 MiB memtable per partition store grew with the data, so with the tenants — 8
-partitions could take over 1 GiB)."""
-
-
-class StoreMemory:
-    """The memory budget a worker's partition stores share: one block cache and one
-    write buffer manager charged to it, made once per worker and handed to each store."""
-
-    def __init__(self, cache_bytes: int = STORE_CACHE_BYTES, memtable_bytes: int | None = None) -> None:
-        """``memtable_bytes``: the memtables of all the stores together, within
-        ``cache_bytes`` (over it the fullest one is flushed; default: a third of it)."""
-        memtable_bytes = cache_bytes // 3 if memtable_bytes is None else memtable_bytes
-        self.cache = Cache(cache_bytes)
-        self.write_buffers = WriteBufferManager.new_write_buffer_manager_with_cache(memtable_bytes, False, self.cache)
-        self.memtable_bytes = memtable_bytes
-
-    def usage(self) -> int:
-        """Bytes the stores hold in the cache now (memtables included)."""
-        return int(self.cache.get_usage())
-
-
-def _store_options(memory: StoreMemory) -> Options:
-    """RocksDB options of a partition store: raw bytes; Bloom filters on the tables and
-    the memtable, because nearly every lookup is a miss (a new CDR's usage id, looked up
-    in the open and the closed month) — they halve its cost; the worker's shared memory
-    budget (:class:`StoreMemory`)."""
-    options = Options(raw_mode=True)
-    table = BlockBasedOptions()
-    table.set_bloom_filter(10, False)
-    table.set_block_cache(memory.cache)
-    table.set_cache_index_and_filter_blocks(True)
-    options.set_block_based_table_factory(table)
-    options.set_write_buffer_manager(memory.write_buffers)
-    options.set_write_buffer_size(memory.memtable_bytes // 4)  # a store's memtable: a quarter of them all
-    options.set_memtable_prefix_bloom_ratio(0.1)
-    options.set_memtable_whole_key_filtering(True)
-    return options
-
-
-class LocalStore:
-    """RocksDB (rocksdict) cache of one changelog partition: tenant states, the partition
-    record and the changelog offset it has reached. Written only after a unit committed;
-    a missing or wiped store is rebuilt from the changelog."""
-
-    def __init__(self, path: Path, memory: StoreMemory | None = None) -> None:
-        """``memory``: the budget the worker's stores share (None: one of its own)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = Rdict(str(path), options=_store_options(memory or StoreMemory()))
-        self.get: Callable[[bytes], bytes | None] = self.db.get
-        """The value stored under a key (RocksDB's own get: the id lookups of every CDR
-        call it, a Python method around it would cost a third more)."""
-
-    def next_offset(self) -> int:
-        raw = self.get(CHANGELOG_KEY)
-        return int(raw) if raw is not None else 0
-
-    def keys(self, prefix: bytes, limit: int, after: bytes = b"") -> list[bytes]:
-        found: list[bytes] = []
-        start = after + b"\x00" if after else prefix  # the first key after ``after``
-        for key in self.db.keys(from_key=start):
-            assert isinstance(key, bytes)  # raw mode
-            if not key.startswith(prefix) or len(found) >= limit:
-                break
-            found.append(key)
-        return found
-
-    def tenants(self) -> Iterator[tuple[str, bytes]]:
-        low, high = TENANT_KEYS
-        for key, value in self.db.items(from_key=low):
-            assert isinstance(key, bytes)  # raw mode
-            assert isinstance(value, bytes)
-            if key >= high:
-                break
-            yield key.decode(), value
-
-    def write(self, records: Iterable[tuple[bytes, bytes | None]], next_offset: int) -> None:
-        """Apply changelog records (None: a tombstone) and the offset they reach, atomically."""
-        finish(self.writing(records, next_offset, None))
-
-    def writing(self, records: Iterable[tuple[bytes, bytes | None]], next_offset: int,
-                slice_s: float | None) -> Generator[None, None, None]:
-        """:meth:`write` with the write batch made in slices of ``slice_s`` seconds (a
-        generator that yields between them); the store changes at its end, in one
-        atomic write, as with :meth:`write`."""
-        slicer = Slicer(slice_s)
-        batch = WriteBatch(raw_mode=True)
-        for key, value in records:
-            if slicer.over():
-                yield
-                slicer.restart()
-            if value is None:
-                batch.delete(key)
-            else:
-                batch.put(key, value)
-        batch.put(CHANGELOG_KEY, str(next_offset).encode())
-        self.db.write(batch)
-
-    def clear(self) -> None:
-        """Delete everything (the offset too)."""
-        batch = WriteBatch(raw_mode=True)
-        for key in self.db.keys():  # noqa: SIM118 - an Rdict is not iterable
-            batch.delete(key)
-        self.db.write(batch)
-
-    def close(self) -> None:
-        self.db.close()
-
-
-class _RecordBatches:
-    """A unit's records, one aiokafka record batch per topic partition, handed to the
-    transactional producer with ``send_batch`` — one call per batch instead of one
-    ``send`` per record (a unit holds thousands). Records are added without an await
-    (the partition counts of their topics are looked up first, :meth:`count`); batches
-    go out in the order they were started, so records of one topic partition keep their
-    order. A record goes to the partition Kafka's default partitioner would pick
-    for its key (murmur2, as every Kafka client does: consumers keyed by tenant see a
-    tenant on one partition); a record without a key goes to ``fallback``. Every record
-    is stamped ``timestamp_ms`` (the broker's clock when the unit was made: aiokafka's
-    own stamp would be the host's clock, which Kafka refuses an hour ahead of its own)."""
-
-    def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, int], fallback: int, *,
-                 timestamp_ms: int) -> None:
-        self.producer = producer
-        self.partitions = partitions
-        """Topic → its partition count (filled by :meth:`count`)."""
-        self.fallback = fallback
-        self.timestamp_ms = timestamp_ms
-        self.open: dict[tuple[str, int], Any] = {}
-        self.full: list[tuple[tuple[str, int], Any]] = []
-        """Batches that filled up, in the order they were started, not yet sent."""
-        self.sent: list[tuple[asyncio.Future[Any], int]] = []
-        """(future of the batch's RecordMetadata — its base offset —, records in it)."""
-
-    async def count(self, topic: str) -> int:
-        count = self.partitions.get(topic)
-        if count is None:
-            count = self.partitions[topic] = len(await self.producer.partitions_for(topic))
-        return count
-
-    def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
-        """Add a record (its topic's partition count looked up with :meth:`count` first,
-        unless ``partition`` is given)."""
-        if partition is None:
-            count = self.partitions[topic]
-            partition = self.fallback % count if key is None else _key_partition(key, count)
-        where = (topic, partition)
-        builder = self.open.get(where)
-        if builder is None:
-            builder = self.open[where] = self.producer.create_batch()
-        size = len(key or b"") + len(value or b"")
-        if size > MAX_RECORD_BYTES:
-            shown = (key or b"")[:80]
-            raise RecordTooLargeError(f"a {size}-byte record for {topic} (key {shown!r}) is over the"
-                                      f" {MAX_RECORD_BYTES} bytes a produce request may carry")
-        if builder.append(key=key, value=value, timestamp=self.timestamp_ms) is None:  # full: start another
-            self.full.append((where, builder))
-            builder = self.open[where] = self.producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=self.timestamp_ms) is None:
-                raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch for {topic}")
-
-    async def _send(self, where: tuple[str, int], builder: Any) -> None:
-        builder.close()  # nothing else may join it
-        future: asyncio.Future[Any] = await self.producer.send_batch(builder, where[0], partition=where[1])
-        self.sent.append((future, builder.record_count()))
-
-    async def send_all(self) -> None:
-        for where, builder in self.full:
-            await self._send(where, builder)
-        self.full.clear()
-        for where, builder in self.open.items():
-            await self._send(where, builder)
-        self.open.clear()
-
-    async def acknowledged(self) -> None:
-        """Wait until the broker acknowledged every batch; raises if one failed."""
-        for future, _count in self.sent:
-            await future
 
 
 class _Owned:
@@ -817,37 +622,6 @@ class Driver:
                 f" measurement, {self.clock.offset_ms / 1000:+.3f} s now: the clocks moved apart since — the broker's"
                 " stepped, or this host's ran off — or a topic's message.timestamp.*.max.ms is tighter than the"
                 f" round trip of a measurement); {stops}")
-
-
-def _log_timeline(p: int, records: list[edge.Record], cdrs: list[Any], fetched_at: float,
-                  stamps: list[tuple[str, float]]) -> None:
-    """The :data:`timeline` line of a unit: ``p``, its records and CDRs, the ages (ms) of
-    its oldest and newest CDR when its fetch returned, and each phase's end, ms after it."""
-    ages = ""
-    if cdrs:
-        fetched_ms = (time.time() - (time.monotonic() - fetched_at)) * 1000  # wall clock then
-        ages = f" oldest={fetched_ms - cdrs[0].timestamp:.1f} newest={fetched_ms - cdrs[-1].timestamp:.1f}"
-    phases = " ".join(f"{name}={(at - fetched_at) * 1000:.1f}" for name, at in stamps)
-    timeline.debug("unit p=%d records=%d cdrs=%d%s %s", p, len(records), len(cdrs), ages, phases)
-
-
-async def fetch_batch(consumer: AIOKafkaConsumer, limit: int,
-                      take: int = FETCH_SLICE) -> dict[TopicPartition, list[Any]]:
-    """Up to ``limit`` fetched records, by partition: waits up to 200 ms for the first
-    ones, then takes what the consumer has already fetched, ``take`` records at a time,
-    with a turn of the event loop between takes (aiokafka decodes records as they are
-    taken: 2,000 at once held the loop for ~4 ms, and an API request with it)."""
-    fetched: dict[TopicPartition, list[Any]] = await consumer.getmany(timeout_ms=200, max_records=min(take, limit))
-    taken = sum(map(len, fetched.values()))
-    while 0 < taken < limit:
-        await asyncio.sleep(0)
-        more = await consumer.getmany(timeout_ms=0, max_records=min(take, limit - taken))
-        if not more:
-            break
-        for tp, messages in more.items():
-            fetched.setdefault(tp, []).extend(messages)
-            taken += len(messages)
-    return fetched
 
 
 async def _sliced(work: Generator[None, None, T]) -> T:
