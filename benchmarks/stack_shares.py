@@ -41,7 +41,7 @@ RULES: list[tuple[str, str, str, str]] = [
     ("Faust: table writes and their changelog sends", r"__setitem__|__delitem__", r"faust_rater\.py$", ""),
     ("producing: output and changelog records, produce requests, transactions", "",
      r"aiokafka/(producer|record/default_records|record/_crecords|record/memory_records)", ""),
-    ("producing: output and changelog records, produce requests, transactions", r"^(_add_all|_RecordBatches\.)", "",
+    ("producing: output and changelog records, produce requests, transactions", r"^(_add_all|RecordBatches\.)", "",
      ""),
     ("producing: output and changelog records, produce requests, transactions", "", r"faust/transport/producer",
      ""),

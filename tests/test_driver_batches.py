@@ -9,18 +9,18 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import RecordTooLargeError
 from aiokafka.record.default_records import DefaultRecordBatch
 
-from rater.shell.batches import MAX_RECORD_BYTES, _RecordBatches
+from rater.shell.batches import MAX_RECORD_BYTES, RecordBatches
 from rater.shell.keys import key_partition
 
 STAMP = 1_796_346_656_523
 """The unit's timestamp (the broker's clock, as the worker measured it)."""
 
 
-def _batches(max_batch_size: int = 16 * 1024) -> _RecordBatches:
+def _batches(max_batch_size: int = 16 * 1024) -> RecordBatches:
     async def make() -> AIOKafkaProducer:  # never started: it only builds batches here
         return AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", max_batch_size=max_batch_size)
 
-    return _RecordBatches(asyncio.run(make()), {"out": 4, "state": 8}, fallback=3, timestamp_ms=STAMP)
+    return RecordBatches(asyncio.run(make()), {"out": 4, "state": 8}, fallback=3, timestamp_ms=STAMP)
 
 
 def test_a_record_too_large_for_a_produce_request_stops_the_unit_before_anything_is_sent() -> None:

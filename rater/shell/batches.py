@@ -26,7 +26,7 @@ output topic. A record over it stops the worker with a clear error instead of a 
 batch (a tenant's users and ids are records of their own, not part of its state)."""
 
 
-class _RecordBatches:
+class RecordBatches:
     """A unit's records, one aiokafka record batch per topic partition, handed to the
     transactional producer with ``send_batch`` — one call per batch instead of one
     ``send`` per record (a unit holds thousands). Records are added without an await

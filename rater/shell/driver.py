@@ -38,9 +38,9 @@ from rater import edge
 from rater.core.context import RatingContext
 from rater.shell.api import Api, Located
 from rater.shell.api_auth import Auth, Tokens, TokensError
-from rater.shell.batches import MAX_RECORD_BYTES, _RecordBatches
+from rater.shell.batches import MAX_RECORD_BYTES, RecordBatches
 from rater.shell.clock import BrokerClock
-from rater.shell.fetching import _log_timeline, fetch_batch, timeline
+from rater.shell.fetching import fetch_batch, log_timeline, timeline
 from rater.shell.keys import key_partition as _key_partition
 from rater.shell.metrics import INPUT_TOPICS, Metrics, Now, expected_series, registry
 from rater.shell.preflight import Preflight, PreflightFailed
@@ -506,7 +506,7 @@ class Driver:
                 self.metrics.failed()
             raise
         try:
-            batches = _RecordBatches(producer, self.partition_counts, p, timestamp_ms=self.clock.now_ms())
+            batches = RecordBatches(producer, self.partition_counts, p, timestamp_ms=self.clock.now_ms())
             topic = self._topic
             for name in {out.topic for out in batch.outputs}:
                 await batches.count(topic(name))
@@ -541,7 +541,7 @@ class Driver:
         await _sliced(owned.store.writing(changelog, last.result().offset + count, SLICE_S))
         if timeline.isEnabledFor(logging.DEBUG):
             stamps.append(("stored", time.monotonic()))
-            _log_timeline(p, records, topics.get("cdrs", []), fetched_at, stamps)
+            log_timeline(p, records, topics.get("cdrs", []), fetched_at, stamps)
         if self.metrics is not None:
             await asyncio.sleep(0)  # the store's write was one call: counting waits for the next turn
             self.metrics.committed(batch.counts, batch.call_ends_us,
@@ -635,7 +635,7 @@ async def _sliced(work: Generator[None, None, T]) -> T:
         await asyncio.sleep(0)
 
 
-def _add_all(batches: _RecordBatches, batch: Batch, *, prefix: str, state_topic: str,
+def _add_all(batches: RecordBatches, batch: Batch, *, prefix: str, state_topic: str,
              changelog: list[tuple[bytes, bytes | None]], p: int) -> Generator[None, None, None]:
     """Add a unit's outputs, then its changelog records, to its record batches, in
     slices of :data:`SLICE_S` (their topics' partition counts looked up first)."""

@@ -31,7 +31,7 @@ FETCH_SLICE = 250
 a batch is filled from several takes, with the event loop free between them."""
 
 
-def _log_timeline(p: int, records: list[edge.Record], cdrs: list[Any], fetched_at: float,
+def log_timeline(p: int, records: list[edge.Record], cdrs: list[Any], fetched_at: float,
                   stamps: list[tuple[str, float]]) -> None:
     """The :data:`timeline` line of a unit: ``p``, its records and CDRs, the ages (ms) of
     its oldest and newest CDR when its fetch returned, and each phase's end, ms after it."""
