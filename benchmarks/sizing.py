@@ -20,8 +20,8 @@ each tenant count:
    its stores' size on disk is summed.
 
 While a worker rates, its RSS is printed every 15 s: it grows until the RocksDB memtables
-(64 MiB per partition store) start to flush, then levels off — so the default run is long
-enough (1.5 M CDRs) to show the plateau, not only the start.
+and block cache fill the budget the stores share (``RATER_STORE_CACHE_MIB``), then levels
+off — the default run is long enough (1.5 M CDRs) to show the plateau, not only the start.
 
 Prints the numbers with the machine and the date; docs/deploying.md records them. Not a
 test: it takes minutes and its numbers depend on the machine.

@@ -33,6 +33,7 @@ from click.testing import CliRunner
 from rater.cli import main
 from rater.localkafka import LocalKafka, free_port
 from rater.shell import logs
+from rater.shell.preflight import _retried_quietly
 from rater.topics import load_topics
 from tests.support import TEST_PARTITIONS, Worker, cdr, collect, create_topics, send_events
 from tests.test_end_to_end import open_account
@@ -424,13 +425,14 @@ def test_a_stop_during_a_restore_closes_everything_and_exits_0(kafka_bootstrap: 
 
 
 class _FlakyFront:
-    """A TCP front for the broker that drops its first ``refuse`` connections as soon as
-    they are made (a cluster whose broker is not ready yet: the port opens, Kafka does
-    not answer), then relays every byte both ways; it runs on a thread of its own."""
+    """A TCP front for the broker (on ``port``, else a free one) that drops its first
+    ``refuse`` connections as soon as they are made (a cluster whose broker is not ready
+    yet: the port opens, Kafka does not answer), then relays every byte both ways; it runs
+    on a thread of its own."""
 
-    def __init__(self, target: str, refuse: int) -> None:
-        host, _, port = target.rpartition(":")
-        self.target, self.refuse, self.port = (host, int(port)), refuse, free_port()
+    def __init__(self, target: str, refuse: int, port: int | None = None) -> None:
+        host, _, target_port = target.rpartition(":")
+        self.target, self.refuse, self.port = (host, int(target_port)), refuse, port or free_port()
         self.dropped = 0
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -496,4 +498,64 @@ def test_a_cluster_that_does_not_answer_yet_is_waited_for_not_a_failed_start(kaf
     assert " WARNING " in waited[0]
     assert "RATER_BROKER_WAIT" in waited[0]
     assert [line for line in lines if "lists its topics" in line and " INFO " in line], lines
-    assert not [line for line in lines if " rater." in line and (" ERROR " in line or " CRITICAL " in line)], lines
+    assert not [line for line in lines if " ERROR " in line or " CRITICAL " in line], lines  # aiokafka's too
+
+
+@pytest.mark.kafka
+def test_a_worker_started_before_its_broker_waits_without_an_error_line_and_rates(kafka_bootstrap: str,
+                                                                                  tmp_path: Path,
+                                                                                  topic_prefix: str) -> None:
+    """A compose start where the worker comes first: nothing listens on the broker's port,
+    then the port answers before Kafka does (dropped connections), then Kafka answers.
+    Each wait is one WARNING and one INFO; aiokafka's ERROR line per failed attempt
+    (``Unable connect to "host:port"``) is not in the log: it is not an error while the
+    worker waits, and is lowered to DEBUG for the wait only."""
+    create_topics(kafka_bootstrap, topic_prefix)
+    port = free_port()  # nothing there yet
+    worker = Worker(f"127.0.0.1:{port}", topic_prefix, tmp_path / "w",
+                    {"RATER_BROKER_WAIT": "60", "RATER_LOG_FORMAT": "json"}).start()
+    try:
+        _until(lambda: worker.check_alive() or '"level":"WARNING"' in worker.log.read_text())  # nothing there
+        with _FlakyFront(kafka_bootstrap, refuse=4, port=port) as front:
+            send_events(kafka_bootstrap, topic_prefix, [*open_account("t1", "5.00"), ("cdrs", cdr("t1", "c-1", 60))])
+            outs = collect(kafka_bootstrap, topic_prefix, lambda seen: any(o.topic == "rated-cdrs" for o in seen),
+                           worker)
+            assert [o.event["status"] for o in outs if o.topic == "rated-cdrs"] == ["rated"]
+            assert front.dropped == 4
+            worker.proc.send_signal(signal.SIGTERM)
+            assert worker.proc.wait(timeout=60) == 0
+    finally:
+        worker.stop()
+    records = _json_lines(worker.log)
+    assert [r for r in records if r["level"] in ("ERROR", "CRITICAL")] == [], records
+    warnings = [r["message"] for r in records if r["level"] == "WARNING" and r["logger"] == "rater.preflight"]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith(f"cannot reach the Kafka broker at 127.0.0.1:{port} (RATER_BOOTSTRAP)")
+    assert "could not list its topics" in warnings[1]
+    assert f'aiokafka: Unable connect to "127.0.0.1:{port}"' in warnings[1]  # the detail is kept, once
+    said = [r["message"] for r in records if r["logger"] == "rater.preflight" and r["level"] == "INFO"]
+    assert any("answers" in m for m in said), said
+    assert any("lists its topics" in m for m in said), said
+    assert not [r for r in records if "Unable connect" in r["message"] and r["logger"] != "rater.preflight"]
+
+
+@pytest.mark.usefixtures("own_log")
+def test_aiokafka_connection_errors_are_lowered_only_during_the_preflight_wait() -> None:
+    client = logging.getLogger("aiokafka")
+    stream = io.StringIO()
+    logs.setup("debug", "json", stream)
+    with _retried_quietly() as quiet:
+        client.error('Unable connect to "%s:%s": %s', "127.0.0.1", 9092, "KafkaConnectionError: closed")
+        client.error("Unable to update metadata from %s", [1])
+        client.error("Something else went wrong")  # not a retried attempt: stays ERROR
+    assert quiet.first == 'Unable connect to "127.0.0.1:9092": KafkaConnectionError: closed'
+    # a broker lost after the start: loud again
+    client.error("Unable connect to node with id %s: %s", 1, "KafkaConnectionError: refused")
+    client.error('Unable connect to "%s:%s": %s', "127.0.0.1", 9092, "KafkaConnectionError: closed")
+    levels = [orjson.loads(line)["level"] for line in stream.getvalue().splitlines()]
+    assert levels == ["DEBUG", "DEBUG", "ERROR", "ERROR", "ERROR"]
+    quiet_at_info = io.StringIO()
+    logs.setup("info", "json", quiet_at_info)
+    with _retried_quietly():
+        client.error('Unable connect to "%s:%s": %s', "127.0.0.1", 9092, "KafkaConnectionError: closed")
+    assert quiet_at_info.getvalue() == ""

@@ -9,6 +9,15 @@ what the worker waits for, and a wait that lasts past its bound (``RATER_BROKER_
 ``RATER_TOPICS_WAIT``) stops the worker with one ERROR line (:class:`PreflightFailed`).
 A stop asked for (SIGTERM, SIGINT) while waiting ends the wait at once.
 
+A broker whose port answers before the cluster does (a broker still starting, a
+container's published port before the process in it listens) made aiokafka's client log
+one ERROR line per attempt to list the topics (``Unable connect to "host:port"``, and
+``Unable connect to node with id …`` / ``Unable to update metadata from …`` once it had
+the cluster's metadata). Those records, and only while an attempt of this wait runs, are
+lowered to DEBUG (:func:`_retried_quietly`); the first one's text goes into the wait's
+WARNING and, when the wait runs out, into its ERROR. The same records after the start (a
+broker lost) stay ERROR.
+
 The topics are read from the cluster's metadata of *all* topics: a metadata request
 that names a topic asks the broker to create it when ``auto.create.topics.enable`` is
 on, with the broker's partition count — never what the rater needs.
@@ -20,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -69,6 +79,42 @@ async def _reachable(bootstrap: str, timeout_s: float = 3.0) -> str | None:
             await writer.wait_closed()
         return None
     return "; ".join(failed) if failed else f"no address in {bootstrap!r}"
+
+
+RETRIED = ('Unable connect to "', "Unable connect to node with id ", "Unable to update metadata from ")
+"""How aiokafka's client (logger ``aiokafka``) starts the ERROR records of one failed
+connection or metadata request, which the preflight's wait tries again."""
+
+
+class _Retried(logging.Filter):
+    """Lowers the :data:`RETRIED` ERROR records to DEBUG and keeps the first one's text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and isinstance(record.msg, str) and record.msg.startswith(RETRIED):
+            if self.first is None:
+                self.first = record.getMessage()
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            # the logger checked its level before this filter: check again
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+@contextlib.contextmanager
+def _retried_quietly() -> Iterator[_Retried]:
+    """For the ``with`` block only: aiokafka's client says a failed attempt at DEBUG (a
+    filter on the ``aiokafka`` logger, which holds no other module's records; no other
+    Kafka client of the worker runs before the preflight is done)."""
+    source = logging.getLogger("aiokafka")
+    quiet = _Retried()
+    source.addFilter(quiet)
+    try:
+        yield quiet
+    finally:
+        source.removeFilter(quiet)
 
 
 class _Wait:
@@ -176,25 +222,30 @@ class Preflight:
         wait = _Wait(self.broker_wait_s)
         while True:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=30_000)
-            try:
-                await admin.start()
-                counts = await _partition_counts(admin)
-            except KafkaError as exc:
-                if not exc.retriable:
-                    raise PreflightFailed(f"cannot read the topics from the Kafka broker at {self.bootstrap}"
-                                          f" (RATER_BOOTSTRAP): {exc!r}") from None
-                error = exc
-            else:
-                if wait.warned:
-                    log.info("the Kafka cluster at %s lists its topics", self.bootstrap)
-                return counts
-            finally:
-                await admin.close()
+            with _retried_quietly() as quiet:
+                try:
+                    await admin.start()
+                    counts = await _partition_counts(admin)
+                except KafkaError as exc:
+                    said = f"{exc!r}" if quiet.first is None else f"{exc!r}; aiokafka: {quiet.first}"
+                    if not exc.retriable:
+                        raise PreflightFailed(f"cannot read the topics from the Kafka broker at {self.bootstrap}"
+                                              f" (RATER_BOOTSTRAP): {said}") from None
+                    error = said
+                else:
+                    if wait.warned:
+                        log.info("the Kafka cluster at %s lists its topics", self.bootstrap)
+                    elif quiet.first is not None:  # it got there, but not at once: worth a look
+                        log.warning("the Kafka cluster at %s lists its topics, after: %s", self.bootstrap,
+                                    quiet.first)
+                    return counts
+                finally:
+                    await admin.close()
             if await self._again(
-                    wait, f"waiting for the Kafka cluster at {self.bootstrap} to answer: {error!r}",
+                    wait, f"waiting for the Kafka cluster at {self.bootstrap} to answer: {error}",
                     failed=f"cannot read the topics from the Kafka broker at {self.bootstrap} (RATER_BOOTSTRAP)"
-                           f" after {self.broker_wait_s:g} s (RATER_BROKER_WAIT): {error!r}",
-                    warning=f"the Kafka cluster at {self.bootstrap} could not list its topics ({error!r}): trying"
+                           f" after {self.broker_wait_s:g} s (RATER_BROKER_WAIT): {error}",
+                    warning=f"the Kafka cluster at {self.bootstrap} could not list its topics ({error}): trying"
                             f" again for up to {self.broker_wait_s:g} s (RATER_BROKER_WAIT)"):
                 return None
 
