@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from rater import schemas
+from rater.notifier.app import least_buffer
 from rater.notifier.delivery import message_id
 from rater.notifier.settings import RETRY_TOPICS
 from tests.notify_support import (
@@ -302,9 +303,9 @@ def test_retries_waiting_past_the_buffer_hold_up_no_new_notification(
     """Faust reads every topic in one fetch loop, which waits whenever an agent's buffer
     is full. A retry level's records wait for their due time (here an hour) in its agent's
     slots and buffer: had they filled the buffer, the loop would have waited with them and
-    no new notification would have been read for an hour. A fetch brings at most a fifth
-    of ``RATER_NOTIFY_BUFFER``, so Faust stops fetching a partition (at four fifths)
-    before its buffer can fill."""
+    no new notification would have been read for an hour. Faust stops fetching a
+    partition once its buffer is four fifths full, and a fetch brings at most the rest
+    shared by the partitions (``max_poll_records``): the buffer cannot fill."""
     waiting, fresh = f"gil-{uuid.uuid4().hex[:6]}", f"hal-{uuid.uuid4().hex[:6]}"
     create_topics(kafka_bootstrap, topic_prefix)
     due_at = time.time() + 3600
@@ -319,7 +320,7 @@ def test_retries_waiting_past_the_buffer_hold_up_no_new_notification(
     asyncio.run(produce(kafka_bootstrap, topic_prefix,
                         [(RETRY_TOPICS[0], waiting.encode(), orjson.dumps(r)) for r in retries]))
     proc = notifier(kafka_bootstrap, topic_prefix, tmp_path, mail, RATER_NOTIFY_CONCURRENCY="2",
-                    RATER_NOTIFY_BUFFER=str(5 * TEST_PARTITIONS))  # the least it takes: fetches of 1 record
+                    RATER_NOTIFY_BUFFER=str(least_buffer(TEST_PARTITIONS)))  # fetches of 1 record
     try:
         contacts_applied(proc, 2)
         first = notification("balance_depleted", fresh, 1)
@@ -351,10 +352,11 @@ def test_a_buffer_too_small_for_the_partitions_stops_the_start_with_one_line(
     create_topics(kafka_bootstrap, topic_prefix)
     done = subprocess.run([sys.executable, "-m", "rater", "notify"], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "RATER_BOOTSTRAP": kafka_bootstrap, "RATER_TOPIC_PREFIX": topic_prefix,
-                               "RATER_NOTIFY_BUFFER": str(5 * TEST_PARTITIONS - 1)}, check=False)
+                               "RATER_NOTIFY_BUFFER": str(least_buffer(TEST_PARTITIONS) - 1)}, check=False)
     assert done.returncode == 1
     [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
-    assert f"RATER_NOTIFY_BUFFER={5 * TEST_PARTITIONS - 1} is too small for {TEST_PARTITIONS} partitions" in line
+    assert (f"RATER_NOTIFY_BUFFER={least_buffer(TEST_PARTITIONS) - 1} is too small for {TEST_PARTITIONS} partitions:"
+            f" at least {least_buffer(TEST_PARTITIONS)}") in line
 
 
 def test_rebalances_before_and_after_the_first_commit_lose_nothing(

@@ -36,15 +36,15 @@ DROPPED = 5
 ANSWER_S = 0.025
 """How long the receiver takes to answer each webhook: at most 40 events a second however
 fast the machine, so the backlog is long next to the keeper's tick."""
-BUFFER = 25 * TEST_PARTITIONS
-"""Faust's read-ahead per agent (``RATER_NOTIFY_BUFFER``): fetches of 5 records (a fifth
-of it over the partitions)."""
+BUFFER = 240
+"""Faust's read-ahead per agent (``RATER_NOTIFY_BUFFER``): fetches of 5 records
+(:func:`rater.notifier.app.max_poll_records` over 4 partitions)."""
 SLOW_YIELD_S = 0.04
 """How long Faust's fetch loop takes to hand each record (``tests/faultinject``): slower
 than the receiver, so the loop is the bottleneck and almost always in the middle of a
-batch — where a seek lands before the rest of the batch is handed. (Since a fetch brings
-at most a fifth of the buffer, a full buffer no longer holds the loop mid-batch; CPU
-starvation or the producer's full buffer still can.)"""
+batch — where a seek lands before the rest of the batch is handed. (Since fetches are
+bounded by ``max_poll_records``, a full agent buffer no longer holds the loop mid-batch;
+CPU starvation or the producer's full buffer still can.)"""
 
 
 @pytest.fixture

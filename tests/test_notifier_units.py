@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from rater.notifier import delivery, retry
-from rater.notifier.app import BUFFER_PER_PARTITION, max_poll_records
+from rater.notifier.app import least_buffer, max_poll_records
 from rater.notifier.delivery import Outcome, Refused
 from rater.notifier.settings import NotifySettings
 from rater.shell.settings import SettingsError
@@ -189,12 +189,16 @@ def test_every_labelled_series_is_shown_at_0_from_the_start() -> None:
 
 
 @given(st.integers(1, 256), st.integers(0, 100_000))
-def test_an_agent_s_buffer_never_fills_whatever_its_partitions_fetch(partitions: int, extra: int) -> None:
+def test_no_buffer_ever_fills_whatever_its_partitions_fetch(partitions: int, extra: int) -> None:
     """Faust stops fetching a partition once one of its records is put into a buffer at
     ``floor(buffer / 1.25)`` or more (mode's FlowControlQueue), and hands out what it
-    fetched already: each partition at most one fetch more. Before any put, the buffer
-    holds fewer than ``buffer`` records — the fetch loop never waits on it."""
-    buffer = BUFFER_PER_PARTITION * partitions + extra
+    fetched already: each partition at most one fetch more. The tables' changelogs share
+    one buffer (2 × partitions): before any put, every buffer holds fewer than
+    ``buffer`` records, so the fetch loop never waits on one."""
+    buffer = least_buffer(partitions) + extra
     fetch = max_poll_records(buffer, partitions)
     assert fetch >= 1
-    assert math.floor(buffer / 1.25) - 1 + partitions * fetch < buffer
+    assert math.floor(buffer / 1.25) + 2 * partitions * fetch < buffer
+    if least_buffer(partitions) > 1:
+        smaller = least_buffer(partitions) - 1
+        assert math.floor(smaller / 1.25) + 2 * partitions * max_poll_records(smaller, partitions) >= smaller

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import time
@@ -79,23 +80,34 @@ def _retry_record(value: bytes | None) -> dict[str, Any] | None:
     return record if schemas.first_error("notification_retry", record) is None else None
 
 
-BUFFER_PER_PARTITION = 5
-"""``RATER_NOTIFY_BUFFER`` is at least this many records a partition (the notifier refuses
-to start otherwise): see :func:`max_poll_records`."""
+def _headroom(buffer: int) -> int:
+    """Records a buffer of ``buffer`` takes past the mark where Faust stops fetching its
+    partitions (a record put at ``floor(buffer / 1.25)`` or more: mode's
+    ``FlowControlQueue``) while staying below full."""
+    return buffer - math.floor(buffer / 1.25) - 1
 
 
 def max_poll_records(buffer: int, partitions: int) -> int:
-    """How many records one fetch may bring, so that no agent's buffer of ``buffer``
-    records ever fills.
+    """How many records one fetch may bring, so that no buffer of ``buffer`` records
+    ever fills.
 
-    Faust reads every topic in one fetch loop, and that loop waits while an agent's buffer
-    is full. A retry level's agent holds its records until they are due — up to hours —
-    so a full buffer there would stop every topic's reading for that long. Faust stops
-    fetching a partition once its record lands in a buffer past four fifths full, but
-    still hands out what it fetched already; each of the topic's ``partitions`` can do so
-    once, with at most one fetch. A fetch of a fifth of the buffer shared by them keeps
-    the buffer below full."""
-    return max(1, buffer // (BUFFER_PER_PARTITION * partitions))
+    Faust reads every topic in one fetch loop, and that loop waits while a buffer it puts
+    into is full. A retry level's agent holds its records until they are due — up to
+    hours — so a full buffer there would stop every topic's reading for that long. Faust
+    stops fetching a partition once one of its records is put into a buffer past the
+    mark, but still hands out what it fetched already: each partition that puts into the
+    buffer can do so once more, with at most one fetch. An agent's buffer takes one
+    topic's ``partitions``; the tables' changelogs share one buffer, ``2 × partitions``."""
+    return max(1, _headroom(buffer) // (2 * partitions))
+
+
+def least_buffer(partitions: int) -> int:
+    """The smallest ``RATER_NOTIFY_BUFFER`` for ``partitions`` (the notifier refuses to
+    start below it): one record a fetch still leaves every buffer below full."""
+    buffer = 1
+    while _headroom(buffer) < 2 * partitions:
+        buffer += 1
+    return buffer
 
 
 def _manual(stream: StreamT[bytes]) -> faust.Stream[bytes]:
@@ -352,7 +364,7 @@ class Notifier:
         names = {topic.get_topic_name(): name for name, topic in self._topics.items()}
         for tp in consumer.assignment():
             name = names.get(tp.topic)
-            behind = self.keeper.lag(tp)
+            behind = self.keeper.lag(tp, consumer.highwater(tp))
             if name is None or behind is None:
                 continue
             lag[name] += behind

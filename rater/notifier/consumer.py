@@ -37,10 +37,18 @@ class NotifierConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._held: set[TP] = set()
+        self._pressured: set[TP] = set()
+        """Partitions whose agent's buffer said "full" and not yet "drained" (Faust's
+        buffer pressure, which a hold must not lose: see :meth:`release`)."""
 
     async def _wait_next_records(self, timeout: float) -> Any:
         self.fetches += 1  # (called with no partition to fetch too: it then waits a second)
-        return await super()._wait_next_records(timeout)
+        records, active = await super()._wait_next_records(timeout)
+        if records and self._held:
+            # aiokafka fetches every partition when it is asked for none: what it brings of
+            # a held partition is from before the seek to come, and never handed
+            records = {tp: batch for tp, batch in records.items() if tp not in self._held}
+        return records, active
 
     def hold(self, tp: TP) -> None:
         """Hand out none of ``tp``'s records from now on, not even the rest of a batch
@@ -51,8 +59,20 @@ class NotifierConsumer(faust_aiokafka.Consumer):
         self._buffered_partitions.discard(tp)
 
     def release(self, tp: TP) -> None:
-        """Fetch and hand out ``tp``'s records again."""
-        self.resume_partitions([tp])
+        """Hand out ``tp``'s records again, and fetch it unless its agent's buffer is
+        still under pressure: then Faust's "drained" callback takes it back into the
+        fetch, as it would have without the hold."""
+        self._held.discard(tp)
+        self._paused_partitions.discard(tp)
+        if tp in self._pressured:
+            self._buffered_partitions.add(tp)
+        else:
+            self._get_active_partitions().add(tp)
+
+    def forget(self, tp: TP) -> None:
+        """``tp`` is no longer this consumer's: not held any more, and not fetched."""
+        self._held.discard(tp)
+        self._paused_partitions.discard(tp)
 
     def held(self, tp: TP) -> bool:
         return tp in self._held
@@ -63,8 +83,13 @@ class NotifierConsumer(faust_aiokafka.Consumer):
         super().resume_partitions(tps)
 
     def on_buffer_full(self, tp: TP) -> None:
-        if tp not in self._held:  # a held partition's agent may still be full: it stays held
+        self._pressured.add(tp)
+        if tp not in self._held:  # a held partition stays out of the fetch, and is handed nothing
             super().on_buffer_full(tp)
+
+    def on_buffer_drop(self, tp: TP) -> None:
+        self._pressured.discard(tp)
+        super().on_buffer_drop(tp)
 
 
 class NotifierApp(faust.App):

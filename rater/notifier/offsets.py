@@ -89,12 +89,14 @@ class OffsetKeeper:
         progress = self.partitions.get(tp)
         return progress.committed if progress is not None and tp in self._ready else None
 
-    def lag(self, tp: TP) -> int | None:
-        """Records of ``tp`` not committed yet, from its end as of the last tick (``None``:
-        not known yet). The end is read by the keeper's own consumer: Faust's consumer
-        knows none for a partition it has not fetched yet (paused, held, just assigned)."""
-        committed, end = self.committed(tp), self._ends.get(tp)
-        return None if committed is None or end is None else max(0, end - committed)
+    def lag(self, tp: TP, highwater: int | None) -> int | None:
+        """Records of ``tp`` not committed yet (``None``: not known yet), to the later of
+        its end as read by the keeper's last tick and ``highwater``, the end Faust's
+        consumer saw last (it has none for a partition it has not fetched yet: paused,
+        held, just assigned; an end only grows)."""
+        committed = self.committed(tp)
+        ends = [end for end in (self._ends.get(tp), highwater) if end is not None]
+        return None if committed is None or not ends else max(0, max(ends) - committed)
 
     # --- the tick ------------------------------------------------------------------------
 
@@ -126,26 +128,52 @@ class OffsetKeeper:
             return
         rebalances = self.app.rebalancing_count
         if rebalances != self._rebalances_seen or not assigned <= self._ready:
-            for tp in self._held:  # Faust resumed what it assigned and sought it to the committed offset,
-                if consumer.held(tp):  # but a hold during this tick's awaits may have come after that
-                    consumer.release(tp)
-            self._held.clear()
+            self._ends = {}
             await self._take(assigned)
+            if not self._steady(rebalances):
+                return
+            self._rearm(consumer, assigned)
             self._rebalances_seen = rebalances
         if not assigned:
             return
         await self._commit(consumer, assigned)
-        await self._seek_held(consumer, assigned)
-        ends = await self._reader.end_offsets([_kafka(tp) for tp in assigned])
+        await self._seek_held(consumer, assigned, rebalances)
+        try:
+            ends = await self._reader.end_offsets([_kafka(tp) for tp in assigned])
+        except (TimeoutError, KafkaError):
+            self._ends = {}  # not known rather than stale
+            raise
         self._ends = {tp: ends[_kafka(tp)] for tp in assigned}
         for tp in sorted(assigned):
             if tp in self._held:
                 continue
             try:
-                await self._audit(consumer, tp, self.partitions[tp], ends[_kafka(tp)])
+                await self._audit(consumer, tp, self.partitions[tp], ends[_kafka(tp)], rebalances)
             except (TimeoutError, KafkaError) as exc:
                 log.info("%s[%d]: audit left to the next tick: %r", tp.topic, tp.partition, exc)
+            await self._seek_held(consumer, assigned, rebalances)  # a hold of this tick, if a fetch came since
         await self._commit(consumer, assigned)
+
+    def _steady(self, rebalances: int) -> bool:
+        """No rebalance or table recovery under way, nor any since the tick read
+        ``rebalances``: a hold, seek or release now cannot cross Faust's own pauses,
+        resumes and seeks (called with no await between it and the action)."""
+        app: Any = self.app
+        return not app.rebalancing and not app.in_recovery and app.rebalancing_count == rebalances
+
+    def _rearm(self, consumer: NotifierConsumer, assigned: set[TP]) -> None:
+        """After a rebalance: Faust resumed every partition it assigned and sought it to
+        the committed offset. A partition still held was held after that (during this
+        keeper's awaits), so records were skipped past the committed offset: it is sought
+        back to that offset. A held partition no longer assigned is let go."""
+        for tp in list(self._held):
+            if not consumer.held(tp):
+                del self._held[tp]
+            elif tp in assigned:
+                self._held[tp] = _Held(self.partitions[tp].committed, consumer.fetches)
+            else:
+                consumer.forget(tp)
+                del self._held[tp]
 
     async def _commit(self, consumer: Any, assigned: set[TP]) -> None:
         # Faust has no public "commit these offsets": its driver's own commit call.
@@ -176,7 +204,8 @@ class OffsetKeeper:
             self._progress(tp).reset(offset if offset is not None else beginnings[_kafka(tp)], now)
         self._ready = assigned  # a revoked partition's progress is kept: what was done stays done
 
-    async def _audit(self, consumer: NotifierConsumer, tp: TP, progress: PartitionProgress, end: int) -> None:
+    async def _audit(self, consumer: NotifierConsumer, tp: TP, progress: PartitionProgress, end: int,
+                     rebalances: int) -> None:
         free_since = self._agents_free_since.get(tp.topic, 0.0)
         if not self._fetching(consumer, tp, progress):
             free_since = None  # Faust's fetch loop waits (another agent is full): so do this partition's records
@@ -185,6 +214,8 @@ class OffsetKeeper:
             if records is None:
                 return
             before = progress.frontier
+            if not self._steady(rebalances):
+                return  # what was read may be another notifier's by now: the next tick sees
             target = progress.audited(audit, records, time.monotonic())
             if target is not None:
                 log.warning("%s[%d]: the record at offset %d was read but not handed to the agent, or not"
@@ -204,9 +235,13 @@ class OffsetKeeper:
             active_at, fetches = self._fetch_marks[tp] = (progress.active_at, consumer.fetches)
         return consumer.fetches - fetches >= 2
 
-    async def _seek_held(self, consumer: NotifierConsumer, assigned: set[TP]) -> None:
+    async def _seek_held(self, consumer: NotifierConsumer, assigned: set[TP], rebalances: int) -> None:
         """Seek each held partition back to its target and release it, once the batch
-        Faust's fetch loop was handing out when it was held is over."""
+        Faust's fetch loop was handing out when it was held is over. (Faust's ``seek``
+        does not suspend — its consumer thread's seek is a plain call — so nothing runs
+        between the check that no rebalance is under way and the release.)"""
+        if not self._steady(rebalances):
+            return
         for tp, held in list(self._held.items()):
             if tp not in assigned or not consumer.held(tp):  # moved, or resumed by a rebalance
                 del self._held[tp]

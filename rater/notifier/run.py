@@ -10,7 +10,7 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from rater.notifier.app import BUFFER_PER_PARTITION, TABLES, Notifier
+from rater.notifier.app import TABLES, Notifier, least_buffer
 from rater.notifier.settings import FAILURES, TOPICS, NotifySettings
 from rater.topics import wait_for_leaders
 
@@ -82,10 +82,9 @@ async def preflight(settings: NotifySettings) -> tuple[int, int]:
         shown = ", ".join(f"{name} {counts[name]}" for name in names)
         raise StartFailed(f"the notifier's topics must have one partition count (co-partitioned by tenant): {shown}")
     partitions, replication = found.pop(), min(PRODUCTION_REPLICATION, brokers)
-    if settings.buffer < BUFFER_PER_PARTITION * partitions:
+    if settings.buffer < least_buffer(partitions):
         raise StartFailed(f"RATER_NOTIFY_BUFFER={settings.buffer} is too small for {partitions} partitions: at least"
-                          f" {BUFFER_PER_PARTITION * partitions} ({BUFFER_PER_PARTITION} a partition), or an agent's"
-                          " buffer can fill and stop every topic's reading")
+                          f" {least_buffer(partitions)}, or a buffer can fill and stop every topic's reading")
     await _ensure_changelogs(settings, counts, partitions, replication)
     return partitions, replication
 

@@ -1,0 +1,104 @@
+"""``NotifierConsumer``'s hold and release against Faust's buffer pressure, driven through
+mode's real ``FlowControlQueue`` the way Faust's conductor drives it (each record put
+with its partition's "full" and "drained" callbacks). No broker: the consumer is made,
+not started."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from faust.types import TP
+from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
+from rater.notifier.consumer import NotifierApp, NotifierConsumer
+
+HELD, OTHER = TP("notifications", 0), TP("notifications", 1)
+
+
+@pytest.fixture
+def consumer() -> Iterator[NotifierConsumer]:
+    loop = asyncio.new_event_loop()
+    app = NotifierApp("test-hold", broker="kafka://127.0.0.1:1", autodiscover=False, store="memory://", loop=loop)
+    made = app.consumer
+    assert isinstance(made, NotifierConsumer)
+    made._set_active_tps({HELD, OTHER})
+    yield made
+    made._thread.thread_loop.close()  # the consumer thread's loop, made with it (never started here)
+    loop.close()
+
+
+class Buffer:
+    """An agent's buffer of 10 as Faust's conductor fills it: "full" from 8 records on."""
+
+    def __init__(self, consumer: NotifierConsumer) -> None:
+        self.queue: FlowControlQueue[int] = FlowControlQueue(maxsize=10, flow_control=FlowControlEvent())
+        self.consumer = consumer
+
+    def put(self, tp: TP, n: int = 1) -> None:
+        for _ in range(n):
+            self.queue.put_nowait_enhanced(0, on_pressure_high=lambda: self.consumer.on_buffer_full(tp),
+                                           on_pressure_drop=lambda: self.consumer.on_buffer_drop(tp))
+
+    def drain(self) -> None:
+        """The agent takes every record (an empty buffer calls every pending "drained")."""
+        while self.queue.qsize():
+            self.queue.get_nowait()
+        self.queue.maybe_endorse_pressure_drop()
+
+
+def fetched(consumer: NotifierConsumer, tp: TP) -> bool:
+    return tp in consumer._get_active_partitions()
+
+
+def handed(consumer: NotifierConsumer, tp: TP) -> bool:
+    """Faust's getmany hands a fetched record of ``tp`` out if it is active or buffered."""
+    return fetched(consumer, tp) or tp in consumer._buffered_partitions
+
+
+def test_a_hold_hands_out_nothing_even_of_a_partition_under_pressure(consumer: NotifierConsumer) -> None:
+    buffer = Buffer(consumer)
+    buffer.put(HELD, 9)
+    assert (fetched(consumer, HELD), handed(consumer, HELD)) == (False, True)  # Faust: the batch goes on
+    consumer.hold(HELD)
+    assert (fetched(consumer, HELD), handed(consumer, HELD), consumer.held(HELD)) == (False, False, True)
+    buffer.drain()  # the "drained" callback does not take a held partition back
+    assert (fetched(consumer, HELD), handed(consumer, HELD)) == (False, False)
+    assert fetched(consumer, OTHER)
+
+
+def test_a_release_under_pressure_leaves_the_partition_out_of_the_fetch_until_drained(
+        consumer: NotifierConsumer) -> None:
+    """The review's case: held, the buffer goes "full" (the record in hand), released
+    before it drained. Had the release made the partition active, Faust would never
+    take it out of the fetch again (its "full" callback is pending already): the buffer
+    fills and Faust's one fetch loop waits on it, for every topic."""
+    buffer = Buffer(consumer)
+    buffer.put(HELD, 7)
+    consumer.hold(HELD)
+    buffer.put(HELD, 2)  # past the mark while held
+    consumer.release(HELD)
+    assert (fetched(consumer, HELD), handed(consumer, HELD), consumer.held(HELD)) == (False, True, False)
+    buffer.drain()
+    assert (fetched(consumer, HELD), HELD in consumer._buffered_partitions) == (True, False)
+
+
+def test_a_release_after_the_buffer_drained_fetches_at_once(consumer: NotifierConsumer) -> None:
+    buffer = Buffer(consumer)
+    buffer.put(HELD, 9)
+    consumer.hold(HELD)
+    buffer.drain()
+    consumer.release(HELD)
+    assert (fetched(consumer, HELD), handed(consumer, HELD)) == (True, True)
+
+
+def test_faust_s_resume_after_a_rebalance_ends_a_hold_and_forget_lets_a_revoked_one_go(
+        consumer: NotifierConsumer) -> None:
+    consumer.hold(HELD)
+    consumer.resume_partitions({HELD})
+    assert (consumer.held(HELD), fetched(consumer, HELD)) == (False, True)
+    consumer.hold(OTHER)
+    consumer.forget(OTHER)
+    assert (consumer.held(OTHER), fetched(consumer, OTHER)) == (False, False)
+    assert OTHER not in consumer._paused_partitions
