@@ -6,11 +6,10 @@ not started."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from faust.types import TP
-from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
 from rater.notifier.consumer import NotifierApp, NotifierConsumer
 
@@ -30,21 +29,36 @@ def consumer() -> Iterator[NotifierConsumer]:
 
 
 class Buffer:
-    """An agent's buffer of 10 as Faust's conductor fills it: "full" from 8 records on."""
+    """An agent's buffer of 10 (the app's own queue class) as Faust's conductor fills it:
+    each partition's records put with one pair of "full"/"drained" callbacks, made anew
+    at each assignment (mode calls a "full" only while that partition's "drained" is not
+    pending). "Full" from 8 records on."""
 
     def __init__(self, consumer: NotifierConsumer) -> None:
-        self.queue: FlowControlQueue[int] = FlowControlQueue(maxsize=10, flow_control=FlowControlEvent())
         self.consumer = consumer
+        self.queue = consumer.app.FlowControlQueue(maxsize=10)
+        self.callbacks: dict[TP, tuple[Callable[[], None], Callable[[], None]]] = {}
+        self.assign()
+
+    def assign(self) -> None:
+        """Faust's conductor after an assignment: new callbacks for every partition."""
+        def pair(tp: TP) -> tuple[Callable[[], None], Callable[[], None]]:
+            return lambda: self.consumer.on_buffer_full(tp), lambda: self.consumer.on_buffer_drop(tp)
+        self.callbacks = {tp: pair(tp) for tp in (HELD, OTHER)}
 
     def put(self, tp: TP, n: int = 1) -> None:
+        high, drop = self.callbacks[tp]
         for _ in range(n):
-            self.queue.put_nowait_enhanced(0, on_pressure_high=lambda: self.consumer.on_buffer_full(tp),
-                                           on_pressure_drop=lambda: self.consumer.on_buffer_drop(tp))
+            self.queue.put_nowait_enhanced(0, on_pressure_high=high, on_pressure_drop=drop)
+
+    def take(self, n: int) -> None:
+        """The agent takes ``n`` records (each take past 40 % may call a pending "drained")."""
+        for _ in range(n):
+            self.queue.get_nowait()
 
     def drain(self) -> None:
         """The agent takes every record (an empty buffer calls every pending "drained")."""
-        while self.queue.qsize():
-            self.queue.get_nowait()
+        self.take(self.queue.qsize())
         self.queue.maybe_endorse_pressure_drop()
 
 
@@ -102,3 +116,23 @@ def test_faust_s_resume_after_a_rebalance_ends_a_hold_and_forget_lets_a_revoked_
     consumer.forget(OTHER)
     assert (consumer.held(OTHER), fetched(consumer, OTHER)) == (False, False)
     assert OTHER not in consumer._paused_partitions
+
+
+def test_a_buffer_faust_clears_for_a_rebalance_leaves_no_stale_drained_callback(consumer: NotifierConsumer) -> None:
+    """The second review's case: a partition under pressure when Faust empties the buffers
+    for a rebalance. Had the old "drained" stayed pending, it would put the partition back
+    into the fetch while the new "full" was pending — never called again — and the buffer
+    would fill."""
+    buffer = Buffer(consumer)
+    buffer.put(HELD, 9)
+    assert not fetched(consumer, HELD)
+    consumer.app.rebalancing = True
+    buffer.queue.clear()  # Faust's flow control, for the rebalance
+    assert (HELD in consumer._buffered_partitions, HELD in consumer._pressured) == (False, False)
+    consumer.resume_partitions({HELD, OTHER})  # the end of Faust's recovery
+    consumer.app.rebalancing = False
+    buffer.assign()
+    buffer.put(HELD, 9)  # past the mark again: Faust takes it out of the fetch again
+    assert (fetched(consumer, HELD), handed(consumer, HELD)) == (False, True)
+    buffer.take(6)  # a take at 40 % calls the one "drained" pending: the new one
+    assert (fetched(consumer, HELD), handed(consumer, HELD)) == (True, True)

@@ -364,10 +364,15 @@ class Notifier:
         names = {topic.get_topic_name(): name for name, topic in self._topics.items()}
         for tp in consumer.assignment():
             name = names.get(tp.topic)
-            behind = self.keeper.lag(tp, consumer.highwater(tp))
-            if name is None or behind is None:
+            if name is None:
                 continue
-            lag[name] += behind
+            try:
+                highwater = consumer.highwater(tp)
+            except AssertionError:  # aiokafka's "not assigned": the consumer thread is rebalancing
+                highwater = None
+            behind = self.keeper.lag(tp, highwater)
+            if behind is not None:
+                lag[name] += behind
         for name, value in lag.items():
             if name != FAILURES:
                 self.metrics.lag.labels(name).set(value)

@@ -26,6 +26,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.types.transports import TransportT
+from mode.utils.queues import ThrowableQueue
 
 
 class NotifierConsumer(faust_aiokafka.Consumer):
@@ -40,6 +41,13 @@ class NotifierConsumer(faust_aiokafka.Consumer):
         self._pressured: set[TP] = set()
         """Partitions whose agent's buffer said "full" and not yet "drained" (Faust's
         buffer pressure, which a hold must not lose: see :meth:`release`)."""
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        # A copy: Faust hands its live set, and aiokafka fetches every partition when the
+        # set it holds is empty — as a hold or Faust's buffer pressure can make it while
+        # the fetch waits — past both the hold and the fetch bound (max_poll_records).
+        # (Faust's own hand-out still checks the live set, record by record.)
+        return await super()._getmany(None if active_partitions is None else set(active_partitions), timeout)
 
     async def _wait_next_records(self, timeout: float) -> Any:
         self.fetches += 1  # (called with no partition to fetch too: it then waits a second)
@@ -89,11 +97,31 @@ class NotifierConsumer(faust_aiokafka.Consumer):
 
     def on_buffer_drop(self, tp: TP) -> None:
         self._pressured.discard(tp)
+        if self.app.rebalancing:  # a buffer Faust emptied for a rebalance: it resumes what it assigns itself
+            self._buffered_partitions.discard(tp)
+            return
         super().on_buffer_drop(tp)
+
+
+class DrainedWhenCleared(ThrowableQueue):  # type: ignore[type-arg]
+    """Faust's agent buffer (mode's queue), whose ``clear`` — Faust empties every buffer
+    for a rebalance — also calls the "drained" callbacks still pending, as an empty
+    buffer does when an agent takes from it. mode's own keeps them; Faust then makes a
+    second pair for each partition it assigns, and when the stale "drained" fires first,
+    the partition is fetched again while its new "full" is pending — so Faust never takes
+    it out of the fetch again, the buffer fills, and its one fetch loop waits on it."""
+
+    def clear(self) -> None:
+        super().clear()
+        self.maybe_endorse_pressure_drop()
 
 
 class NotifierApp(faust.App):
     """A Faust app whose consumer is a :class:`NotifierConsumer`."""
+
+    def FlowControlQueue(self, maxsize: int | None = None, *,  # Faust's name
+                         clear_on_resume: bool = False) -> ThrowableQueue:  # type: ignore[type-arg]
+        return DrainedWhenCleared(maxsize=maxsize, flow_control=self.flow_control, clear_on_resume=clear_on_resume)
 
     def _new_transport(self) -> TransportT:
         transport = super()._new_transport()

@@ -162,10 +162,10 @@ class OffsetKeeper:
         return not app.rebalancing and not app.in_recovery and app.rebalancing_count == rebalances
 
     def _rearm(self, consumer: NotifierConsumer, assigned: set[TP]) -> None:
-        """After a rebalance: Faust resumed every partition it assigned and sought it to
-        the committed offset. A partition still held was held after that (during this
-        keeper's awaits), so records were skipped past the committed offset: it is sought
-        back to that offset. A held partition no longer assigned is let go."""
+        """After a rebalance: Faust resumed every partition it assigned (which ends a
+        hold) and sought it to the committed offset. Defensive, since no hold is made
+        while a rebalance is under way: a partition still held is sought back to that
+        offset; a held partition no longer assigned is let go."""
         for tp in list(self._held):
             if not consumer.held(tp):
                 del self._held[tp]
@@ -238,12 +238,17 @@ class OffsetKeeper:
     async def _seek_held(self, consumer: NotifierConsumer, assigned: set[TP], rebalances: int) -> None:
         """Seek each held partition back to its target and release it, once the batch
         Faust's fetch loop was handing out when it was held is over. (Faust's ``seek``
-        does not suspend — its consumer thread's seek is a plain call — so nothing runs
-        between the check that no rebalance is under way and the release.)"""
+        does not suspend — its consumer thread's seek is a plain call — so none of
+        Faust's own pauses, resumes and seeks, which run on this loop, falls between the
+        check that no rebalance is under way and the release. A rebalance the consumer
+        thread starts meanwhile makes the seek raise — ``IllegalStateError``, a
+        ``KafkaError`` — and the tick is tried again.)"""
         if not self._steady(rebalances):
             return
         for tp, held in list(self._held.items()):
             if tp not in assigned or not consumer.held(tp):  # moved, or resumed by a rebalance
+                if tp not in assigned:
+                    consumer.forget(tp)
                 del self._held[tp]
             elif consumer.fetches > held.fetches:
                 await consumer.seek(tp, held.target)
