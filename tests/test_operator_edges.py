@@ -473,6 +473,17 @@ class _FlakyFront:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
+def _rates_through_the_front_then_stops(bootstrap: str, prefix: str, worker: Worker, front: _FlakyFront) -> None:
+    """A tenant's call is rated once by ``worker`` (which reaches Kafka through ``front``,
+    which dropped its first 4 connections); then SIGTERM stops it with exit code 0."""
+    send_events(bootstrap, prefix, [*open_account("t1", "5.00"), ("cdrs", cdr("t1", "c-1", 60))])
+    outs = collect(bootstrap, prefix, lambda seen: any(o.topic == "rated-cdrs" for o in seen), worker)
+    assert [o.event["status"] for o in outs if o.topic == "rated-cdrs"] == ["rated"]
+    assert front.dropped == 4
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(timeout=60) == 0
+
+
 @pytest.mark.kafka
 def test_a_cluster_that_does_not_answer_yet_is_waited_for_not_a_failed_start(kafka_bootstrap: str, tmp_path: Path,
                                                                                topic_prefix: str) -> None:
@@ -483,13 +494,7 @@ def test_a_cluster_that_does_not_answer_yet_is_waited_for_not_a_failed_start(kaf
     with _FlakyFront(kafka_bootstrap, refuse=4) as front:
         worker = Worker(f"127.0.0.1:{front.port}", topic_prefix, tmp_path / "w", {"RATER_BROKER_WAIT": "60"}).start()
         try:
-            send_events(kafka_bootstrap, topic_prefix, [*open_account("t1", "5.00"), ("cdrs", cdr("t1", "c-1", 60))])
-            outs = collect(kafka_bootstrap, topic_prefix, lambda seen: any(o.topic == "rated-cdrs" for o in seen),
-                           worker)
-            assert [o.event["status"] for o in outs if o.topic == "rated-cdrs"] == ["rated"]
-            assert front.dropped == 4
-            worker.proc.send_signal(signal.SIGTERM)
-            assert worker.proc.wait(timeout=60) == 0
+            _rates_through_the_front_then_stops(kafka_bootstrap, topic_prefix, worker, front)
         finally:
             worker.stop()
     lines = worker.log.read_text().splitlines()
@@ -517,13 +522,7 @@ def test_a_worker_started_before_its_broker_waits_without_an_error_line_and_rate
     try:
         _until(lambda: worker.check_alive() or '"level":"WARNING"' in worker.log.read_text())  # nothing there
         with _FlakyFront(kafka_bootstrap, refuse=4, port=port) as front:
-            send_events(kafka_bootstrap, topic_prefix, [*open_account("t1", "5.00"), ("cdrs", cdr("t1", "c-1", 60))])
-            outs = collect(kafka_bootstrap, topic_prefix, lambda seen: any(o.topic == "rated-cdrs" for o in seen),
-                           worker)
-            assert [o.event["status"] for o in outs if o.topic == "rated-cdrs"] == ["rated"]
-            assert front.dropped == 4
-            worker.proc.send_signal(signal.SIGTERM)
-            assert worker.proc.wait(timeout=60) == 0
+            _rates_through_the_front_then_stops(kafka_bootstrap, topic_prefix, worker, front)
     finally:
         worker.stop()
     records = _json_lines(worker.log)
