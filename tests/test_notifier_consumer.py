@@ -1,17 +1,21 @@
 """``NotifierConsumer``'s hold and release against Faust's buffer pressure, driven through
 mode's real ``FlowControlQueue`` the way Faust's conductor drives it (each record put
-with its partition's "full" and "drained" callbacks). No broker: the consumer is made,
-not started."""
+with its partition's "full" and "drained" callbacks), and the keeper's lag and its
+"between rebalances" check. No broker: the consumer is made, not started."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from faust.types import TP
 
 from rater.notifier.consumer import NotifierApp, NotifierConsumer
+from rater.notifier.offsets import OffsetKeeper
+from rater.notifier.progress import PartitionProgress
 
 HELD, OTHER = TP("notifications", 0), TP("notifications", 1)
 
@@ -136,3 +140,24 @@ def test_a_buffer_faust_clears_for_a_rebalance_leaves_no_stale_drained_callback(
     assert (fetched(consumer, HELD), handed(consumer, HELD)) == (False, True)
     buffer.take(6)  # a take at 40 % calls the one "drained" pending: the new one
     assert (fetched(consumer, HELD), handed(consumer, HELD)) == (True, True)
+
+
+def test_the_lag_runs_to_the_later_end_known_and_is_unknown_before_the_keeper_s_first_tick() -> None:
+    keeper = OffsetKeeper(cast(Any, None), "127.0.0.1:1", "g", {HELD.topic})
+    assert keeper.lag(HELD, 10) is None  # no committed offset read yet
+    keeper.partitions[HELD] = PartitionProgress(committed=5, frontier=5)
+    keeper._ready = {HELD}
+    assert keeper.lag(HELD, None) is None  # no end known: Faust fetched nothing, no tick yet
+    keeper._ends = {HELD: 8}
+    assert (keeper.lag(HELD, None), keeper.lag(HELD, 12), keeper.lag(HELD, 6)) == (3, 7, 3)
+
+
+def test_the_keeper_acts_on_the_consumer_only_between_rebalances() -> None:
+    app = SimpleNamespace(rebalancing=False, in_recovery=False, rebalancing_count=3)
+    keeper = OffsetKeeper(cast(Any, app), "127.0.0.1:1", "g", {HELD.topic})
+    assert keeper._steady(3)
+    assert not keeper._steady(2)  # one began and ended since the tick read the count
+    app.rebalancing = True
+    assert not keeper._steady(3)
+    app.rebalancing, app.in_recovery = False, True
+    assert not keeper._steady(3)
