@@ -15,6 +15,12 @@ So the keeper seeks back in two steps (:meth:`rater.notifier.offsets.OffsetKeepe
 of the batch in memory included — then, once the fetch loop has started a fetch after
 that (:attr:`NotifierConsumer.fetches`: the batch it was in is over), it seeks and
 :meth:`NotifierConsumer.release`\\ s the partition, whose next records are the target's.
+
+And two things that keep Faust's one fetch loop from waiting on a full agent buffer (with
+the fetch bound, :func:`rater.notifier.app.max_poll_records`): a release, and a buffer
+Faust clears for a rebalance (:class:`DrainedWhenCleared`), keep Faust's buffer pressure
+right; aiokafka is handed a copy of the partitions to fetch (docs/notifications.md,
+"Seeking back under a backlog").
 """
 
 from __future__ import annotations
