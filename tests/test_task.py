@@ -208,6 +208,33 @@ def test_a_batch_made_in_slices_is_the_batch_made_at_once(stream: list[edge.Reco
     assert batch == expected
 
 
+def test_a_tick_that_makes_many_tenants_due_yields_between_them_and_makes_the_same_batch() -> None:
+    """Lots bought at one moment expire together: the tick past that moment is every such
+    tenant's time work. It is cut into slices (the driver's event loop — heartbeats, the
+    API — runs between them), and makes the batch made at once."""
+    workload = Workload(40, 80, seed=11)  # every tenant's lot bought at one instant
+    setup = _records(list(workload.setup()))
+    far_us = parse_time_us("2028-01-01T00:00:00Z")  # past every lot's expiry
+    far = [(TICKS, tick_value(far_us))]
+    stores = Store(), Store()
+    for store in stores:
+        store.write(store.task().process(setup))
+    expected = stores[0].task().process(_records(far, start=1))
+    assert len(_payloads(expected.outputs, "balances")) == 40  # every tenant did its time work
+    task = stores[1].task()
+    work = task.slices(_records(far, start=1), 0.0)
+    mid_tick = 0  # yields with the tick applied and tenants still due
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            batch = done.value
+            break
+        mid_tick += task.clock.now_us == far_us and bool(task._due) and task._due[0][0] <= far_us
+    assert mid_tick >= 39  # a slice a tenant
+    assert batch == expected
+
+
 def _tenant_records(store: Store) -> dict[bytes, bytes]:
     return {k: v for k, v in store.records.items() if not k.startswith(b"!") and k != PARTITION_KEY}
 

@@ -502,7 +502,7 @@ class PartitionTask:
             self.offsets[record.topic] = record.offset + 1
             batch.applied += 1
             if record.topic == TICKS:
-                self._tick(record, batch)
+                yield from self._tick(record, batch, slicer)
             else:
                 self._input(record, batch)
         yield from self._snapshots(batch, slicer)
@@ -676,7 +676,12 @@ class PartitionTask:
             refusal = edge.Refusal(step.rejection.reason, step.rejection.message, tenant_id)
             self._dead_letter(record, refusal, batch)
 
-    def _tick(self, record: edge.Record, batch: Batch) -> None:
+    def _tick(self, record: edge.Record, batch: Batch, slicer: Slicer) -> Generator[None, None, None]:
+        """A tick: every tenant whose deadline it passed does its time work, in slices —
+        lots bought at one moment expire together, and a tick past that moment is the
+        time work of every such tenant of the partition (docs/benchmarks.md, "Month ends
+        come together": 9.5 s in one go at 125,000 tenants, past the group's session
+        timeout)."""
         try:
             tick = orjson.loads(record.value or b"")
             if isinstance(tick, dict) and tick.get("type") == CLOCK_PROBE:
@@ -688,6 +693,9 @@ class PartitionTask:
         self.clock = self.clock.tick(now_us)
         now = self.clock.now_us
         while self._due and self._due[0][0] <= now:
+            if slicer.over():
+                yield
+                slicer.restart()
             deadline, tenant_id = heapq.heappop(self._due)
             if self._scheduled.get(tenant_id) != deadline:
                 continue  # stale: the tenant's deadline moved since it was pushed
