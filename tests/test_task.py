@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Any
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar, cast
 
 import orjson
 import pytest
@@ -46,6 +47,7 @@ from rater.workload import Workload
 from .support import cdr, event
 
 CTX: RatingContext = rating_context()
+T = TypeVar("T")
 
 
 def _records(items: list[tuple[str, dict[str, Any] | bytes]], start: int = 0) -> list[edge.Record]:
@@ -197,15 +199,25 @@ def test_a_batch_made_in_slices_is_the_batch_made_at_once(stream: list[edge.Reco
     expected = Store().task().process(records)
     work = Store().task().slices(records, 0.0)  # a slice of no time: it yields before every record and tenant
     turns = 0
+
+    def count() -> None:
+        nonlocal turns
+        turns += 1
+
+    batch = _run_slices(work, count)
+    assert turns >= len(records)
+    assert batch == expected
+
+
+def _run_slices(work: Generator[None, None, T], between: Callable[[], None]) -> T:
+    """Run ``work`` to its end, calling ``between`` at each of its yields (where the
+    driver's event loop would run other work)."""
     while True:
         try:
             next(work)
         except StopIteration as done:
-            batch = done.value
-            break
-        turns += 1
-    assert turns >= len(records)
-    assert batch == expected
+            return cast(T, done.value)
+        between()
 
 
 def test_a_tick_that_makes_many_tenants_due_yields_between_them_and_makes_the_same_batch() -> None:
@@ -224,13 +236,12 @@ def test_a_tick_that_makes_many_tenants_due_yields_between_them_and_makes_the_sa
     task = stores[1].task()
     work = task.slices(_records(far, start=1), 0.0)
     mid_tick = 0  # yields with the tick applied and tenants still due
-    while True:
-        try:
-            next(work)
-        except StopIteration as done:
-            batch = done.value
-            break
+
+    def count() -> None:
+        nonlocal mid_tick
         mid_tick += task.clock.now_us == far_us and bool(task._due) and task._due[0][0] <= far_us
+
+    batch = _run_slices(work, count)
     assert mid_tick >= 39  # a slice a tenant
     assert batch == expected
 
