@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,53 @@ JOB = "rater"
 NOTIFY_JOB = "rater-notify"
 """The scrape job of the notifiers (``rater notify``); the group ``rater-notify`` of the
 rules and the dashboard's Notifier row select it."""
+SCRAPE_S = 1
+"""The tests' scrape interval."""
+RANGE_S = 300
+"""The dashboard's time range for ``$__range`` in the tests."""
+
+Query = Callable[[str], list[dict[str, Any]]]
+"""An instant query of a running Prometheus: its samples."""
+
+
+def until(what: str, check: Callable[[], list[str]], alive: Callable[[], None], timeout_s: float = 30) -> None:
+    """Poll ``check`` (the problems it finds) until it finds none, ``alive`` between
+    rounds (raises when a process died); fail with the last problems."""
+    deadline = time.monotonic() + timeout_s
+    while problems := check():
+        alive()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} after {timeout_s:.0f} s:\n" + "\n".join(problems))
+        time.sleep(0.5)
+
+
+def without_increase(query: Query, exprs: Sequence[str]) -> list[str]:
+    """The expressions of which no series is above 0."""
+    problems = []
+    for expr in exprs:
+        values = [float(sample["value"][1]) for sample in query(expr)]
+        if not any(value > 0 for value in values):
+            problems.append(f"{expr}: {values}")
+    return problems
+
+
+def rules_not_evaluated(seen: dict[str, dict[str, Any]], expected: list[dict[str, Any]]) -> list[str]:
+    """The ``expected`` alert rules Prometheus has not loaded, and the loaded ones of
+    ``seen`` (name → its /api/v1/rules entry) whose evaluation is not healthy."""
+    problems = [f"{r['alert']}: not loaded" for r in expected if r["alert"] not in seen]
+    problems += [f"{name}: {r['health']} {r.get('lastError', '')}" for name, r in seen.items() if r["health"] != "ok"]
+    return problems
+
+
+def alerts_reading_nothing(query: Query, rules: list[dict[str, Any]]) -> list[str]:
+    """Each rule's selectors that have no series (an expression that does not parse raises)."""
+    problems = []
+    for rule in rules:
+        query(rule["expr"])  # an error raises
+        for selector in selectors(rule["expr"]):
+            if not query(selector):
+                problems.append(f"{rule['alert']}: {selector} has no series")
+    return problems
 
 
 def tool(name: str) -> str:

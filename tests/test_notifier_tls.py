@@ -22,7 +22,7 @@ import trustme
 
 from rater import schemas
 from rater.notifier import delivery
-from rater.notifier.delivery import OK, TRANSIENT
+from rater.notifier.delivery import OK, TRANSIENT, Outcome
 from rater.notifier.settings import NotifySettings
 from rater.shell.settings import SettingsError
 from tests.notify_support import (
@@ -107,11 +107,17 @@ def test_a_mail_server_certificate_of_an_unknown_ca_sends_nothing_not_even_the_p
     assert tls_mail.logins == []  # the login never went to a server that did not prove who it is
 
 
+def _depleted_mail(n: int, **changes: object) -> Outcome:
+    """Tenant ``tls-t{n}``'s balance_depleted e-mailed to ``a@t{n}.test`` with the
+    test's settings and ``changes``."""
+    event = notification("balance_depleted", f"tls-t{n}", 1)
+    return asyncio.run(delivery.send_email(event, f"a@t{n}.test", None, settings(**changes)))
+
+
 def test_a_mail_server_certificate_for_another_name_sends_nothing(ca: trustme.CA, ca_file: Path) -> None:
     server = MailServer(starttls=server_context(ca, "mail.elsewhere.test"), login=(USER, PASSWORD)).start()
     try:
-        outcome = asyncio.run(delivery.send_email(notification("balance_depleted", "tls-t3", 1), "a@t3.test", None,
-                                                  settings(smtp_port=server.port, smtp_ca_file=ca_file)))
+        outcome = _depleted_mail(3, smtp_port=server.port, smtp_ca_file=ca_file)
     finally:
         server.stop()
     assert outcome.status == TRANSIENT
@@ -120,9 +126,7 @@ def test_a_mail_server_certificate_for_another_name_sends_nothing(ca: trustme.CA
 
 
 def test_a_wrong_password_is_refused_and_nothing_is_sent(tls_mail: MailServer, ca_file: Path) -> None:
-    outcome = asyncio.run(delivery.send_email(notification("balance_depleted", "tls-t4", 1), "a@t4.test", None,
-                                              settings(smtp_port=tls_mail.port, smtp_ca_file=ca_file,
-                                                       smtp_password="wrong")))
+    outcome = _depleted_mail(4, smtp_port=tls_mail.port, smtp_ca_file=ca_file, smtp_password="wrong")
     assert outcome.status == TRANSIENT  # login trouble: the operator's to fix, retried meanwhile
     assert "535" in (outcome.error or ""), outcome
     assert tls_mail.mails == []
@@ -133,8 +137,7 @@ def test_a_wrong_password_is_refused_and_nothing_is_sent(tls_mail: MailServer, c
 def test_starttls_required_never_falls_back_to_plain_text(ca_file: Path) -> None:
     plain = MailServer().start()  # offers no STARTTLS
     try:
-        outcome = asyncio.run(delivery.send_email(notification("balance_depleted", "tls-t5", 1), "a@t5.test", None,
-                                                  settings(smtp_port=plain.port, smtp_ca_file=ca_file)))
+        outcome = _depleted_mail(5, smtp_port=plain.port, smtp_ca_file=ca_file)
     finally:
         plain.stop()
     assert outcome.status == TRANSIENT

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,21 +31,24 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.prometheus_support import (
     OPERATING,
+    RANGE_S,
+    SCRAPE_S,
     Prometheus,
     alert_rules,
+    alerts_reading_nothing,
     dashboard,
     grafana_expr,
     is_notifier_query,
     panel_queries,
-    selectors,
+    rules_not_evaluated,
     tool,
+    until,
+    without_increase,
 )
 from tests.support import Out, Worker, cdr, collect, create_topics, event, produce, send_events
 
 pytestmark = pytest.mark.kafka
 
-SCRAPE_S = 1
-RANGE_S = 300  # the dashboard's time range for $__range
 NEW_YORK = "+12125550123"
 
 
@@ -158,13 +160,7 @@ def _wait(m: Monitored, until: Callable[[list[Out]], bool]) -> list[Out]:
 
 
 def _until(what: str, check: Callable[[], list[str]], m: Monitored, timeout_s: float = 30) -> None:
-    """Poll ``check`` (the problems it finds) until it finds none; fail with the last ones."""
-    deadline = time.monotonic() + timeout_s
-    while problems := check():
-        m.prometheus.check_alive()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} after {timeout_s:.0f} s:\n" + "\n".join(problems))
-        time.sleep(0.5)
+    until(what, check, m.prometheus.check_alive, timeout_s)
 
 
 def _not_scraped(m: Monitored) -> list[str]:
@@ -211,36 +207,21 @@ def test_the_traffic_shows_in_increase_from_its_first_event(monitored: Monitored
              for where, expr in panel_queries(dashboard()) if where.startswith("Money in the time range")]
     assert len(money) == 4
 
-    def flat() -> list[str]:
-        problems = []
-        for expr in [f"sum(increase({counter}[{RANGE_S}s]))" for counter in MOVED] + money:
-            values = [float(sample["value"][1]) for sample in monitored.prometheus.query(expr)]
-            if not any(value > 0 for value in values):
-                problems.append(f"{expr}: {values}")
-        return problems
-    _until("counters the traffic moved show no increase", flat, monitored)
+    exprs = [f"sum(increase({counter}[{RANGE_S}s]))" for counter in MOVED] + money
+    _until("counters the traffic moved show no increase",
+           lambda: without_increase(monitored.prometheus.query, exprs), monitored)
 
 
 def test_every_alert_expression_parses_and_reads_metrics_that_exist(monitored: Monitored) -> None:
     rules = alert_rules("rater")  # group rater-notify: tests/test_prometheus_notifier.py
 
-    def missing() -> list[str]:
-        problems = []
-        for rule in rules:
-            monitored.prometheus.query(rule["expr"])  # an error raises
-            for selector in selectors(rule["expr"]):
-                if not monitored.prometheus.query(selector):
-                    problems.append(f"{rule['alert']}: {selector} has no series")
-        return problems
-    _until("alert expressions reading nothing", missing, monitored)
+    _until("alert expressions reading nothing", lambda: alerts_reading_nothing(monitored.prometheus.query, rules),
+           monitored)
 
     def unhealthy() -> list[str]:
         groups = monitored.prometheus.api("rules")["groups"]
         seen = {r["name"]: r for g in groups for r in g["rules"] if r["type"] == "alerting"}
-        problems = [f"{name}: not loaded" for name in (r["alert"] for r in alert_rules()) if name not in seen]
-        problems += [f"{name}: {r['health']} {r.get('lastError', '')}" for name, r in seen.items()
-                     if r["health"] != "ok"]
-        return problems
+        return rules_not_evaluated(seen, alert_rules())
     _until("alert rules not evaluated cleanly", unhealthy, monitored)
 
 

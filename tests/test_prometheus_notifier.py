@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,22 +29,25 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.notify_support import MailServer, NotifierProc, Receiver, notification, upsert, wait_for
 from tests.prometheus_support import (
     NOTIFY_JOB,
+    RANGE_S,
     ROOT,
+    SCRAPE_S,
     Prometheus,
     alert_rules,
+    alerts_reading_nothing,
     dashboard,
     grafana_expr,
     is_notifier_query,
     panel_queries,
-    selectors,
+    rules_not_evaluated,
     tool,
+    until,
+    without_increase,
 )
 from tests.support import create_topics, send_events
 
 pytestmark = pytest.mark.kafka
 
-SCRAPE_S = 1
-RANGE_S = 300
 RATE_WINDOW = f"[{max(2 * SCRAPE_S, 4 * SCRAPE_S)}s]"  # $__rate_interval, as grafana_expr makes it
 NOTIFICATIONS_GUIDE = ROOT / "docs" / "notifications.md"
 
@@ -125,14 +127,10 @@ def _traffic(m: Monitored) -> None:
 
 
 def _until(what: str, check: Callable[[], list[str]], m: Monitored, timeout_s: float = 30) -> None:
-    """Poll ``check`` (the problems it finds) until it finds none; fail with the last ones."""
-    deadline = time.monotonic() + timeout_s
-    while problems := check():
+    def alive() -> None:
         m.prometheus.check_alive()
         m.notifier.check_alive()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} after {timeout_s:.0f} s:\n" + "\n".join(problems))
-        time.sleep(0.5)
+    until(what, check, alive, timeout_s)
 
 
 def _not_scraped(m: Monitored) -> list[str]:
@@ -178,16 +176,10 @@ MOVED = ('rater_notify_deliveries_total{outcome="delivered",channel="email"}',
 def test_the_traffic_shows_in_increase_from_the_first_delivery(monitored: Monitored) -> None:
     """Prometheus scraped the notifier before the traffic, and every labelled series was
     there at 0: each counter the traffic moved shows an increase over the range."""
-    def flat() -> list[str]:
-        problems = []
-        for counter in MOVED:
-            selector = counter.replace("{", f'{{job="{NOTIFY_JOB}",', 1)
-            expr = f"sum(increase({selector}[{RANGE_S}s]))"
-            values = [float(s["value"][1]) for s in monitored.query(expr)]  # type: ignore[index]
-            if not any(value > 0 for value in values):
-                problems.append(f"{expr}: {values}")
-        return problems
-    _until("counters the traffic moved show no increase", flat, monitored)
+    job = f'{{job="{NOTIFY_JOB}",'
+    exprs = [f"sum(increase({counter.replace('{', job, 1)}[{RANGE_S}s]))" for counter in MOVED]
+    _until("counters the traffic moved show no increase", lambda: without_increase(monitored.query, exprs),
+           monitored)
 
 
 def test_the_latency_panel_gives_numbers_per_channel(monitored: Monitored) -> None:
@@ -210,25 +202,13 @@ def test_every_notifier_alert_expression_parses_and_reads_metrics_that_exist(mon
     rules = alert_rules("rater-notify")
     assert len(rules) >= 4
 
-    def missing() -> list[str]:
-        problems = []
-        for rule in rules:
-            monitored.query(rule["expr"])  # an error raises
-            for selector in selectors(rule["expr"]):
-                if not monitored.query(selector):
-                    problems.append(f"{rule['alert']}: {selector} has no series")
-        return problems
-    _until("alert expressions reading nothing", missing, monitored)
+    _until("alert expressions reading nothing", lambda: alerts_reading_nothing(monitored.query, rules), monitored)
 
     def unhealthy() -> list[str]:
         groups = {g["name"]: g for g in monitored.prometheus.api("rules")["groups"]}
         if "rater-notify" not in groups:
             return ["group rater-notify not loaded"]
-        seen = {r["name"]: r for r in groups["rater-notify"]["rules"]}
-        problems = [f"{r['alert']}: not loaded" for r in rules if r["alert"] not in seen]
-        problems += [f"{name}: {r['health']} {r.get('lastError', '')}" for name, r in seen.items()
-                     if r["health"] != "ok"]
-        return problems
+        return rules_not_evaluated({r["name"]: r for r in groups["rater-notify"]["rules"]}, rules)
     _until("alert rules not evaluated cleanly", unhealthy, monitored)
 
 
